@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# The README demo: teacher + FT / KD / PKD-Skip 3-layer students on SST-2, about 10 minutes on 2 CPU cores.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup.sh
+export HF_HUB_OFFLINE=${HF_HUB_OFFLINE:-1} TOKENIZERS_PARALLELISM=false
+exec .venv/bin/textdistill demo "$@"

@@ -1,0 +1,142 @@
+"""Command line: textdistill finetune | distill | evaluate | layer-map | demo"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+from . import TextDistillError
+
+
+def _recipe_args(p: argparse.ArgumentParser):
+    p.add_argument("--recipe", "-r", help="YAML recipe (see recipes/)")
+    p.add_argument("--output", "-o", required=True, help="output folder (created; written only on success)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a recipe field, e.g. train.lr=3e-5 or terms.kd.args.temperature=10 (repeatable)")
+    p.add_argument("--task", help="shortcut for --set task=...")
+    p.add_argument("--teacher", help="shortcut for --set teacher=...")
+    p.add_argument("--data-dir", help="shortcut for --set data.dir=...")
+    p.add_argument("--seed", type=int, help="shortcut for --set train.seed=...")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
+
+
+def _train(args, distill: bool) -> int:
+    from .recipe import load_recipe, parse_overrides
+    from .train import run
+
+    overrides = []
+    for key, value in (("task", args.task), ("teacher", args.teacher), ("data.dir", args.data_dir),
+                       ("train.seed", args.seed)):
+        if value is not None:
+            overrides.append((key, value))
+    overrides += parse_overrides(args.overrides)
+    recipe = load_recipe(args.recipe, overrides)
+    metrics = run(recipe, args.output, overwrite=args.overwrite, distill=distill)
+    print(json.dumps({"output": args.output, "dev": metrics["dev"], "train_seconds": metrics["train_seconds"]}))
+    return 0
+
+
+def _evaluate(args) -> int:
+    from .data.batching import encode, eval_loader
+    from .data.readers import load_examples, resolve_file
+    from .data.tasks import get_task
+    from .evaluate import compute_metrics, predict
+    from .models.loading import count_parameters, load_model, load_tokenizer
+
+    task = get_task(args.task)
+    if args.file:
+        path = args.file
+    elif args.data_dir:
+        path = resolve_file(task, args.split, args.data_dir)
+    else:
+        raise TextDistillError("evaluate: give --file or --data-dir")
+    examples = load_examples(task, path)
+    model, head_new = load_model(args.model, task.num_labels, task.labels)
+    if head_new:
+        raise TextDistillError(f"{args.model}: the model has no classification head (not fine-tuned)")
+    tokenizer = load_tokenizer(args.model)
+    data = encode(tokenizer, examples, args.max_length, task.is_regression)
+    metrics = compute_metrics(task, predict(model, eval_loader(data, tokenizer, args.batch_size)), examples.labels)
+    result = {"model": args.model, "task": task.name, "file": str(path), "rows": len(examples), "metrics": metrics,
+              "params": count_parameters(model)}
+    if args.output:
+        with open(args.output, "w") as f:
+            json.dump(result, f, indent=2)
+    print(json.dumps(result))
+    return 0
+
+
+def _layer_map(args) -> int:
+    from .knowledge.maps import layer_map
+
+    mapping = layer_map(args.strategy, args.teacher_layers, args.student_layers, epoch=args.epoch, seed=args.seed)
+    if args.json:
+        print(json.dumps({"strategy": args.strategy, "teacher_layers": args.teacher_layers,
+                          "student_layers": args.student_layers, "mapping": mapping}))
+    else:
+        print(f"{args.strategy}: teacher {args.teacher_layers} layers -> student {args.student_layers} layers")
+        for j, t in enumerate(mapping, 1):
+            print(f"  student layer {j:2d} <- teacher layer {t}")
+        print(f"  student layer {args.student_layers:2d} <- teacher logits (KD term)")
+    return 0
+
+
+def _demo(args) -> int:
+    from .demo import main as demo_main
+
+    return demo_main(args.output, args.overwrite)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="textdistill", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("finetune", help="fine-tune a model (a teacher, or a student baseline) on a task")
+    _recipe_args(p)
+    p.set_defaults(fn=lambda a: _train(a, distill=False))
+    p = sub.add_parser("distill", help="distil a student from a fine-tuned teacher")
+    _recipe_args(p)
+    p.set_defaults(fn=lambda a: _train(a, distill=True))
+    p = sub.add_parser("evaluate", help="evaluate a saved model on a task's file")
+    p.add_argument("--model", required=True)
+    p.add_argument("--task", required=True)
+    p.add_argument("--data-dir")
+    p.add_argument("--split", default="dev")
+    p.add_argument("--file")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--max-length", type=int, default=128)
+    p.add_argument("--output", help="also write the result as JSON to this file")
+    p.set_defaults(fn=_evaluate)
+    p = sub.add_parser("layer-map", help="show which teacher layer each student layer learns from")
+    p.add_argument("--strategy", required=True)
+    p.add_argument("--teacher-layers", type=int, required=True)
+    p.add_argument("--student-layers", type=int, required=True)
+    p.add_argument("--epoch", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(fn=_layer_map)
+    p = sub.add_parser("demo", help="the README demo: teacher, FT/KD/PKD-Skip 3-layer students on SST-2")
+    p.add_argument("--output", "-o", default="runs/demo")
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(fn=_demo)
+    return parser
+
+
+def main(argv=None) -> int:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    args = build_parser().parse_args(argv)
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # transformers' per-load/per-save bars; ours stay
+    try:
+        return args.fn(args)
+    except TextDistillError as e:
+        print(f"textdistill: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("textdistill: interrupted (nothing was written)", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,60 @@
+"""Task metrics, prediction and latency measurement."""
+from __future__ import annotations
+
+import statistics
+import time
+
+import numpy as np
+import torch
+from scipy.stats import pearsonr, spearmanr
+from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
+
+METRICS = {
+    "accuracy": lambda p, y: float(accuracy_score(y, p)),
+    "f1": lambda p, y: float(f1_score(y, p)),  # binary F1 of the positive class (GLUE MRPC / QQP)
+    "macro_f1": lambda p, y: float(f1_score(y, p, average="macro")),
+    "mcc": lambda p, y: float(matthews_corrcoef(y, p)),
+    "pearson": lambda p, y: float(pearsonr(p, y)[0]),
+    "spearman": lambda p, y: float(spearmanr(p, y)[0]),
+}
+
+
+def model_inputs(batch: dict) -> dict:
+    return {k: v for k, v in batch.items() if k not in ("labels", "idx")}
+
+
+@torch.inference_mode()
+def predict(model, loader, device=None) -> np.ndarray:
+    """Logits of every example, in the dataset's original order (the loader may sort by length)."""
+    from tqdm.auto import tqdm
+
+    model.eval()
+    device = device or next(model.parameters()).device
+    out, idx = [], []
+    for batch in tqdm(loader, desc="evaluate", leave=False, mininterval=2):
+        logits = model(**{k: v.to(device) for k, v in model_inputs(batch).items()}).logits
+        out.append(logits.float().cpu())
+        idx.append(batch["idx"])
+    logits, idx = torch.cat(out), torch.cat(idx)
+    ordered = torch.empty_like(logits)
+    ordered[idx] = logits
+    return ordered.numpy()
+
+
+def compute_metrics(task, logits: np.ndarray, labels) -> dict[str, float]:
+    labels = np.asarray(labels)
+    preds = logits[:, 0] if task.is_regression else logits.argmax(-1)
+    return {name: METRICS[name](preds, labels) for name in task.metrics}
+
+
+@torch.inference_mode()
+def latency(model, batch: dict, repeats: int = 10, warmup: int = 3) -> float:
+    """Median seconds of one forward pass on an already tokenized batch (tokenization excluded)."""
+    model.eval()
+    times = []
+    for i in range(warmup + repeats):
+        t0 = time.perf_counter()
+        model(**batch)
+        if i >= warmup:
+            times.append(time.perf_counter() - t0)
+    return statistics.median(times)

@@ -1,0 +1,140 @@
+"""Recipes: one YAML file = one experiment. Plain data, validated, every field overridable.
+
+    textdistill distill --recipe recipes/kd.yaml --set train.lr=3e-5 --set terms.kd.args.temperature=10
+
+``--set`` takes a dotted path into the recipe; list entries of ``terms`` are addressed by their
+``name`` (or index). Values are parsed as YAML (``3e-5`` -> float, ``[1,2]`` -> list, ``null``).
+Paths in a recipe are relative to the current directory.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from . import TextDistillError
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class DataCfg(_Strict):
+    dir: str | None = None  # GLUE root (../shared/data/glue) or the task's own folder
+    train: str | None = None  # explicit file paths win over dir
+    dev: str | None = None
+    train_rows: int | None = Field(None, gt=0)  # random sample of the train file (seeded by sample_seed)
+    sample_seed: int = 0
+
+
+class StudentCfg(_Strict):
+    init: str | None = None  # model whose layers the student copies (default: the teacher)
+    layers: str | int | list[int] = "all"
+
+
+class TermCfg(_Strict):
+    name: str | None = None
+    tap: str = "logits"
+    loss: str
+    weight: float = 1.0
+    map: str | None = None  # layer map for intermediate-layer terms (pkd-skip, pkd-last, ...)
+    pairs: list[tuple[int, int]] | None = None  # explicit (student layer, teacher layer) pairs
+    args: dict[str, Any] = Field(default_factory=dict)  # loss arguments (temperature, reduction, ...)
+    proj: Literal["auto", "none", "linear"] = "auto"
+
+
+class TrainCfg(_Strict):
+    epochs: float = Field(3, gt=0)
+    batch_size: int = Field(32, gt=0)
+    eval_batch_size: int = Field(64, gt=0)
+    lr: float = Field(5e-5, gt=0)
+    weight_decay: float = 0.01
+    warmup_ratio: float = Field(0.1, ge=0, lt=1)
+    max_length: int = Field(128, gt=1)
+    grad_clip: float | None = 1.0
+    seed: int = 42
+    length_grouped: bool = True
+    mixed_precision: Literal["no", "fp16", "bf16"] = "no"
+    cpu: bool = False
+
+
+class Recipe(_Strict):
+    method: str
+    task: str | dict[str, Any]
+    data: DataCfg = Field(default_factory=DataCfg)
+    teacher: str | None = None
+    scheme: Literal["offline"] = "offline"
+    student: StudentCfg = Field(default_factory=StudentCfg)
+    hard_weight: float = Field(1.0, ge=0)  # weight of the task loss (CE, or MSE for regression): 1 - alpha
+    terms: list[TermCfg] = Field(default_factory=list)
+    train: TrainCfg = Field(default_factory=TrainCfg)
+
+
+def _set_path(obj: dict, dotted: str, value, where: str):
+    parts = dotted.split(".")
+    cur: Any = obj
+    for i, part in enumerate(parts):
+        last = i == len(parts) - 1
+        if isinstance(cur, list):
+            idx = next((k for k, t in enumerate(cur) if isinstance(t, dict) and t.get("name") == part), None)
+            if idx is None and part.isdigit() and int(part) < len(cur):
+                idx = int(part)
+            if idx is None:
+                names = [t.get("name") for t in cur if isinstance(t, dict)]
+                raise TextDistillError(f"{where}: --set {dotted}: no entry '{part}' (names: {names})")
+            part = idx
+        elif not isinstance(cur, dict):
+            raise TextDistillError(f"{where}: --set {dotted}: '{'.'.join(parts[:i])}' is not a section")
+        if last:
+            cur[part] = value
+        else:
+            if isinstance(cur, dict) and cur.get(part) is None:
+                cur[part] = {}
+            cur = cur[part]
+
+
+def parse_overrides(items: list[str]) -> list[tuple[str, Any]]:
+    out = []
+    for item in items or []:
+        if "=" not in item:
+            raise TextDistillError(f"--set {item}: expected KEY=VALUE")
+        key, raw = item.split("=", 1)
+        try:
+            value = yaml.safe_load(raw) if raw != "" else ""
+        except yaml.YAMLError:
+            value = raw
+        out.append((key.strip(), value))
+    return out
+
+
+def load_recipe(path: str | None, overrides: list[tuple[str, Any]] = ()) -> Recipe:
+    where = path or "command line"
+    data: dict = {}
+    if path:
+        p = Path(path)
+        if not p.is_file():
+            raise TextDistillError(f"{path}: recipe not found")
+        try:
+            data = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise TextDistillError(f"{path}: invalid YAML: {str(e).splitlines()[0]}") from None
+        if not isinstance(data, dict):
+            raise TextDistillError(f"{path}: a recipe is a mapping of keys to values")
+    for key, value in overrides:
+        _set_path(data, key, value, where)
+    try:
+        return Recipe.model_validate(data)
+    except ValidationError as e:
+        err = e.errors()[0]
+        loc = ".".join(str(x) for x in err["loc"])
+        if err["type"] == "extra_forbidden":
+            raise TextDistillError(f"{where}: unknown key '{loc}'") from None
+        if err["type"] == "missing":
+            raise TextDistillError(f"{where}: missing key '{loc}'") from None
+        raise TextDistillError(f"{where}: {loc}: {err['msg']} (got {err.get('input')!r})") from None
+
+
+def dump_recipe(recipe: Recipe) -> str:
+    return yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False)

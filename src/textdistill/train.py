@@ -1,0 +1,255 @@
+"""The one training loop: fine-tuning (no teacher) and offline distillation (frozen teacher).
+
+    loss = hard_weight * task_loss(student, labels) + sum_k weight_k * term_k(student, teacher)
+
+Methods differ only in their recipe's terms (see ``knowledge/terms.py``). The run writes into a
+hidden ``.<out>.partial`` folder and renames it to ``<out>`` only when everything succeeded.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import platform
+import random
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from . import TextDistillError, __version__
+from .data.batching import encode, eval_loader, train_loader
+from .data.readers import load_examples, resolve_file
+from .data.tasks import Task, get_task, task_from_dict
+from .evaluate import compute_metrics, model_inputs, predict
+from .knowledge.terms import build_terms, check_term, term_where
+from .models.loading import count_parameters, load_model, load_tokenizer
+from .models.student import build_student
+from .recipe import Recipe, dump_recipe
+
+log = logging.getLogger("textdistill")
+
+
+def resolve_task(recipe: Recipe) -> Task:
+    if isinstance(recipe.task, dict):
+        return task_from_dict(recipe.task)
+    return get_task(recipe.task)
+
+
+def data_file(task: Task, recipe: Recipe, split: str) -> Path:
+    explicit = getattr(recipe.data, split)
+    if explicit:
+        if not Path(explicit).is_file():
+            raise TextDistillError(f"data.{split}: {explicit}: no such file")
+        return Path(explicit)
+    if not recipe.data.dir:
+        raise TextDistillError(f"data.dir or data.{split}: say where the {split} data is")
+    return resolve_file(task, split, recipe.data.dir)
+
+
+def load_split(task: Task, recipe: Recipe, split: str):
+    examples = load_examples(task, data_file(task, recipe, split))
+    if split == "train" and recipe.data.train_rows and recipe.data.train_rows < len(examples):
+        rng = random.Random(recipe.data.sample_seed)
+        examples = examples.subset(sorted(rng.sample(range(len(examples)), recipe.data.train_rows)))
+    return examples
+
+
+def versions() -> dict:
+    import accelerate
+    import transformers
+
+    return {"textdistill": __version__, "torch": torch.__version__, "transformers": transformers.__version__,
+            "accelerate": accelerate.__version__, "python": platform.python_version()}
+
+
+def task_loss(task: Task, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    if task.is_regression:
+        return F.mse_loss(logits.squeeze(-1), labels)
+    return F.cross_entropy(logits, labels)
+
+
+def _setup_logging(folder: Path) -> logging.Handler:
+    handler = logging.FileHandler(folder / "train.log")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
+    log.addHandler(handler)
+    if not any(isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler) for h in log.handlers):
+        console = logging.StreamHandler(sys.stderr)
+        console.setFormatter(logging.Formatter("%(message)s"))
+        log.addHandler(console)
+    log.setLevel(logging.INFO)
+    return handler
+
+
+def _optimizer(student, terms, cfg):
+    decay, no_decay = [], []
+    for module in (student, terms):
+        for name, p in module.named_parameters():
+            if p.requires_grad:
+                (no_decay if p.ndim < 2 or "LayerNorm" in name or "layer_norm" in name else decay).append(p)
+    return torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
+                              {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr)
+
+
+def prepare_output(out_dir: str | os.PathLike, overwrite: bool) -> tuple[Path, Path]:
+    out = Path(out_dir)
+    if out.exists() and not overwrite:
+        raise TextDistillError(f"{out}: output folder exists (use --overwrite to replace it)")
+    tmp = out.parent / f".{out.name}.partial"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    return out, tmp
+
+
+def commit_output(tmp: Path, out: Path) -> None:
+    if out.exists():
+        shutil.rmtree(out)
+    tmp.rename(out)
+
+
+def run(recipe: Recipe, out_dir: str | os.PathLike, overwrite: bool = False, distill: bool | None = None) -> dict:
+    """Train a student (or fine-tune a model when the recipe has no teacher); returns metrics."""
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
+    from tqdm.auto import tqdm
+    from transformers import get_linear_schedule_with_warmup
+
+    if distill is True and (not recipe.teacher or not recipe.terms):
+        raise TextDistillError("distill: the recipe needs a 'teacher' and at least one entry in 'terms'")
+    if distill is False and (recipe.teacher or recipe.terms):
+        raise TextDistillError("finetune: the recipe has a teacher or terms; use 'textdistill distill'")
+    if recipe.terms and not recipe.teacher:
+        raise TextDistillError("terms need a 'teacher'")
+    if not recipe.student.init and not recipe.teacher:
+        raise TextDistillError("student.init: name the model to fine-tune (a folder, a hub id or an alias)")
+    for i, term in enumerate(recipe.terms):
+        check_term(term, term_where(i, term))
+    cfg = recipe.train
+    task = resolve_task(recipe)
+    train_path, dev_path = data_file(task, recipe, "train"), data_file(task, recipe, "dev")
+    out, tmp = prepare_output(out_dir, overwrite)
+    handler = _setup_logging(tmp)
+    try:
+        metrics = _run(recipe, task, cfg, tmp, Accelerator, set_seed, tqdm, get_linear_schedule_with_warmup)
+        metrics["data"] = {"train": str(train_path), "dev": str(dev_path)}
+        (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+        log.removeHandler(handler)
+        handler.close()
+        commit_output(tmp, out)
+    except BaseException:
+        log.removeHandler(handler)
+        handler.close()
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    log.info("wrote %s", out)
+    return metrics
+
+
+def _run(recipe, task, cfg, tmp, Accelerator, set_seed, tqdm, get_schedule) -> dict:
+    set_seed(cfg.seed)
+    (tmp / "recipe.yaml").write_text(dump_recipe(recipe))
+    labels = task.labels
+    need_hidden = any(t.tap != "logits" for t in recipe.terms)
+
+    teacher = None
+    if recipe.teacher:
+        teacher, head_new = load_model(recipe.teacher, task.num_labels, labels)
+        if head_new:
+            raise TextDistillError(f"teacher {recipe.teacher}: its classification head is missing, so it was never "
+                                   f"fine-tuned on the task; fine-tune it first (textdistill finetune)")
+        teacher.eval().requires_grad_(False)
+    init = recipe.student.init or recipe.teacher
+    source = teacher if init == recipe.teacher else load_model(init, task.num_labels, labels)[0]
+    student, mapping = build_student(source, recipe.student.layers)
+    if source is not teacher:
+        del source
+    student.config.id2label = dict(enumerate(labels)) if labels else {0: "score"}
+    student.config.label2id = {v: k for k, v in student.config.id2label.items()}
+    log.info("student from %s: %s", init, ", ".join(f"S{s}<-T{t}" for s, t in mapping.items()))
+
+    tokenizer = load_tokenizer(init)
+    if teacher is not None:
+        t_tok = tokenizer if init == recipe.teacher else load_tokenizer(recipe.teacher)
+        if t_tok.get_vocab() != tokenizer.get_vocab() or teacher.config.vocab_size != student.config.vocab_size:
+            raise TextDistillError(f"teacher {recipe.teacher} and student init {init} have different vocabularies "
+                                   f"(teacher and student must share one tokenizer)")
+
+    train_ex, dev_ex = load_split(task, recipe, "train"), load_split(task, recipe, "dev")
+    train_set = encode(tokenizer, train_ex, cfg.max_length, task.is_regression)
+    dev_set = encode(tokenizer, dev_ex, cfg.max_length, task.is_regression)
+    log.info("task %s: %d train rows (%s), %d dev rows (%s)", task.name, len(train_ex), train_ex.source,
+             len(dev_ex), dev_ex.source)
+
+    terms = build_terms(recipe.terms, teacher_config=teacher.config if teacher else student.config,
+                        student_config=student.config, regression=task.is_regression, seed=cfg.seed)
+    accelerator = Accelerator(cpu=cfg.cpu, mixed_precision=cfg.mixed_precision)
+    loader = train_loader(train_set, tokenizer, cfg.batch_size, cfg.seed, cfg.length_grouped)
+    total_steps = max(1, math.ceil(len(loader) * cfg.epochs))
+    optimizer = _optimizer(student, terms, cfg)
+    scheduler = get_schedule(optimizer, int(cfg.warmup_ratio * total_steps), total_steps)
+    student, terms, optimizer, loader, scheduler = accelerator.prepare(student, terms, optimizer, loader, scheduler)
+    if teacher is not None:
+        teacher.to(accelerator.device)
+
+    history, step, t0 = [], 0, time.perf_counter()
+    for epoch in range(math.ceil(cfg.epochs)):
+        for term in terms:
+            term.set_epoch(epoch)
+            log.info("epoch %d term %s", epoch + 1, term.describe())
+        student.train()
+        sums: dict[str, float] = {}
+        bar = tqdm(loader, desc=f"epoch {epoch + 1}", leave=False, mininterval=2,
+                   total=min(len(loader), total_steps - step))
+        for batch in bar:
+            inputs = model_inputs(batch)
+            s_out = student(**inputs, output_hidden_states=need_hidden)
+            parts = {}
+            if recipe.hard_weight > 0:
+                parts["task"] = (recipe.hard_weight, task_loss(task, s_out.logits, batch["labels"]))
+            if teacher is not None:
+                with torch.no_grad():
+                    t_out = teacher(**inputs, output_hidden_states=need_hidden)
+                for term in terms:
+                    parts[term.name] = (term.weight, term(s_out, t_out, inputs["attention_mask"]))
+            loss = sum(w * v for w, v in parts.values())
+            if not torch.isfinite(loss):
+                raise TextDistillError(f"loss became {loss.item()} at step {step + 1} (lower train.lr?)")
+            accelerator.backward(loss)
+            if cfg.grad_clip:
+                accelerator.clip_grad_norm_(list(student.parameters()) + list(terms.parameters()), cfg.grad_clip)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad()
+            step += 1
+            for name, (_, v) in parts.items():
+                sums[name] = sums.get(name, 0.0) + v.item()
+            if step % 50 == 0:
+                bar.set_postfix({k: f"{v / (bar.n + 1):.4f}" for k, v in sums.items()})
+            if step >= total_steps:
+                break
+        n = max(1, bar.n)
+        dev = compute_metrics(task, predict(student, eval_loader(dev_set, tokenizer, cfg.eval_batch_size)),
+                              dev_ex.labels)
+        history.append({"epoch": epoch + 1, "step": step, "seconds": round(time.perf_counter() - t0, 1),
+                        "loss": {k: round(v / n, 6) for k, v in sums.items()}, "dev": dev})
+        log.info("epoch %d step %d: loss %s dev %s", epoch + 1, step, history[-1]["loss"], dev)
+    train_seconds = time.perf_counter() - t0
+
+    student = accelerator.unwrap_model(student)
+    student.save_pretrained(tmp / "model")
+    tokenizer.save_pretrained(tmp / "model")
+    (tmp / "student_layers.json").write_text(json.dumps({"init": init, "student_from_teacher_layers":
+                                                        {str(s): t for s, t in mapping.items()}}, indent=2) + "\n")
+    return {
+        "task": task.name, "method": recipe.method, "teacher": recipe.teacher, "student_init": init,
+        "student_layers": len(mapping), "student_from_teacher_layers": {str(s): t for s, t in mapping.items()},
+        "terms": [t.describe() for t in terms], "dev": history[-1]["dev"], "main_metric": task.main_metric,
+        "history": history, "params_teacher": count_parameters(teacher) if teacher is not None else None,
+        "params_student": count_parameters(student), "train_rows": len(train_ex), "train_steps": step,
+        "train_seconds": round(train_seconds, 1), "seed": cfg.seed, "versions": versions(),
+    }

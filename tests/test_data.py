@@ -1,0 +1,107 @@
+"""Readers: every file of the GLUE layout in ../shared, users' CSV/TSV/JSONL, and bad input."""
+import gzip
+import json
+
+import pytest
+
+from textdistill import TextDistillError
+from textdistill.data.readers import load_examples, resolve_file
+from textdistill.data.tasks import get_task, task_from_dict
+
+from conftest import shared_glue
+
+# (task, split, rows, labelled): every file in ../shared/data/glue (see its README)
+GLUE_FILES = [
+    ("cola", "train", 8551, True), ("cola", "dev", 1043, True), ("cola", "test", 1063, False),
+    ("sst2", "train", 67349, True), ("sst2", "dev", 872, True), ("sst2", "test", 1821, False),
+    ("mrpc", "train", 3668, True), ("mrpc", "dev", 408, True), ("mrpc", "test", 1725, False),
+    ("stsb", "train", 5749, True), ("stsb", "dev", 1500, True), ("stsb", "test", 1379, False),
+    ("rte", "train", 2490, True), ("rte", "dev", 277, True), ("rte", "test", 3000, False),
+    ("wnli", "train", 635, True), ("wnli", "dev", 71, True), ("wnli", "test", 146, False),
+    ("qnli", "train", 9999, True), ("qnli", "dev", 5463, True), ("qnli", "test", 5463, False),
+    ("mnli", "train", 9999, True), ("qqp", "train", 23496, True),
+    ("paws", "dev", 8000, True), ("paws", "test", 8000, True),
+    ("imdb", "test", 25000, True), ("imdb", "test2k", 2000, True),
+]
+
+
+@pytest.mark.parametrize("name,split,rows,labelled", GLUE_FILES)
+def test_every_glue_file_loads(name, split, rows, labelled):
+    glue = shared_glue()
+    task = get_task(name)
+    ex = load_examples(task, resolve_file(task, split, glue), require_labels=labelled)
+    assert len(ex) == rows
+    assert all(ex.text_a) and (ex.text_b is None) == (len(task.text_columns) == 1)
+    if labelled:
+        assert len(ex.labels) == rows
+        if task.is_regression:
+            assert 0.0 <= min(ex.labels) and max(ex.labels) <= 5.0
+        else:
+            assert set(ex.labels) == set(range(task.num_labels))
+    else:
+        assert ex.labels is None
+
+
+def test_glue_quirks():
+    glue = shared_glue()
+    mrpc = load_examples(get_task("mrpc"), glue / "MRPC" / "dev.tsv")  # header starts with a BOM
+    assert mrpc.labels[:2] == [1, 0] and mrpc.text_a[0].startswith("He said the foodservice")
+    paws = load_examples(get_task("paws"), glue / "PAWS" / "dev.tsv")  # CRLF line endings
+    assert not any(t.endswith("\r") for t in paws.text_b) and paws.labels[:2] == [0, 1]
+    cola = load_examples(get_task("cola"), glue / "CoLA" / "train.tsv")  # no header
+    assert cola.text_a[0] == "Our friends won't buy this analysis, let alone the next one we propose."
+    assert cola.lines[0] == 1
+    mnli = load_examples(get_task("mnli"), glue / "MNLI" / "subset" / "train_subset_ppft.tsv")
+    assert mnli.labels[:2] == [1, 1]  # 'entailment' is class 1 in GLUE's order (contradiction, entailment, neutral)
+    # the other QQP subset has its own columns and also loads
+    qqp = load_examples(get_task("qqp"), glue / "QQP" / "subset" / "train_subset_ppft.tsv")
+    assert len(qqp) == 9999
+
+
+def test_user_csv_tsv_jsonl(tmp_path):
+    task = task_from_dict({"name": "tickets", "text_columns": ["title", "body"], "label_column": "team",
+                           "labels": ["billing", "tech"]})
+    (tmp_path / "a.csv").write_text('title,body,team\n"Refund, please","I was charged twice",billing\nCrash,"It ""hangs""",tech\n')
+    ex = load_examples(task, tmp_path / "a.csv")
+    assert ex.text_a == ["Refund, please", "Crash"] and ex.text_b[1] == 'It "hangs"' and ex.labels == [0, 1]
+    (tmp_path / "a.tsv").write_text('title\tbody\tteam\r\nx "y\tz\ttech\r\n')
+    assert load_examples(task, tmp_path / "a.tsv").text_a == ['x "y']
+    rows = [{"title": "a", "body": "b", "team": "tech"}, {"title": "c", "body": "d", "team": "billing"}]
+    with gzip.open(tmp_path / "a.jsonl.gz", "wt") as f:
+        f.write("\n".join(json.dumps(r) for r in rows) + "\n")
+    assert load_examples(task, tmp_path / "a.jsonl.gz").labels == [1, 0]
+    reg = task_from_dict({"text_columns": "t", "regression": True, "label_column": "y"})
+    (tmp_path / "r.jsonl").write_text('{"t": "x", "y": 0.5}\n{"t": "z", "y": 2}\n')
+    assert load_examples(reg, tmp_path / "r.jsonl").labels == [0.5, 2.0]
+
+
+def test_bad_data(tmp_path):
+    sst2 = get_task("sst2")
+    (tmp_path / "empty.tsv").write_text("")
+    with pytest.raises(TextDistillError, match="empty.tsv: the file is empty"):
+        load_examples(sst2, tmp_path / "empty.tsv")
+    (tmp_path / "hdr.tsv").write_text("sentence\tlabel\n")
+    with pytest.raises(TextDistillError, match="header but no rows"):
+        load_examples(sst2, tmp_path / "hdr.tsv")
+    (tmp_path / "lab.tsv").write_text("sentence\tlabel\ngood\t1\nbad\t2\n")
+    with pytest.raises(TextDistillError, match=r"lab.tsv:3: unseen label '2' in column 'label'"):
+        load_examples(sst2, tmp_path / "lab.tsv")
+    (tmp_path / "col.tsv").write_text("text\tlabel\ngood\t1\n")
+    with pytest.raises(TextDistillError, match="col.tsv: no column 'sentence'"):
+        load_examples(sst2, tmp_path / "col.tsv")
+    (tmp_path / "fields.tsv").write_text("sentence\tlabel\ngood\t1\nbad\n")
+    with pytest.raises(TextDistillError, match=r"fields.tsv:3: expected 2 fields"):
+        load_examples(sst2, tmp_path / "fields.tsv")
+    (tmp_path / "bad.jsonl").write_text('{"sentence": "a", "label": 1}\n{oops\n')
+    with pytest.raises(TextDistillError, match=r"bad.jsonl:2: invalid JSON"):
+        load_examples(sst2, tmp_path / "bad.jsonl")
+    (tmp_path / "s.tsv").write_text("sentence1\tsentence2\tscore\na\tb\thigh\n")
+    with pytest.raises(TextDistillError, match=r"s.tsv:2: label 'high' .* not a number"):
+        load_examples(get_task("stsb"), tmp_path / "s.tsv")
+    with pytest.raises(TextDistillError, match="unknown task 'sst3'"):
+        get_task("sst3")
+    (tmp_path / "x.parquet").write_bytes(b"PAR1")
+    with pytest.raises(TextDistillError, match="x.parquet: unknown file type"):
+        load_examples(sst2, tmp_path / "x.parquet")
+    with pytest.raises(TextDistillError, match="nope.tsv: no such file"):
+        load_examples(sst2, tmp_path / "nope.tsv")

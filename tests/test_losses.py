@@ -1,0 +1,112 @@
+"""Every loss against a value computed independently (by hand or with a second formula)."""
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from textdistill import TextDistillError
+from textdistill.knowledge.losses import get_loss, kd_kl, mse, pkd_mse, soft_ce
+
+
+def _softmax(xs):
+    e = [math.exp(x) for x in xs]
+    return [v / sum(e) for v in e]
+
+
+S = [[1.0, 2.0, 0.5], [0.0, -1.0, 1.0]]
+T = [[2.0, 1.0, 0.0], [0.5, 0.5, 3.0]]
+
+
+def _hand_kl(temperature):
+    """sum_c p_t log(p_t / p_s), averaged over the 2 examples, times T^2 -- plain Python."""
+    total = 0.0
+    for s, t in zip(S, T):
+        ps = _softmax([x / temperature for x in s])
+        pt = _softmax([x / temperature for x in t])
+        total += sum(a * math.log(a / b) for a, b in zip(pt, ps))
+    return total / len(S) * temperature ** 2
+
+
+@pytest.mark.parametrize("temperature", [1.0, 2.0, 5.0])
+def test_kd_kl_matches_hand_computation(temperature):
+    got = kd_kl(torch.tensor(S), torch.tensor(T), temperature=temperature)
+    assert got.item() == pytest.approx(_hand_kl(temperature), rel=1e-5)
+
+
+def test_kd_kl_worked_example():
+    # two classes, one example, T = 2: s = [0, 0] -> p_s = [.5, .5]; t = [2 ln 3, 0] -> p_t = [.75, .25]
+    # KL = .75 ln(1.5) + .25 ln(.5) = 0.130812035; times T^2 = 4 -> 0.52324814
+    got = kd_kl(torch.tensor([[0.0, 0.0]]), torch.tensor([[2 * math.log(3.0), 0.0]]), temperature=2.0)
+    assert got.item() == pytest.approx(0.52324814, abs=1e-6)
+
+
+def test_kd_kl_is_batchmean_not_elementwise_mean():
+    s, t = torch.tensor(S), torch.tensor(T)
+    batchmean = kd_kl(s, t, temperature=1.0)
+    elementwise = F.kl_div(F.log_softmax(s, -1), F.softmax(t, -1), reduction="mean")
+    assert batchmean.item() == pytest.approx(elementwise.item() * 3, rel=1e-6)  # 3 classes
+
+
+def test_kd_kl_zero_when_equal_and_t2_scaling():
+    x = torch.tensor(S)
+    assert kd_kl(x, x.clone(), temperature=4.0).item() == pytest.approx(0.0, abs=1e-7)
+    # the T^2 factor: KL at temperature T without scaling equals kd_kl / T^2
+    s, t = torch.tensor(S), torch.tensor(T)
+    raw = F.kl_div(F.log_softmax(s / 3, -1), F.softmax(t / 3, -1), reduction="batchmean")
+    assert kd_kl(s, t, temperature=3.0).item() == pytest.approx(9 * raw.item(), rel=1e-6)
+
+
+@pytest.mark.parametrize("temperature", [1.0, 5.0])
+def test_soft_ce_equals_kl_plus_teacher_entropy(temperature):
+    s, t = torch.tensor(S), torch.tensor(T)
+    entropy = 0.0
+    for row in T:
+        p = _softmax([x / temperature for x in row])
+        entropy -= sum(v * math.log(v) for v in p)
+    entropy /= len(T)
+    expected = _hand_kl(temperature) + entropy * temperature ** 2
+    assert soft_ce(s, t, temperature=temperature).item() == pytest.approx(expected, rel=1e-5)
+    assert soft_ce(s, t, temperature=temperature, t2=False).item() == pytest.approx(
+        expected / temperature ** 2, rel=1e-5)
+
+
+def test_soft_ce_and_kd_kl_have_the_same_gradient():
+    s1 = torch.tensor(S, requires_grad=True)
+    s2 = torch.tensor(S, requires_grad=True)
+    t = torch.tensor(T)
+    soft_ce(s1, t, temperature=3.0).backward()
+    kd_kl(s2, t, temperature=3.0).backward()
+    assert torch.allclose(s1.grad, s2.grad, atol=1e-6)
+
+
+def test_pkd_mse_by_hand():
+    # one example, two layers, dim 2
+    s = torch.tensor([[[3.0, 4.0], [1.0, 0.0]]])  # normalised: [.6, .8], [1, 0]
+    t = torch.tensor([[[0.0, 2.0], [0.0, 5.0]]])  # normalised: [0, 1], [0, 1]
+    # squared differences: layer 1: .36 + .04 = .40; layer 2: 1 + 1 = 2.0
+    assert pkd_mse(s, t, reduction="sum").item() == pytest.approx(2.4, rel=1e-6)
+    assert pkd_mse(s, t, reduction="mean").item() == pytest.approx(2.4 / 4, rel=1e-6)
+
+
+def test_pkd_mse_sum_is_mean_over_batch_and_equals_2_minus_2cos():
+    torch.manual_seed(0)
+    s, t = torch.randn(5, 3, 8), torch.randn(5, 3, 8)
+    cos = F.cosine_similarity(s, t, dim=-1)  # (5, 3)
+    expected = (2 - 2 * cos).sum(-1).mean()
+    assert pkd_mse(s, t, reduction="sum").item() == pytest.approx(expected.item(), rel=1e-5)
+    assert pkd_mse(s, t).item() == pytest.approx((2 - 2 * cos).mean().item() / 8, rel=1e-5)
+    assert pkd_mse(3 * s, 0.5 * s).item() == pytest.approx(0.0, abs=1e-7)  # scale-invariant
+
+
+def test_mse_by_hand():
+    assert mse(torch.tensor([[1.0], [3.0]]), torch.tensor([[0.0], [1.0]])).item() == pytest.approx(2.5)
+
+
+def test_bad_loss_inputs():
+    with pytest.raises(TextDistillError, match="unknown loss 'kld'"):
+        get_loss("kld")
+    with pytest.raises(TextDistillError, match="temperature must be positive"):
+        kd_kl(torch.tensor(S), torch.tensor(T), temperature=0)
+    with pytest.raises(TextDistillError, match="reduction"):
+        pkd_mse(torch.ones(1, 1, 2), torch.ones(1, 1, 2), reduction="avg")

@@ -1,0 +1,35 @@
+"""The CLI on a few hundred real SST-2 rows with the real MiniLM-L6 teacher (about a minute on 2 cores)."""
+import json
+from pathlib import Path
+
+import pytest
+
+from textdistill.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.slow
+def test_minilm_teacher_and_pkd_skip_student_on_real_sst2(tmp_path, capsys):
+    data = tmp_path / "sst2"
+    data.mkdir()
+    train = (ROOT / "data" / "sst2" / "train.tsv").read_text().splitlines()
+    dev = (ROOT / "data" / "sst2" / "dev.tsv").read_text().splitlines()
+    (data / "train.tsv").write_text("\n".join(train[:401]) + "\n")  # 400 real rows
+    (data / "dev.tsv").write_text("\n".join(dev[:201]) + "\n")  # 200 rows of the real dev set
+    common = ["--set", f"data.dir={data}", "--set", "train.epochs=2", "--set", "train.lr=1e-4"]
+    assert main(["finetune", "-r", "recipes/teacher.yaml", "-o", str(tmp_path / "teacher"), *common]) == 0
+    teacher = json.loads((tmp_path / "teacher" / "metrics.json").read_text())
+    assert teacher["params_student"] > 22_000_000 and teacher["student_layers"] == 6
+    assert teacher["dev"]["accuracy"] > 0.7, teacher["dev"]  # 400 rows are enough to beat chance by far
+    assert main(["distill", "-r", "recipes/pkd-skip.yaml", "-o", str(tmp_path / "pkd"), *common,
+                 "--teacher", str(tmp_path / "teacher" / "model")]) == 0
+    m = json.loads((tmp_path / "pkd" / "metrics.json").read_text())
+    assert m["student_layers"] == 3 and m["student_from_teacher_layers"] == {"1": 1, "2": 2, "3": 3}
+    assert "pt: cls [S1<-T2, S2<-T4]" in m["terms"][1]  # PKD-Skip 6 -> 3
+    assert m["params_teacher"] == teacher["params_student"] and m["params_student"] < m["params_teacher"]
+    assert m["dev"]["accuracy"] > 0.6, m["dev"]
+    capsys.readouterr()
+    assert main(["evaluate", "--model", str(tmp_path / "pkd" / "model"), "--task", "sst2",
+                 "--file", str(data / "dev.tsv")]) == 0
+    assert json.loads(capsys.readouterr().out)["metrics"]["accuracy"] == pytest.approx(m["dev"]["accuracy"])
