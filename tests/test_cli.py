@@ -136,3 +136,48 @@ def test_bad_input_gives_one_line_and_writes_nothing(tmp_path, tiny_teacher, tin
     out.mkdir()
     _fails(["distill", "-r", "recipes/kd.yaml", *base], capsys, "output folder exists", None)
     assert out.exists()
+
+
+def test_regression_task_and_user_task(tmp_path, tiny_bert, capsys):
+    """STS-B (regression: MSE task loss, MSE to the teacher's score) and a task declared in the recipe."""
+    import random
+
+    rng = random.Random(0)
+    words = "a man woman dog cat is plays runs the ball guitar in park".split()
+    sent = lambda: " ".join(rng.choice(words) for _ in range(6))  # noqa: E731
+    stsb = tmp_path / "stsb"
+    stsb.mkdir()
+    for name, n in (("train.tsv", 64), ("dev.tsv", 32)):
+        rows = [f"{i}\tmain\tx\t2012\t{i}\tnone\tnone\t{sent()}\t{sent()}\t{rng.uniform(0, 5):.3f}" for i in range(n)]
+        header = "index\tgenre\tfilename\tyear\told_index\tsource1\tsource2\tsentence1\tsentence2\tscore"
+        (stsb / name).write_text("\n".join([header] + rows) + "\n")
+    common = ["--task", "stsb", "--data-dir", str(stsb), "--set", "train.epochs=1", "--set", "train.batch_size=16"]
+    assert main(["finetune", "-r", "recipes/teacher.yaml", "-o", str(tmp_path / "t"), "--set",
+                 f"student.init={tiny_bert}", *common]) == 0
+    t = tmp_path / "t" / "model"
+    assert json.loads((t / "config.json").read_text())["id2label"] == {"0": "score"}  # one output
+    _fails(["distill", "-r", "recipes/kd.yaml", "-o", str(tmp_path / "bad"), "--teacher", str(t), "--set",
+            f"student.init={t}", *common], capsys, "'kd_kl' needs class logits; use 'mse'", tmp_path / "bad")
+    assert main(["distill", "-r", "recipes/kd.yaml", "-o", str(tmp_path / "s"), "--teacher", str(t), "--set",
+                 f"student.init={t}", "--set", "student.layers=every:2", "--set", "terms.kd.loss=mse",
+                 "--set", "terms.kd.args={}", *common]) == 0
+    m = json.loads((tmp_path / "s" / "metrics.json").read_text())
+    assert set(m["dev"]) == {"pearson", "spearman"} and m["main_metric"] == "pearson"
+
+    user = tmp_path / "user"
+    user.mkdir()
+    for name, n in (("train.csv", 48), ("dev.csv", 16)):
+        lines = ["title,team"] + [f"\"{sent()}, please\",{rng.choice(['billing', 'tech'])}" for _ in range(n)]
+        (user / name).write_text("\n".join(lines) + "\n")
+    recipe = tmp_path / "user.yaml"
+    recipe.write_text(f"""method: ft
+task: {{name: tickets, text_columns: [title], label_column: team, labels: [billing, tech], metrics: [macro_f1, accuracy]}}
+data: {{train: {user / 'train.csv'}, dev: {user / 'dev.csv'}}}
+student: {{init: {tiny_bert}, layers: first:2}}
+train: {{epochs: 1, batch_size: 16}}
+""")
+    assert main(["finetune", "-r", str(recipe), "-o", str(tmp_path / "u")]) == 0
+    m = json.loads((tmp_path / "u" / "metrics.json").read_text())
+    assert m["task"] == "tickets" and set(m["dev"]) == {"macro_f1", "accuracy"}
+    config = json.loads((tmp_path / "u" / "model" / "config.json").read_text())
+    assert config["id2label"] == {"0": "billing", "1": "tech"}

@@ -164,7 +164,12 @@ def _run(recipe, task, cfg, tmp, Accelerator, set_seed, tqdm, get_schedule) -> d
                                    f"fine-tuned on the task; fine-tune it first (textdistill finetune)")
         teacher.eval().requires_grad_(False)
     init = recipe.student.init or recipe.teacher
-    source = teacher if init == recipe.teacher else load_model(init, task.num_labels, labels)[0]
+    if init == recipe.teacher:
+        source = teacher
+    else:
+        source, head_new = load_model(init, task.num_labels, labels, new_head_ok=True)
+        if head_new:
+            log.info("student init %s: new classification head for %d labels", init, task.num_labels)
     student, mapping = build_student(source, recipe.student.layers)
     if source is not teacher:
         del source

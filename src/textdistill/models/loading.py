@@ -70,44 +70,57 @@ def load_tokenizer(name: str):
     return tok
 
 
-def load_model(name: str, num_labels: int, labels: tuple[str, ...] | None = None, attentions: bool = False):
+def load_model(name: str, num_labels: int, labels: tuple[str, ...] | None = None, attentions: bool = False,
+               new_head_ok: bool = False):
     """Load a sequence classifier. Returns ``(model, head_is_new)``: ``head_is_new`` is True when the
-    classification head was missing from the checkpoint (a model that was never fine-tuned)."""
+    classification head was missing from the checkpoint (a model that was never fine-tuned) or, with
+    ``new_head_ok``, was re-initialised because it had another number of labels.
+
+    Without ``new_head_ok`` (teachers, evaluation) a head for another number of labels, or one whose
+    saved label names differ from the task's (e.g. MNLI labels in another order), is an error.
+    """
     from transformers import AutoConfig, AutoModelForSequenceClassification
+    from transformers.utils import logging as hf_logging
 
     path = resolve_model_path(name)
     try:
         config = AutoConfig.from_pretrained(path)
     except (OSError, ValueError) as e:
         raise _hub_error(name, e) from e
-    have = getattr(config, "num_labels", None)
-    kwargs = {}
+    saved = [str(v) for _, v in sorted((int(k), v) for k, v in (config.id2label or {}).items())]
+    named = saved and not all(v == f"LABEL_{i}" for i, v in enumerate(saved))
+    if not new_head_ok and named and labels is not None and len(saved) == len(labels) and tuple(saved) != labels:
+        raise TextDistillError(f"{name}: the model's labels are {saved}, the task's are {list(labels)} "
+                               f"(same order needed; was it fine-tuned on another task or label order?)")
+    kwargs = {"num_labels": num_labels,
+              "problem_type": "regression" if labels is None else "single_label_classification"}
     if labels is not None:
         kwargs["id2label"] = dict(enumerate(labels))
         kwargs["label2id"] = {v: i for i, v in enumerate(labels)}
-    kwargs["num_labels"] = num_labels
-    kwargs["problem_type"] = "regression" if labels is None else "single_label_classification"
     # attention maps need the eager implementation (sdpa returns none in transformers 5); otherwise
     # transformers picks the fastest one the architecture supports (MPNet has no sdpa path)
     if attentions:
         kwargs["attn_implementation"] = "eager"
-    from transformers.utils import logging as hf_logging
-
     verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
     hf_logging.set_verbosity_error()  # we report a missing head ourselves
     hf_logging.disable_progress_bar()  # a bar per load is noise in logs and error output
     try:
-        model, info = AutoModelForSequenceClassification.from_pretrained(
-            path, output_loading_info=True, ignore_mismatched_sizes=False, **kwargs)
+        try:
+            model, info = AutoModelForSequenceClassification.from_pretrained(
+                path, output_loading_info=True, ignore_mismatched_sizes=new_head_ok, **kwargs)
+        except RuntimeError as e:
+            if "mismatch" not in str(e).lower():
+                raise
+            raise TextDistillError(f"{name}: its classification head has {config.num_labels} outputs, "
+                                   f"the task needs {num_labels}") from None
     except (OSError, ValueError) as e:
-        if have and have != num_labels and "size mismatch" in str(e).lower():
-            raise TextDistillError(f"{name}: the model has {have} labels, the task needs {num_labels}") from e
         raise _hub_error(name, e) from e
     finally:
         hf_logging.set_verbosity(verbosity)
         if bars:
             hf_logging.enable_progress_bar()
-    head_is_new = any(k.startswith(("classifier", "score", "pre_classifier")) for k in info["missing_keys"])
+    new = set(info["missing_keys"]) | {k[0] if isinstance(k, tuple) else k for k in info.get("mismatched_keys", ())}
+    head_is_new = any(k.startswith(("classifier", "score", "pre_classifier")) for k in new)
     return model, head_is_new
 
 
