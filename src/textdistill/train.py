@@ -30,6 +30,7 @@ from .knowledge.terms import build_terms, check_term, term_where
 from .models.loading import count_parameters, load_model, load_tokenizer
 from .models.student import build_student
 from .recipe import Recipe, dump_recipe
+from .schemes.offline import LiveTeacher
 
 log = logging.getLogger("textdistill")
 
@@ -198,8 +199,9 @@ def _run(recipe, task, cfg, tmp, Accelerator, set_seed, tqdm, get_schedule) -> d
     optimizer = _optimizer(student, terms, cfg)
     scheduler = get_schedule(optimizer, int(cfg.warmup_ratio * total_steps), total_steps)
     student, terms, optimizer, loader, scheduler = accelerator.prepare(student, terms, optimizer, loader, scheduler)
+    teacher_source = None
     if teacher is not None:
-        teacher.to(accelerator.device)
+        teacher_source = LiveTeacher(teacher.to(accelerator.device), hidden_states=need_hidden)
 
     history, step, t0 = [], 0, time.perf_counter()
     for epoch in range(math.ceil(cfg.epochs)):
@@ -216,9 +218,8 @@ def _run(recipe, task, cfg, tmp, Accelerator, set_seed, tqdm, get_schedule) -> d
             parts = {}
             if recipe.hard_weight > 0:
                 parts["task"] = (recipe.hard_weight, task_loss(task, s_out.logits, batch["labels"]))
-            if teacher is not None:
-                with torch.no_grad():
-                    t_out = teacher(**inputs, output_hidden_states=need_hidden)
+            if teacher_source is not None:
+                t_out = teacher_source(inputs, batch)
                 for term in terms:
                     parts[term.name] = (term.weight, term(s_out, t_out, inputs["attention_mask"]))
             loss = sum(w * v for w, v in parts.values())

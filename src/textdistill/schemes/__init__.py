@@ -1,0 +1,3 @@
+from .offline import LiveTeacher
+
+__all__ = ["LiveTeacher"]
