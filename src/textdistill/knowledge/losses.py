@@ -20,21 +20,14 @@ import torch
 import torch.nn.functional as F
 
 from .. import TextDistillError
+from ..registry import Registry
 
-LOSSES: dict[str, callable] = {}
-
-
-def register_loss(name: str):
-    def deco(fn):
-        LOSSES[name] = fn
-        return fn
-    return deco
+LOSSES = Registry("loss")
+register_loss = LOSSES.register
 
 
 def get_loss(name: str, where: str = "loss"):
-    if name not in LOSSES:
-        raise TextDistillError(f"{where}: unknown loss '{name}' (known: {', '.join(sorted(LOSSES))})")
-    return LOSSES[name]
+    return LOSSES.get_or_fail(name, where)
 
 
 def loss_arguments(name: str) -> set[str]:

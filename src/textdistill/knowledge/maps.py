@@ -13,15 +13,10 @@ Patient KD (Sun et al., 2019), teacher with N layers, student with M layers:
 from __future__ import annotations
 
 from .. import TextDistillError
+from ..registry import Registry
 
-MAPS: dict[str, callable] = {}
-
-
-def register_map(name: str):
-    def deco(fn):
-        MAPS[name] = fn
-        return fn
-    return deco
+MAPS = Registry("layer map")
+register_map = MAPS.register
 
 
 def _check(n_teacher: int, n_student: int):
@@ -44,9 +39,7 @@ def pkd_last(n_teacher: int, n_student: int, epoch: int = 0, seed: int = 0) -> l
 
 
 def layer_map(strategy: str, n_teacher: int, n_student: int, epoch: int = 0, seed: int = 0) -> list[int]:
-    if strategy not in MAPS:
-        raise TextDistillError(f"unknown layer map '{strategy}' (known: {', '.join(sorted(MAPS))})")
-    mapping = MAPS[strategy](n_teacher, n_student, epoch=epoch, seed=seed)
+    mapping = MAPS.get_or_fail(strategy)(n_teacher, n_student, epoch=epoch, seed=seed)
     bad = [t for t in mapping if not 1 <= t <= n_teacher]
     if bad:
         raise TextDistillError(f"layer map '{strategy}' gave teacher layer {bad[0]}, out of range 1..{n_teacher}")

@@ -53,8 +53,8 @@ def check_term(cfg, where: str) -> None:
                                    f"(it takes: {', '.join(sorted(allowed)) or 'none'})")
     if cfg.tap not in TAPS:
         raise TextDistillError(f"{where}.tap: unknown tap '{cfg.tap}' (known: {', '.join(TAPS)})")
-    if cfg.map is not None and cfg.map not in MAPS:
-        raise TextDistillError(f"{where}.map: unknown layer map '{cfg.map}' (known: {', '.join(sorted(MAPS))})")
+    if cfg.map is not None:
+        MAPS.get_or_fail(cfg.map, f"{where}.map")
     if cfg.tap == "logits" and (cfg.map or cfg.pairs):
         raise TextDistillError(f"{where}: a logits term takes no layer map")
     if cfg.tap != "logits" and not (cfg.map or cfg.pairs):
