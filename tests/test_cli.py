@@ -133,6 +133,7 @@ def test_bad_input_gives_one_line_and_writes_nothing(tmp_path, tiny_teacher, tin
     (sst2_tiny_dir / "train.tsv").write_text("")
     _fails(["distill", "-r", "recipes/kd.yaml", *base], capsys, "train.tsv: the file is empty", out)
     # an existing output folder is never replaced without --overwrite
+    (sst2_tiny_dir / "train.tsv").write_text("sentence\tlabel\ngood\t1\nbad\t0\n")
     out.mkdir()
     _fails(["distill", "-r", "recipes/kd.yaml", *base], capsys, "output folder exists", None)
     assert out.exists()

@@ -132,12 +132,14 @@ def run(recipe: Recipe, out_dir: str | os.PathLike, overwrite: bool = False, dis
         check_term(term, term_where(i, term))
     cfg = recipe.train
     task = resolve_task(recipe)
-    train_path, dev_path = data_file(task, recipe, "train"), data_file(task, recipe, "dev")
+    # read and check the data before anything is loaded or written
+    train_ex, dev_ex = load_split(task, recipe, "train"), load_split(task, recipe, "dev")
     out, tmp = prepare_output(out_dir, overwrite)
     handler = _setup_logging(tmp)
     try:
-        metrics = _run(recipe, task, cfg, tmp, Accelerator, set_seed, tqdm, get_linear_schedule_with_warmup)
-        metrics["data"] = {"train": str(train_path), "dev": str(dev_path)}
+        metrics = _run(recipe, task, train_ex, dev_ex, tmp, Accelerator, set_seed, tqdm,
+                       get_linear_schedule_with_warmup)
+        metrics["data"] = {"train": train_ex.source, "dev": dev_ex.source}
         (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
         log.removeHandler(handler)
         handler.close()
@@ -151,7 +153,8 @@ def run(recipe: Recipe, out_dir: str | os.PathLike, overwrite: bool = False, dis
     return metrics
 
 
-def _run(recipe, task, cfg, tmp, Accelerator, set_seed, tqdm, get_schedule) -> dict:
+def _run(recipe, task, train_ex, dev_ex, tmp, Accelerator, set_seed, tqdm, get_schedule) -> dict:
+    cfg = recipe.train
     set_seed(cfg.seed)
     (tmp / "recipe.yaml").write_text(dump_recipe(recipe))
     labels = task.labels
@@ -185,7 +188,6 @@ def _run(recipe, task, cfg, tmp, Accelerator, set_seed, tqdm, get_schedule) -> d
             raise TextDistillError(f"teacher {recipe.teacher} and student init {init} have different vocabularies "
                                    f"(teacher and student must share one tokenizer)")
 
-    train_ex, dev_ex = load_split(task, recipe, "train"), load_split(task, recipe, "dev")
     train_set = encode(tokenizer, train_ex, cfg.max_length, task.is_regression)
     dev_set = encode(tokenizer, dev_ex, cfg.max_length, task.is_regression)
     log.info("task %s: %d train rows (%s), %d dev rows (%s)", task.name, len(train_ex), train_ex.source,
@@ -203,7 +205,7 @@ def _run(recipe, task, cfg, tmp, Accelerator, set_seed, tqdm, get_schedule) -> d
     if teacher is not None:
         teacher_source = LiveTeacher(teacher.to(accelerator.device), hidden_states=need_hidden)
 
-    history, step, t0 = [], 0, time.perf_counter()
+    history, step, eval_seconds, t0 = [], 0, 0.0, time.perf_counter()
     for epoch in range(math.ceil(cfg.epochs)):
         for term in terms:
             term.set_epoch(epoch)
@@ -239,12 +241,14 @@ def _run(recipe, task, cfg, tmp, Accelerator, set_seed, tqdm, get_schedule) -> d
             if step >= total_steps:
                 break
         n = max(1, bar.n)
+        t_eval = time.perf_counter()
         dev = compute_metrics(task, predict(student, eval_loader(dev_set, tokenizer, cfg.eval_batch_size)),
                               dev_ex.labels)
+        eval_seconds += time.perf_counter() - t_eval
         history.append({"epoch": epoch + 1, "step": step, "seconds": round(time.perf_counter() - t0, 1),
                         "loss": {k: round(v / n, 6) for k, v in sums.items()}, "dev": dev})
         log.info("epoch %d step %d: loss %s dev %s", epoch + 1, step, history[-1]["loss"], dev)
-    train_seconds = time.perf_counter() - t0
+    train_seconds = time.perf_counter() - t0 - eval_seconds  # dev evaluation after each epoch excluded
 
     student = accelerator.unwrap_model(student)
     student.save_pretrained(tmp / "model")
@@ -257,5 +261,5 @@ def _run(recipe, task, cfg, tmp, Accelerator, set_seed, tqdm, get_schedule) -> d
         "terms": [t.describe() for t in terms], "dev": history[-1]["dev"], "main_metric": task.main_metric,
         "history": history, "params_teacher": count_parameters(teacher) if teacher is not None else None,
         "params_student": count_parameters(student), "train_rows": len(train_ex), "train_steps": step,
-        "train_seconds": round(train_seconds, 1), "seed": cfg.seed, "versions": versions(),
+        "train_seconds": round(train_seconds, 1), "eval_seconds": round(eval_seconds, 1), "seed": cfg.seed, "versions": versions(),
     }
