@@ -13,7 +13,7 @@ run() {  # run <name> <cmd...>: skip runs already done, so the script can resume
   local name=$1; shift
   if [ -f "$OUT/$name/metrics.json" ]; then echo "skip $name"; return; fi
   echo "$(date +%T) start $name"; "$@" -o "$OUT/$name" --data-dir "$GLUE" --overwrite > "$OUT/$name.log" 2>&1
-  echo "$(date +%T) done $name: $(grep -o '"dev": {[^}]*}' "$OUT/$name/metrics.json" | head -1)"
+  echo "$(date +%T) done $name: $(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["dev"])' "$OUT/$name/metrics.json")"
 }
 # 1. teacher: MiniLM-L6 fine-tuned on the full SST-2 train set (67,349 rows), 1 epoch
 run teacher $TD finetune -r $RECIPES/teacher.yaml --set train.epochs=1
