@@ -46,3 +46,66 @@ def test_layer_map_cli_json(capsys):
     assert "student layer  1 <- teacher layer 10" in out and "student layer  2 <- teacher layer 11" in out
     assert main(["layer-map", "--strategy", "pkd-skip", "--teacher-layers", "3", "--student-layers", "6"]) == 2
     assert "deeper than the teacher" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("n_teacher,n_student,want", [
+    (12, 4, [3, 6, 9, 12]),            # TinyBERT's 4-layer student: g(m) = 3m
+    (12, 6, [2, 4, 6, 8, 10, 12]),     # TinyBERT6: g(m) = 2m
+    (6, 3, [2, 4, 6]),
+    (24, 6, [4, 8, 12, 16, 20, 24]),
+])
+def test_uniform_is_tinybert_g(n_teacher, n_student, want):
+    assert layer_map("uniform", n_teacher, n_student) == want
+
+
+@pytest.mark.parametrize("n_teacher,n_student,want", [
+    (12, 6, [[1, 2, 3], [4, 5], [6, 7], [8, 9], [10, 11]]),
+    (12, 3, [[1, 2, 3, 4, 5, 6], [7, 8, 9, 10, 11]]),
+    (6, 3, [[1, 2, 3], [4, 5]]),
+    (12, 4, [[1, 2, 3, 4], [5, 6, 7, 8], [9, 10, 11]]),
+])
+def test_ckd_groups(n_teacher, n_student, want):
+    assert layer_map("ckd", n_teacher, n_student) == want
+
+
+def test_ckd_groups_partition_the_teacher_layers():
+    for n in range(2, 25):
+        for m in range(2, n + 1):
+            groups = layer_map("ckd", n, m)
+            assert len(groups) == m - 1
+            assert [t for g in groups for t in g] == list(range(1, n))  # each layer once, in order
+            sizes = [len(g) for g in groups]
+            assert max(sizes) - min(sizes) <= 1 and sizes == sorted(sizes, reverse=True)
+
+
+def test_alp_attends_over_all_intermediate_teacher_layers():
+    assert layer_map("alp", 12, 3) == [list(range(1, 12))] * 2
+    assert layer_map("alp", 6, 4) == [[1, 2, 3, 4, 5]] * 3
+
+
+def test_rail_draws():
+    for n, m in ((12, 6), (12, 3), (6, 3), (24, 6)):
+        draws = [layer_map("rail", n, m, epoch=e, seed=7) for e in range(20)]
+        for d in draws:
+            assert d == sorted(set(d)) and len(d) == m - 1 and all(1 <= t <= n - 1 for t in d)
+        assert len({tuple(d) for d in draws}) > 1  # re-drawn between epochs
+        assert draws == [layer_map("rail", n, m, epoch=e, seed=7) for e in range(20)]  # same seed, same draws
+        assert draws != [layer_map("rail", n, m, epoch=e, seed=8) for e in range(20)]
+    assert layer_map("rail", 12, 12, epoch=3) == list(range(1, 12))  # nothing left to draw
+    # over many epochs every intermediate teacher layer gets its turn
+    seen = {t for e in range(50) for t in layer_map("rail", 12, 3, epoch=e, seed=0)}
+    assert seen == set(range(1, 12))
+
+
+def test_layer_map_cli_all_and_rail_draws(capsys):
+    assert main(["layer-map", "--strategy", "all", "--teacher-layers", "12", "--student-layers", "4", "--json"]) == 0
+    got = {r["strategy"]: r["mapping"] for r in json.loads(capsys.readouterr().out)}
+    assert set(got) == {"pkd-skip", "pkd-last", "uniform", "ckd", "alp", "rail"}
+    assert got["uniform"] == [3, 6, 9, 12] and got["ckd"] == [[1, 2, 3, 4], [5, 6, 7, 8], [9, 10, 11]]
+    assert main(["layer-map", "--strategy", "rail", "--teacher-layers", "12", "--student-layers", "6", "--seed", "3",
+                 "--epochs", "4", "--json"]) == 0
+    draws = json.loads(capsys.readouterr().out)["draws"]
+    assert list(draws) == ["1", "2", "3", "4"]
+    assert [draws[str(e + 1)] for e in range(4)] == [layer_map("rail", 12, 6, epoch=e, seed=3) for e in range(4)]
+    assert main(["layer-map", "--strategy", "rail", "--teacher-layers", "12", "--student-layers", "3"]) == 0
+    assert "epoch 1: S1<-T" in capsys.readouterr().out

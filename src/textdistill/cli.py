@@ -68,17 +68,32 @@ def _evaluate(args) -> int:
 
 
 def _layer_map(args) -> int:
-    from .knowledge.maps import layer_map
+    from .knowledge.maps import COMBINE, MAPS, RANDOM, layer_map
 
-    mapping = layer_map(args.strategy, args.teacher_layers, args.student_layers, epoch=args.epoch, seed=args.seed)
+    n_t, n_s = args.teacher_layers, args.student_layers
+    strategies = sorted(MAPS) if args.strategy == "all" else [args.strategy]
+    results = []
+    for name in strategies:
+        epochs = range(args.epoch, args.epoch + (args.epochs if name in RANDOM else 1))
+        draws = [layer_map(name, n_t, n_s, epoch=e, seed=args.seed) for e in epochs]
+        results.append({"strategy": name, "teacher_layers": n_t, "student_layers": n_s, "mapping": draws[0],
+                        **({"seed": args.seed, "draws": {str(e + 1): d for e, d in zip(epochs, draws)}}
+                           if name in RANDOM else {})})
+        if args.json:
+            continue
+        print(f"{name}: teacher {n_t} layers -> student {n_s} layers"
+              + (f" (seed {args.seed}, epochs {epochs[0] + 1}..{epochs[-1] + 1})" if name in RANDOM else ""))
+        for e, mapping in zip(epochs, draws):
+            if name in RANDOM:
+                print(f"  epoch {e + 1}: " + ", ".join(f"S{j}<-T{t}" for j, t in enumerate(mapping, 1)))
+                continue
+            for j, t in enumerate(mapping, 1):
+                src = f"teacher layers {t} ({COMBINE[name]})" if isinstance(t, list) else f"teacher layer {t}"
+                print(f"  student layer {j:2d} <- {src}")
+        if len(draws[0]) < n_s:
+            print(f"  student layer {n_s:2d} <- teacher logits (KD term)")
     if args.json:
-        print(json.dumps({"strategy": args.strategy, "teacher_layers": args.teacher_layers,
-                          "student_layers": args.student_layers, "mapping": mapping}))
-    else:
-        print(f"{args.strategy}: teacher {args.teacher_layers} layers -> student {args.student_layers} layers")
-        for j, t in enumerate(mapping, 1):
-            print(f"  student layer {j:2d} <- teacher layer {t}")
-        print(f"  student layer {args.student_layers:2d} <- teacher logits (KD term)")
+        print(json.dumps(results[0] if len(results) == 1 else results))
     return 0
 
 
@@ -108,11 +123,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", help="also write the result as JSON to this file")
     p.set_defaults(fn=_evaluate)
     p = sub.add_parser("layer-map", help="show which teacher layer each student layer learns from")
-    p.add_argument("--strategy", required=True)
+    p.add_argument("--strategy", required=True, help="a map name, or 'all'")
     p.add_argument("--teacher-layers", type=int, required=True)
     p.add_argument("--student-layers", type=int, required=True)
-    p.add_argument("--epoch", type=int, default=0)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--epoch", type=int, default=0, help="first epoch to show (0-based), for random maps")
+    p.add_argument("--epochs", type=int, default=3, help="how many epochs of draws to show for random maps")
+    p.add_argument("--seed", type=int, default=0, help="seed of random maps (a run uses train.seed)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(fn=_layer_map)
     p = sub.add_parser("demo", help="the README demo: teacher, FT/KD/PKD-Skip 3-layer students on SST-2")

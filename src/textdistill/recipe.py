@@ -39,10 +39,12 @@ class TermCfg(_Strict):
     tap: str = "logits"
     loss: str
     weight: float = 1.0
-    map: str | None = None  # layer map for intermediate-layer terms (pkd-skip, pkd-last, ...)
+    map: str | None = None  # layer map: pkd-skip, pkd-last, uniform, ckd, alp, rail
     pairs: list[tuple[int, int]] | None = None  # explicit (student layer, teacher layer) pairs
     args: dict[str, Any] = Field(default_factory=dict)  # loss arguments (temperature, reduction, ...)
-    proj: Literal["auto", "none", "linear"] = "auto"
+    proj: Literal["auto", "none", "linear", "mlp"] = "auto"  # see knowledge/terms.py
+    proj_dim: int | None = Field(None, gt=0)  # project both sides to this width (RAIL-KD)
+    concat: bool = False  # concatenate the mapped layers before comparing (RAIL-KD_c)
 
 
 class TrainCfg(_Strict):

@@ -96,6 +96,17 @@ def _optimizer(student, terms, cfg):
                               {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr)
 
 
+def save_projections(terms, folder: Path) -> None:
+    """Projections trained with the student go next to the HF folder, never inside it."""
+    state = {k: v.detach().contiguous().cpu() for k, v in terms.state_dict().items()}
+    if not state:
+        return
+    from safetensors.torch import save_file
+
+    save_file(state, str(folder / "projections.safetensors"),
+              metadata={"terms": json.dumps([t.describe() for t in terms])})
+
+
 def prepare_output(out_dir: str | os.PathLike, overwrite: bool) -> tuple[Path, Path]:
     out = Path(out_dir)
     if out.exists() and not overwrite:
@@ -158,11 +169,12 @@ def _run(recipe, task, train_ex, dev_ex, tmp, Accelerator, set_seed, tqdm, get_s
     set_seed(cfg.seed)
     (tmp / "recipe.yaml").write_text(dump_recipe(recipe))
     labels = task.labels
-    need_hidden = any(t.tap != "logits" for t in recipe.terms)
+    need_hidden = any(t.tap not in ("logits", "attention") for t in recipe.terms)
+    need_attn = any(t.tap == "attention" for t in recipe.terms)
 
     teacher = None
     if recipe.teacher:
-        teacher, head_new = load_model(recipe.teacher, task.num_labels, labels)
+        teacher, head_new = load_model(recipe.teacher, task.num_labels, labels, attentions=need_attn)
         if head_new:
             raise TextDistillError(f"teacher {recipe.teacher}: its classification head is missing, so it was never "
                                    f"fine-tuned on the task; fine-tune it first (textdistill finetune)")
@@ -171,7 +183,7 @@ def _run(recipe, task, train_ex, dev_ex, tmp, Accelerator, set_seed, tqdm, get_s
     if init == recipe.teacher:
         source = teacher
     else:
-        source, head_new = load_model(init, task.num_labels, labels, new_head_ok=True)
+        source, head_new = load_model(init, task.num_labels, labels, attentions=need_attn, new_head_ok=True)
         if head_new:
             log.info("student init %s: new classification head for %d labels", init, task.num_labels)
     student, mapping = build_student(source, recipe.student.layers)
@@ -203,7 +215,8 @@ def _run(recipe, task, train_ex, dev_ex, tmp, Accelerator, set_seed, tqdm, get_s
     student, terms, optimizer, loader, scheduler = accelerator.prepare(student, terms, optimizer, loader, scheduler)
     teacher_source = None
     if teacher is not None:
-        teacher_source = LiveTeacher(teacher.to(accelerator.device), hidden_states=need_hidden)
+        teacher_source = LiveTeacher(teacher.to(accelerator.device), hidden_states=need_hidden,
+                                     attentions=need_attn)
 
     history, step, eval_seconds, t0 = [], 0, 0.0, time.perf_counter()
     for epoch in range(math.ceil(cfg.epochs)):
@@ -216,7 +229,7 @@ def _run(recipe, task, train_ex, dev_ex, tmp, Accelerator, set_seed, tqdm, get_s
                    total=min(len(loader), total_steps - step))
         for batch in bar:
             inputs = model_inputs(batch)
-            s_out = student(**inputs, output_hidden_states=need_hidden)
+            s_out = student(**inputs, output_hidden_states=need_hidden, output_attentions=need_attn)
             parts = {}
             if recipe.hard_weight > 0:
                 parts["task"] = (recipe.hard_weight, task_loss(task, s_out.logits, batch["labels"]))
@@ -246,13 +259,15 @@ def _run(recipe, task, train_ex, dev_ex, tmp, Accelerator, set_seed, tqdm, get_s
                               dev_ex.labels)
         eval_seconds += time.perf_counter() - t_eval
         history.append({"epoch": epoch + 1, "step": step, "seconds": round(time.perf_counter() - t0, 1),
-                        "loss": {k: round(v / n, 6) for k, v in sums.items()}, "dev": dev})
+                        "loss": {k: round(v / n, 6) for k, v in sums.items()}, "dev": dev,
+                        "terms": [t.describe() for t in terms if t.tap != "logits"]})
         log.info("epoch %d step %d: loss %s dev %s", epoch + 1, step, history[-1]["loss"], dev)
     train_seconds = time.perf_counter() - t0 - eval_seconds  # dev evaluation after each epoch excluded
 
     student = accelerator.unwrap_model(student)
     student.save_pretrained(tmp / "model")
     tokenizer.save_pretrained(tmp / "model")
+    save_projections(accelerator.unwrap_model(terms), tmp)
     (tmp / "student_layers.json").write_text(json.dumps({"init": init, "student_from_teacher_layers":
                                                         {str(s): t for s, t in mapping.items()}}, indent=2) + "\n")
     return {

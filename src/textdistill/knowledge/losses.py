@@ -11,6 +11,24 @@ Conventions (the traps of other toolkits are written out here on purpose):
   ``reduction="mean"`` (default) averages over batch, layers and dimensions, as the authors' code
   does (``F.mse_loss`` on the stacked vectors); the paper's beta values (100-500) were tuned with it.
   ``reduction="sum"`` is the paper's equation: sum over layers and dimensions, mean over the batch.
+* ``cosine``: 1 - cosine similarity along the feature axis, averaged (over real tokens for sequences).
+* ``attention_mse`` / ``attention_kl``: attention maps ``(batch, layers, heads, query, key)``.
+  transformers returns probabilities (after softmax), so both work on probabilities, over real
+  query rows and key columns only. TinyBERT's MSE is on the scores before the softmax; MiniLM's
+  KL is on probabilities, like ``attention_kl`` (KL(teacher || student) per query row, averaged).
+* ``fsp``: the FSP/Gram relation between consecutive mapped layers a, b of a model (Yim et al.
+  2017, tokens as the spatial axis): ``G = H_a^T H_b / n_tokens`` (``dim x dim``, real tokens only);
+  MSE between the student's and teacher's G, averaged over the consecutive pairs. Needs 2+ layers.
+* ``rkd_distance`` / ``rkd_angle``: relations between the examples of a batch (Park et al. 2019):
+  pairwise distances normalised by their mean, and the angles of all triplets; Huber (smooth L1)
+  between student and teacher relations, averaged over layers. Width-free: no projection needed.
+* ``infonce``: a contrastive loss in the spirit of CoDIR (Sun et al. 2020), simplified to InfoNCE
+  over the batch: the student vector of example i should be closer (cosine / temperature) to the
+  teacher vector of example i than to those of the other examples of the batch (CoDIR draws its
+  negatives from a memory bank of other examples instead).
+
+Every loss declares which taps it accepts (``taps``) and whether it needs equal widths.
+A loss that declares a keyword ``mask`` receives the batch's attention mask.
 """
 from __future__ import annotations
 
@@ -26,13 +44,30 @@ LOSSES = Registry("loss")
 register_loss = LOSSES.register
 
 
+VECTOR, SEQUENCE = ("cls", "mean"), ("hidden", "embeddings")
+
+
+def loss(name: str, taps, width_free: bool = False):
+    """Register a loss with the taps it accepts; ``width_free`` losses compare relations, so a
+    student of another width needs no projection."""
+    def deco(fn):
+        fn.taps, fn.width_free = tuple(taps), width_free
+        return register_loss(name)(fn)
+    return deco
+
+
 def get_loss(name: str, where: str = "loss"):
     return LOSSES.get_or_fail(name, where)
 
 
 def loss_arguments(name: str) -> set[str]:
+    """The arguments a recipe may set (keyword-only, except the mask the term passes itself)."""
     params = inspect.signature(LOSSES[name]).parameters
-    return {p for p, v in params.items() if v.kind == v.KEYWORD_ONLY}
+    return {p for p, v in params.items() if v.kind == v.KEYWORD_ONLY and p != "mask"}
+
+
+def takes_mask(name: str) -> bool:
+    return "mask" in inspect.signature(LOSSES[name]).parameters
 
 
 def _check_t(temperature: float):
@@ -40,7 +75,7 @@ def _check_t(temperature: float):
         raise TextDistillError(f"temperature must be positive, got {temperature}")
 
 
-@register_loss("kd_kl")
+@loss("kd_kl", ["logits"])
 def kd_kl(student: torch.Tensor, teacher: torch.Tensor, *, temperature: float = 1.0) -> torch.Tensor:
     _check_t(temperature)
     log_p_s = F.log_softmax(student / temperature, dim=-1)
@@ -48,7 +83,7 @@ def kd_kl(student: torch.Tensor, teacher: torch.Tensor, *, temperature: float = 
     return F.kl_div(log_p_s, p_t, reduction="batchmean") * temperature ** 2
 
 
-@register_loss("soft_ce")
+@loss("soft_ce", ["logits"])
 def soft_ce(student: torch.Tensor, teacher: torch.Tensor, *, temperature: float = 1.0,
             t2: bool = True) -> torch.Tensor:
     _check_t(temperature)
@@ -57,13 +92,13 @@ def soft_ce(student: torch.Tensor, teacher: torch.Tensor, *, temperature: float 
     return loss * temperature ** 2 if t2 else loss
 
 
-@register_loss("mse")
+@loss("mse", ["logits", *VECTOR, *SEQUENCE, "attention"])
 def mse(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
     """Mean squared error over all elements (regression logits, or hidden states)."""
     return F.mse_loss(student, teacher)
 
 
-@register_loss("pkd_mse")
+@loss("pkd_mse", VECTOR)
 def pkd_mse(student: torch.Tensor, teacher: torch.Tensor, *, reduction: str = "mean") -> torch.Tensor:
     s = F.normalize(student, p=2, dim=-1)
     t = F.normalize(teacher, p=2, dim=-1)
@@ -73,3 +108,108 @@ def pkd_mse(student: torch.Tensor, teacher: torch.Tensor, *, reduction: str = "m
     if reduction == "sum":
         return sq.reshape(sq.shape[0], -1).sum(-1).mean()
     raise TextDistillError(f"pkd_mse: reduction must be 'mean' or 'sum', got '{reduction}'")
+
+
+def _token_weights(mask: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """The ``(batch, seq)`` mask shaped to broadcast over ``(batch, layers, seq)``."""
+    return mask.to(like.dtype).unsqueeze(1).expand(like.shape[0], like.shape[1], -1)
+
+
+@loss("cosine", [*VECTOR, *SEQUENCE])
+def cosine(student: torch.Tensor, teacher: torch.Tensor, *, mask: torch.Tensor | None = None) -> torch.Tensor:
+    dist = 1 - F.cosine_similarity(student, teacher, dim=-1, eps=1e-8)
+    if student.dim() == 4 and mask is not None:  # (batch, layers, seq, dim): real tokens only
+        w = _token_weights(mask, dist)
+        return (dist * w).sum() / w.sum().clamp(min=1)
+    return dist.mean()
+
+
+def _attention_weights(mask: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """(batch, 1, 1, query, key) weights: 1 where both the query and the key are real tokens."""
+    m = mask.to(like.dtype)
+    return (m[:, :, None] * m[:, None, :])[:, None, None]
+
+
+def _check_attention(student, teacher):
+    if student.dim() != 5:
+        raise TextDistillError(f"attention losses need attention maps (batch, layers, heads, query, key), "
+                               f"got shape {tuple(student.shape)}")
+    if student.shape[2] != teacher.shape[2]:
+        raise TextDistillError(f"the student has {student.shape[2]} attention heads, the teacher "
+                               f"{teacher.shape[2]}: attention maps can only be matched head to head")
+
+
+@loss("attention_mse", ["attention"])
+def attention_mse(student: torch.Tensor, teacher: torch.Tensor, *, mask: torch.Tensor | None = None) -> torch.Tensor:
+    _check_attention(student, teacher)
+    if mask is None:
+        return F.mse_loss(student, teacher)
+    w = _attention_weights(mask, student).expand_as(student)
+    return ((student - teacher).pow(2) * w).sum() / w.sum().clamp(min=1)
+
+
+@loss("attention_kl", ["attention"])
+def attention_kl(student: torch.Tensor, teacher: torch.Tensor, *, mask: torch.Tensor | None = None) -> torch.Tensor:
+    _check_attention(student, teacher)
+    # padding keys have probability 0 for the teacher, so they add nothing to the sum
+    kl = (torch.xlogy(teacher, teacher) - teacher * torch.log(student.clamp(min=1e-12))).sum(-1)
+    if mask is None:
+        return kl.mean()
+    rows = mask.to(kl.dtype)[:, None, None, :].expand_as(kl)
+    return (kl * rows).sum() / rows.sum().clamp(min=1)
+
+
+def _gram(h: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """FSP matrices between consecutive layers: (batch, layers, seq, dim) -> (batch, layers-1, dim, dim)."""
+    if mask is not None:
+        h = h * mask.to(h.dtype)[:, None, :, None]
+        n = mask.to(h.dtype).sum(-1).clamp(min=1)[:, None, None, None]
+    else:
+        n = h.shape[2]
+    return torch.einsum("bkld,bkle->bkde", h[:, :-1], h[:, 1:]) / n
+
+
+@loss("fsp", SEQUENCE)
+def fsp(student: torch.Tensor, teacher: torch.Tensor, *, mask: torch.Tensor | None = None) -> torch.Tensor:
+    if student.shape[1] < 2:
+        raise TextDistillError("fsp relates consecutive layers: map at least 2 layers")
+    return F.mse_loss(_gram(student, mask), _gram(teacher, mask))
+
+
+def _pairwise_distances(x: torch.Tensor) -> torch.Tensor:
+    """(batch, dim) -> (batch, batch) Euclidean distances, normalised by their off-diagonal mean."""
+    d = torch.cdist(x.unsqueeze(0), x.unsqueeze(0)).squeeze(0)
+    off = ~torch.eye(len(x), dtype=torch.bool, device=x.device)
+    return d / d[off].mean().clamp(min=1e-12)
+
+
+@loss("rkd_distance", VECTOR, width_free=True)
+def rkd_distance(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+    if student.shape[0] < 2:
+        return student.new_zeros(())
+    return torch.stack([F.smooth_l1_loss(_pairwise_distances(student[:, k]), _pairwise_distances(teacher[:, k]))
+                        for k in range(student.shape[1])]).mean()
+
+
+def _angles(x: torch.Tensor) -> torch.Tensor:
+    """(batch, dim) -> (batch, batch, batch): cos of the angle at j between i and k."""
+    e = F.normalize(x.unsqueeze(0) - x.unsqueeze(1), p=2, dim=-1)  # e[j, i] = unit(x_i - x_j)
+    return torch.bmm(e, e.transpose(1, 2))
+
+
+@loss("rkd_angle", VECTOR, width_free=True)
+def rkd_angle(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+    if student.shape[0] < 3:
+        return student.new_zeros(())
+    return torch.stack([F.smooth_l1_loss(_angles(student[:, k]), _angles(teacher[:, k]))
+                        for k in range(student.shape[1])]).mean()
+
+
+@loss("infonce", VECTOR)
+def infonce(student: torch.Tensor, teacher: torch.Tensor, *, temperature: float = 0.1) -> torch.Tensor:
+    _check_t(temperature)
+    s = F.normalize(student, p=2, dim=-1).transpose(0, 1)  # (layers, batch, dim)
+    t = F.normalize(teacher, p=2, dim=-1).transpose(0, 1)
+    logits = torch.bmm(s, t.transpose(1, 2)) / temperature  # (layers, batch, batch)
+    target = torch.arange(s.shape[1], device=s.device).expand(s.shape[0], -1)
+    return F.cross_entropy(logits.reshape(-1, s.shape[1]), target.reshape(-1))

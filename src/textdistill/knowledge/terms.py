@@ -1,4 +1,4 @@
-"""A knowledge term = tap + layer map + loss + weight (+ projection when widths differ).
+"""A knowledge term = tap + layer map + loss + weight (+ projections when widths differ).
 
 A method from a paper is a list of terms in a recipe; the training loop only sums
 ``term.weight * term(student_outputs, teacher_outputs, attention_mask)`` and never needs to know
@@ -10,24 +10,47 @@ Taps (what is read from a model's outputs; hidden layer 0 is the embedding outpu
 * ``cls``: hidden state of the first token ([CLS] / <s>) of the mapped layers.
 * ``mean``: hidden states of the mapped layers averaged over real (non-padding) tokens.
 * ``hidden``: the full hidden sequence of the mapped layers (padding positions zeroed).
+* ``embeddings``: the embedding output (hidden layer 0) as a sequence; pairs default to [[0, 0]].
+* ``attention``: attention probabilities of the mapped layers (1-based; layer 0 has none).
+  Models are then loaded with ``attn_implementation="eager"``.
+
+Projections (trained with the student, saved next to it as ``projections.safetensors``):
+
+* ``proj: auto`` (default): a linear map of each student layer's features to the teacher's width
+  when the widths differ (none for width-free losses such as RKD, or for attention maps).
+  ``linear`` always adds one; ``mlp`` uses Linear-GELU-Linear; ``none`` refuses differing widths.
+* ``proj_dim: P``: both sides are projected to width P, one projection per student layer and one
+  per teacher layer (RAIL-KD's shared space).
+* ``concat: true``: the mapped layers of each model are concatenated before projecting
+  (RAIL-KD_c), so one vector per model is compared.
 """
 from __future__ import annotations
+
+import math
 
 import torch
 
 from .. import TextDistillError
-from .losses import get_loss, loss_arguments
-from .maps import layer_map
+from .losses import get_loss, loss_arguments, takes_mask
+from .maps import COMBINE, MAPS, RANDOM, layer_map
 
-TAPS = ("logits", "cls", "mean", "hidden")
+TAPS = ("logits", "cls", "mean", "hidden", "embeddings", "attention")
+VECTOR_TAPS = ("cls", "mean")
 
 
-def tap_layers(outputs, tap: str, layers: list[int], mask: torch.Tensor) -> torch.Tensor:
-    """Stack the tapped representation of ``layers``: ``(batch, n_layers, dim)`` or
-    ``(batch, n_layers, seq, dim)`` for ``hidden``."""
+def tap_layers(outputs, tap: str, layers: list[int], mask: torch.Tensor, where: str = "term") -> torch.Tensor:
+    """Stack the tapped representation of ``layers``: ``(batch, n_layers, dim)`` for cls/mean,
+    ``(batch, n_layers, seq, dim)`` for hidden/embeddings, ``(batch, n_layers, heads, seq, seq)``
+    for attention."""
+    if tap == "attention":
+        att = outputs.attentions
+        if not att or any(a is None for a in att):
+            raise TextDistillError(f"{where}: the model returned no attention maps (it must be loaded with "
+                                   f"attn_implementation='eager'; sdpa returns none)")
+        return torch.stack([att[layer - 1] for layer in layers], dim=1)
     hs = outputs.hidden_states
     if hs is None:
-        raise TextDistillError("the model returned no hidden states (output_hidden_states was not set)")
+        raise TextDistillError(f"{where}: the model returned no hidden states (output_hidden_states was not set)")
     reps = []
     for layer in layers:
         h = hs[layer]
@@ -42,10 +65,8 @@ def tap_layers(outputs, tap: str, layers: list[int], mask: torch.Tensor) -> torc
 
 
 def check_term(cfg, where: str) -> None:
-    """Checks that need no model: tap, loss and its arguments, map name."""
-    from .maps import MAPS
-
-    get_loss(cfg.loss, f"{where}.loss")
+    """Checks that need no model: tap, loss and its arguments, map name, option combinations."""
+    loss_fn = get_loss(cfg.loss, f"{where}.loss")
     allowed = loss_arguments(cfg.loss)
     for key in cfg.args:
         if key not in allowed:
@@ -53,81 +74,188 @@ def check_term(cfg, where: str) -> None:
                                    f"(it takes: {', '.join(sorted(allowed)) or 'none'})")
     if cfg.tap not in TAPS:
         raise TextDistillError(f"{where}.tap: unknown tap '{cfg.tap}' (known: {', '.join(TAPS)})")
+    if cfg.tap not in loss_fn.taps:
+        raise TextDistillError(f"{where}.loss: '{cfg.loss}' does not apply to the '{cfg.tap}' tap "
+                               f"(it takes: {', '.join(loss_fn.taps)})")
     if cfg.map is not None:
         MAPS.get_or_fail(cfg.map, f"{where}.map")
-    if cfg.tap == "logits" and (cfg.map or cfg.pairs):
-        raise TextDistillError(f"{where}: a logits term takes no layer map")
-    if cfg.tap != "logits" and not (cfg.map or cfg.pairs):
+        if COMBINE.get(cfg.map) == "attention" and cfg.tap not in VECTOR_TAPS:
+            raise TextDistillError(f"{where}.map: '{cfg.map}' weighs teacher layers per example and needs a "
+                                   f"cls or mean tap, not '{cfg.tap}'")
+    if cfg.map and cfg.pairs:
+        raise TextDistillError(f"{where}: give a layer 'map' or explicit 'pairs', not both")
+    if cfg.tap == "logits" and (cfg.map or cfg.pairs or cfg.proj_dim or cfg.concat):
+        raise TextDistillError(f"{where}: a logits term takes no layer map, projection or concat")
+    if cfg.tap not in ("logits", "embeddings") and not (cfg.map or cfg.pairs):
         raise TextDistillError(f"{where}: a '{cfg.tap}' term needs a layer 'map' or explicit 'pairs'")
+    if cfg.tap == "embeddings" and cfg.map:
+        raise TextDistillError(f"{where}.map: the embeddings tap is layer 0 of both models and takes no map")
+    if cfg.tap == "attention" and (cfg.proj_dim or cfg.concat or cfg.proj in ("linear", "mlp")):
+        raise TextDistillError(f"{where}: attention maps are compared head to head, without projections")
+    if cfg.concat and cfg.tap not in VECTOR_TAPS:
+        raise TextDistillError(f"{where}.concat: concatenation needs a cls or mean tap, not '{cfg.tap}'")
+    if cfg.concat and cfg.map and cfg.map in COMBINE:
+        raise TextDistillError(f"{where}.concat: not with the '{cfg.map}' map, which combines layers itself")
 
 
 def term_where(i: int, cfg) -> str:
     return f"terms[{i}]" + (f" ({cfg.name})" if cfg.name else "")
 
 
+def _projection(kind: str, d_in: int, d_out: int) -> torch.nn.Module:
+    if kind == "mlp":
+        return torch.nn.Sequential(torch.nn.Linear(d_in, d_out), torch.nn.GELU(), torch.nn.Linear(d_out, d_out))
+    return torch.nn.Linear(d_in, d_out)
+
+
 class Term(torch.nn.Module):
     def __init__(self, cfg, *, n_teacher: int, n_student: int, d_teacher: int, d_student: int,
-                 regression: bool, where: str, seed: int = 0):
+                 regression: bool, where: str, seed: int = 0, heads_teacher: int | None = None,
+                 heads_student: int | None = None):
         super().__init__()
+        check_term(cfg, where)
         self.name, self.tap, self.weight = cfg.name, cfg.tap, cfg.weight
         self.where, self.seed = where, seed
-        self.loss_name = cfg.loss
-        check_term(cfg, where)
-        self.loss_fn = get_loss(cfg.loss)
+        self.loss_name, self.loss_fn = cfg.loss, get_loss(cfg.loss)
+        self.pass_mask = takes_mask(cfg.loss)
         self.args = dict(cfg.args)
         self.n_teacher, self.n_student = n_teacher, n_student
-        self.map_name, self.pairs = cfg.map, None
-        self.projections = torch.nn.ModuleList()
+        self.map_name, self.concat = cfg.map, cfg.concat
+        self.combine = COMBINE.get(cfg.map)
+        self.pairs: list[tuple[int, int | list[int]]] | None = None
+        self.student_proj = torch.nn.ModuleDict()
+        self.teacher_proj = torch.nn.ModuleDict()
         if self.tap == "logits":
             if regression and cfg.loss in ("kd_kl", "soft_ce"):
                 raise TextDistillError(f"{where}.loss: '{cfg.loss}' needs class logits; use 'mse' for a regression task")
             return
-        if cfg.pairs:
-            self.pairs = [(int(s), int(t)) for s, t in cfg.pairs]
+        lowest = 1 if self.tap == "attention" else 0
+        if cfg.pairs or self.tap == "embeddings":
+            self.pairs = [(int(s), int(t)) for s, t in (cfg.pairs or [(0, 0)])]
             for s, t in self.pairs:
-                if not 0 <= s <= n_student:
-                    raise TextDistillError(f"{where}.pairs: student layer {s} out of range 0..{n_student}")
-                if not 0 <= t <= n_teacher:
-                    raise TextDistillError(f"{where}.pairs: teacher layer {t} out of range 0..{n_teacher}")
+                if not lowest <= s <= n_student:
+                    raise TextDistillError(f"{where}.pairs: student layer {s} out of range {lowest}..{n_student}")
+                if not lowest <= t <= n_teacher:
+                    raise TextDistillError(f"{where}.pairs: teacher layer {t} out of range {lowest}..{n_teacher}")
+            if self.tap == "embeddings" and any(p != (0, 0) for p in self.pairs):
+                raise TextDistillError(f"{where}.pairs: the embeddings tap is layer 0 of both models ([[0, 0]])")
         self.set_epoch(0)
-        if d_student != d_teacher:
-            if cfg.proj == "none":
-                raise TextDistillError(f"{where}.proj: student width {d_student} differs from teacher width "
-                                       f"{d_teacher}; set proj: linear (or auto)")
-            self.projections.extend(torch.nn.Linear(d_student, d_teacher) for _ in self.pairs)
-        elif cfg.proj == "linear":
-            self.projections.extend(torch.nn.Linear(d_student, d_teacher) for _ in self.pairs)
+        if self.tap == "attention":
+            if heads_teacher != heads_student:
+                raise TextDistillError(f"{where}: the student has {heads_student} attention heads, the teacher "
+                                       f"{heads_teacher}; attention maps are matched head to head")
+            return
+        self._build_projections(cfg, d_teacher, d_student)
+
+    def _teacher_layers_possible(self) -> list[int]:
+        if self.map_name in RANDOM:
+            return list(range(1, self.n_teacher))
+        return sorted({t for _, e in self.pairs for t in (e if isinstance(e, list) else [e])})
+
+    def _build_projections(self, cfg, d_teacher: int, d_student: int):
+        kind = "mlp" if cfg.proj == "mlp" else "linear"
+        width_free = self.loss_fn.width_free
+        k = len(self.pairs)
+        if cfg.proj_dim:  # both sides into one space (RAIL-KD)
+            if self.concat:
+                self.student_proj["cat"] = _projection(kind, k * d_student, cfg.proj_dim)
+                self.teacher_proj["cat"] = _projection(kind, k * d_teacher, cfg.proj_dim)
+            else:
+                for s, _ in self.pairs:
+                    self.student_proj[str(s)] = _projection(kind, d_student, cfg.proj_dim)
+                for t in self._teacher_layers_possible():
+                    self.teacher_proj[str(t)] = _projection(kind, d_teacher, cfg.proj_dim)
+            return
+        differ = d_student != d_teacher and not width_free
+        if differ and cfg.proj == "none":
+            raise TextDistillError(f"{self.where}.proj: student width {d_student} differs from teacher width "
+                                   f"{d_teacher}; set proj: auto, linear or mlp (or proj_dim)")
+        if differ or cfg.proj in ("linear", "mlp"):
+            if self.concat:
+                self.student_proj["cat"] = _projection(kind, k * d_student, k * d_teacher)
+            else:
+                for s, _ in self.pairs:
+                    self.student_proj[str(s)] = _projection(kind, d_student, d_teacher)
 
     @property
     def needs_hidden(self) -> bool:
-        return self.tap != "logits"
+        return self.tap not in ("logits", "attention")
+
+    @property
+    def needs_attentions(self) -> bool:
+        return self.tap == "attention"
 
     def set_epoch(self, epoch: int) -> None:
         """Called by the training loop before each epoch (maps such as RAIL-KD re-draw here)."""
-        if self.tap == "logits" or (self.pairs is not None and self.map_name is None):
+        if self.tap == "logits" or self.map_name is None:
             return
         teacher = layer_map(self.map_name, self.n_teacher, self.n_student, epoch=epoch, seed=self.seed)
-        self.pairs = list(zip(range(1, self.n_student), teacher))
+        self.pairs = list(zip(range(1, len(teacher) + 1), teacher))
 
     def describe(self) -> str:
         if self.tap == "logits":
             return f"{self.name}: logits, {self.loss_name} {self.args or ''} x {self.weight}"
-        pairs = ", ".join(f"S{s}<-T{t}" for s, t in self.pairs)
-        return f"{self.name}: {self.tap} [{pairs}], {self.loss_name} {self.args or ''} x {self.weight}"
+
+        def src(e):
+            if not isinstance(e, list):
+                return f"T{e}"
+            return f"T{{{','.join(map(str, e))}}}" + (f" ({self.combine})" if self.combine else "")
+        pairs = ", ".join(f"S{s}<-{src(t)}" for s, t in self.pairs)
+        extra = " concat" if self.concat else ""
+        return f"{self.name}: {self.tap}{extra} [{pairs}], {self.loss_name} {self.args or ''} x {self.weight}"
+
+    def _teacher(self, teacher_out, mask) -> tuple[torch.Tensor, list[torch.Tensor] | None]:
+        """Teacher tensor (batch, k, ...) for one-to-one and mean-combined entries; for attention
+        combination, the per-entry candidate stacks."""
+        entries = [p[1] for p in self.pairs]
+        if self.combine is None:
+            return tap_layers(teacher_out, self.tap, entries, mask, self.where), None
+        groups = [tap_layers(teacher_out, self.tap, e, mask, self.where) for e in entries]
+        if self.combine == "mean":
+            return torch.stack([g.mean(1) for g in groups], dim=1), None
+        return None, groups
+
+    def _project_teacher(self, t: torch.Tensor, layers: list[int]) -> torch.Tensor:
+        return torch.stack([self.teacher_proj[str(layer)](t[:, i]) for i, layer in enumerate(layers)], dim=1)
 
     def forward(self, student_out, teacher_out, mask: torch.Tensor) -> torch.Tensor:
         if self.tap == "logits":
             return self.loss_fn(student_out.logits, teacher_out.logits, **self.args)
         if not self.pairs:
             return student_out.logits.new_zeros(())
-        s = tap_layers(student_out, self.tap, [p[0] for p in self.pairs], mask)
-        t = tap_layers(teacher_out, self.tap, [p[1] for p in self.pairs], mask)
-        if len(self.projections):
-            s = torch.stack([proj(s[:, i]) for i, proj in enumerate(self.projections)], dim=1)
-        if s.shape != t.shape:
+        s = tap_layers(student_out, self.tap, [p[0] for p in self.pairs], mask, self.where)
+        with torch.no_grad():
+            t, candidates = self._teacher(teacher_out, mask)
+        if self.concat:
+            s, t = s.flatten(1).unsqueeze(1), t.flatten(1).unsqueeze(1)
+            if "cat" in self.student_proj:
+                s = self.student_proj["cat"](s)
+            if "cat" in self.teacher_proj:
+                t = self.teacher_proj["cat"](t)
+        else:
+            if len(self.student_proj):
+                s = torch.stack([self.student_proj[str(p[0])](s[:, i]) for i, p in enumerate(self.pairs)], dim=1)
+            if len(self.teacher_proj):
+                if candidates is not None:
+                    candidates = [self._project_teacher(c, e) for c, (_, e) in zip(candidates, self.pairs)]
+                else:
+                    t = self._project_teacher(t, [p[1] for p in self.pairs])
+        if candidates is not None:  # ALP-KD: per-example attention over the teacher layers
+            t = torch.stack([alp_target(s[:, i], c) for i, c in enumerate(candidates)], dim=1)
+        if s.shape[2:] != t.shape[2:] and not self.loss_fn.width_free or s.shape[:2] != t.shape[:2]:
             raise TextDistillError(f"{self.where}: student {tuple(s.shape)} and teacher {tuple(t.shape)} "
                                    f"representations differ in shape")
-        return self.loss_fn(s, t.detach(), **self.args)
+        kwargs = dict(self.args)
+        if self.pass_mask:
+            kwargs["mask"] = mask
+        # the teacher side may carry gradients of its projections (proj_dim) or of ALP's weights
+        return self.loss_fn(s, t, **kwargs)
+
+
+def alp_target(s: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """ALP-KD: ``sum_k softmax_k(s . t_k / sqrt(d)) t_k`` for ``s`` (batch, d), ``t`` (batch, k, d)."""
+    weights = torch.softmax(torch.einsum("bd,bkd->bk", s, t) / math.sqrt(s.shape[-1]), dim=-1)
+    return torch.einsum("bk,bkd->bd", weights, t)
 
 
 def build_terms(cfgs, *, teacher_config, student_config, regression: bool, seed: int = 0) -> torch.nn.ModuleList:
@@ -140,5 +268,7 @@ def build_terms(cfgs, *, teacher_config, student_config, regression: bool, seed:
         names.add(cfg.name)
         terms.append(Term(cfg, n_teacher=teacher_config.num_hidden_layers,
                           n_student=student_config.num_hidden_layers, d_teacher=teacher_config.hidden_size,
-                          d_student=student_config.hidden_size, regression=regression, where=where, seed=seed))
+                          d_student=student_config.hidden_size, regression=regression, where=where, seed=seed,
+                          heads_teacher=getattr(teacher_config, "num_attention_heads", None),
+                          heads_student=getattr(student_config, "num_attention_heads", None)))
     return terms

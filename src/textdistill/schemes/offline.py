@@ -10,10 +10,10 @@ import torch
 
 
 class LiveTeacher:
-    def __init__(self, model, hidden_states: bool = False):
+    def __init__(self, model, hidden_states: bool = False, attentions: bool = False):
         self.model = model.eval().requires_grad_(False)
-        self.hidden_states = hidden_states
+        self.hidden_states, self.attentions = hidden_states, attentions
 
     @torch.no_grad()
     def __call__(self, inputs: dict, batch: dict):
-        return self.model(**inputs, output_hidden_states=self.hidden_states)
+        return self.model(**inputs, output_hidden_states=self.hidden_states, output_attentions=self.attentions)

@@ -1,0 +1,194 @@
+"""Intermediate-layer methods: every recipe end to end on a tiny BERT, projections for narrower students,
+taps, and one-line errors for bad terms."""
+import json
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from textdistill import TextDistillError
+from textdistill.cli import main
+from textdistill.knowledge.terms import Term, tap_layers
+from textdistill.recipe import TermCfg
+
+from conftest import ROOT, _save_tiny
+
+FAST = ["--set", "train.epochs=2", "--set", "train.batch_size=16", "--set", "train.eval_batch_size=50"]
+RECIPES = sorted(p.stem for p in (ROOT / "recipes").glob("*.yaml") if p.stem not in ("teacher", "ft"))
+
+
+@pytest.fixture(scope="module")
+def teacher_folder(tmp_path_factory, tiny_bert):
+    """The tiny 4-layer BERT fine-tuned on 200 SST-2 rows (module scope: shared by the recipe runs)."""
+    d = tmp_path_factory.mktemp("methods")
+    data = d / "sst2"
+    data.mkdir()
+    for name, n in (("train.tsv", 200), ("dev.tsv", 100)):
+        lines = (ROOT / "data" / "sst2" / name).read_text().splitlines()
+        (data / name).write_text("\n".join(lines[: n + 1]) + "\n")
+    assert main(["finetune", "-r", "recipes/teacher.yaml", "-o", str(d / "teacher"), "--set",
+                 f"student.init={tiny_bert}", "--data-dir", str(data), "--set", "train.lr=1e-3", *FAST]) == 0
+    return d
+
+
+@pytest.fixture(scope="module")
+def narrow_bert(tmp_path_factory, minilm_tokenizer):
+    """A 3-layer, 16-wide BERT with the same vocabulary: a student narrower than the tiny teacher (32)."""
+    from transformers import BertConfig, BertForSequenceClassification
+
+    torch.manual_seed(1)
+    cfg = BertConfig(vocab_size=minilm_tokenizer.vocab_size, hidden_size=16, num_hidden_layers=3,
+                     num_attention_heads=2, intermediate_size=32, max_position_embeddings=128, num_labels=2)
+    return _save_tiny(tmp_path_factory.mktemp("narrow"), BertForSequenceClassification(cfg), minilm_tokenizer)
+
+
+@pytest.mark.parametrize("method", RECIPES)
+def test_every_recipe_runs_end_to_end(method, teacher_folder, capsys):
+    d = teacher_folder
+    out = d / f"out-{method}"
+    assert main(["distill", "-r", f"recipes/{method}.yaml", "-o", str(out), "--teacher", str(d / "teacher" / "model"),
+                 "--set", f"student.init={d / 'teacher' / 'model'}", "--set", "student.layers=first:2",
+                 "--data-dir", str(d / "sst2"), *FAST]) == 0, capsys.readouterr().err
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["method"] == method and m["student_layers"] == 2
+    names = {t.split(":")[0] for t in m["terms"]}
+    for epoch in m["history"]:
+        assert set(epoch["loss"]) == {"task"} | names
+        assert all(v == v and v >= 0 for k, v in epoch["loss"].items() if k != "ds")  # finite, non-negative
+    recipe_terms = (ROOT / "recipes" / f"{method}.yaml").read_text()
+    has_proj = "proj_dim" in recipe_terms
+    assert (out / "projections.safetensors").exists() == has_proj
+    assert not any(p.name.startswith("projections") for p in (out / "model").iterdir())
+    log = (out / "train.log").read_text()
+    if method.startswith("rail"):
+        # the draw is logged every epoch: 4 teacher layers -> 2 student layers, one intermediate pair
+        draws = [line.split("[", 1)[1].split("]")[0] for line in log.splitlines() if "term rail:" in line]
+        assert len(draws) == 2 and all(d.startswith("S1<-T") for d in draws)
+        assert [e["terms"][0] for e in m["history"]] == [line.split("term ", 1)[1] for line in log.splitlines()
+                                                         if "term rail:" in line]
+
+
+def test_narrow_student_gets_projections_saved_beside_it(teacher_folder, narrow_bert):
+    d = teacher_folder
+    out = d / "narrow-pkd"
+    assert main(["distill", "-r", "recipes/pkd-skip.yaml", "-o", str(out), "--teacher", str(d / "teacher" / "model"),
+                 "--set", f"student.init={narrow_bert}", "--set", "student.layers=all",
+                 "--data-dir", str(d / "sst2"), *FAST]) == 0
+    state = load_file(str(out / "projections.safetensors"))
+    # pkd-skip 4 -> 3 maps student layers 1, 2 (16 wide) to teacher layers 1, 2 (32 wide)
+    shapes = sorted((k, tuple(v.shape)) for k, v in state.items())
+    assert shapes == [("1.student_proj.1.bias", (32,)), ("1.student_proj.1.weight", (32, 16)),
+                      ("1.student_proj.2.bias", (32,)), ("1.student_proj.2.weight", (32, 16))]
+    from transformers import AutoModelForSequenceClassification
+
+    model = AutoModelForSequenceClassification.from_pretrained(out / "model")
+    assert model.config.hidden_size == 16 and model.config.num_hidden_layers == 3
+
+
+def _outputs(batch=4, seq=5, layers=3, dim=8, heads=2, seed=0, attentions=True):
+    g = torch.Generator().manual_seed(seed)
+    hs = tuple(torch.randn(batch, seq, dim, generator=g) for _ in range(layers + 1))
+    att = tuple(torch.softmax(torch.randn(batch, heads, seq, seq, generator=g), -1) for _ in range(layers))
+    return SimpleNamespace(hidden_states=hs, attentions=att if attentions else None,
+                           logits=torch.randn(batch, 2, generator=g))
+
+
+def _term(n_teacher=4, n_student=2, d_teacher=8, d_student=8, **cfg):
+    return Term(TermCfg(**cfg), n_teacher=n_teacher, n_student=n_student, d_teacher=d_teacher, d_student=d_student,
+                regression=False, where="terms[1] (x)", seed=0, heads_teacher=2, heads_student=2)
+
+
+@pytest.mark.parametrize("cfg", [
+    dict(name="x", tap="cls", map="pkd-skip", loss="pkd_mse"),
+    dict(name="x", tap="mean", map="ckd", loss="mse", proj="mlp"),
+    dict(name="x", tap="cls", map="alp", loss="pkd_mse"),
+    dict(name="x", tap="hidden", map="uniform", loss="fsp"),
+    dict(name="x", tap="mean", map="rail", loss="pkd_mse", proj_dim=6),
+    dict(name="x", tap="mean", map="rail", loss="pkd_mse", proj_dim=6, concat=True),
+    dict(name="x", tap="mean", map="pkd-skip", loss="infonce"),
+])
+def test_projections_for_a_narrower_student_receive_gradients(cfg):
+    """A 6-wide student, an 8-wide teacher: projections appear by themselves and learn."""
+    term = _term(n_teacher=3, n_student=3, d_teacher=8, d_student=6, **cfg)
+    assert len(list(term.parameters())) > 0
+    s, t = _outputs(dim=6, seed=1), _outputs(dim=8, seed=2)
+    s.hidden_states = tuple(h.requires_grad_() for h in s.hidden_states)
+    loss = term(s, t, torch.ones(4, 5, dtype=torch.long))
+    loss.backward()
+    for name, p in term.named_parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0, name
+    if cfg.get("proj_dim") and not cfg.get("concat"):
+        assert set(term.teacher_proj) == {"1", "2"}  # rail may draw any intermediate teacher layer of 3
+
+
+def test_width_free_losses_need_no_projection():
+    term = _term(d_teacher=8, d_student=6, name="x", tap="cls", map="pkd-skip", loss="rkd_distance")
+    assert len(list(term.parameters())) == 0
+    assert term(_outputs(dim=6), _outputs(layers=4, dim=8), torch.ones(4, 5)).item() >= 0
+
+
+def test_ckd_and_alp_combine_teacher_layers():
+    s, t = _outputs(layers=2, seed=3), _outputs(layers=4, seed=4)
+    mask = torch.ones(4, 5)
+    ckd = _term(n_teacher=4, n_student=2, name="x", tap="cls", map="ckd", loss="mse")  # S1 <- mean(T1..T3)
+    want = torch.nn.functional.mse_loss(s.hidden_states[1][:, 0],
+                                        torch.stack([t.hidden_states[k][:, 0] for k in (1, 2, 3)]).mean(0))
+    assert ckd(s, t, mask).item() == pytest.approx(want.item(), rel=1e-6)
+    alp = _term(n_teacher=4, n_student=2, name="x", tap="cls", map="alp", loss="mse")
+    sv = s.hidden_states[1][:, 0]
+    tv = torch.stack([t.hidden_states[k][:, 0] for k in (1, 2, 3)], 1)
+    w = torch.softmax((sv[:, None] * tv).sum(-1) / 8 ** 0.5, -1)  # per example, over T1..T3
+    want = torch.nn.functional.mse_loss(sv, (w[..., None] * tv).sum(1))
+    assert alp(s, t, mask).item() == pytest.approx(want.item(), rel=1e-6)
+
+
+def test_taps():
+    out = _outputs()
+    mask = torch.tensor([[1, 1, 1, 0, 0]] * 4)
+    mean = tap_layers(out, "mean", [2], mask)
+    assert torch.allclose(mean[:, 0], out.hidden_states[2][:, :3].mean(1))
+    assert torch.equal(tap_layers(out, "cls", [0, 3], mask)[:, 1], out.hidden_states[3][:, 0])
+    hidden = tap_layers(out, "hidden", [1], mask)
+    assert hidden[:, :, 3:].abs().sum() == 0 and torch.equal(hidden[:, 0, :3], out.hidden_states[1][:, :3])
+    assert torch.equal(tap_layers(out, "attention", [1, 3], mask)[:, 1], out.attentions[2])  # layer 3 = index 2
+    with pytest.raises(TextDistillError, match="terms\\[2\\]: the model returned no attention maps"):
+        tap_layers(_outputs(attentions=False), "attention", [1], mask, "terms[2]")
+    with pytest.raises(TextDistillError, match="returned no attention maps"):
+        tap_layers(SimpleNamespace(attentions=()), "attention", [1], mask)  # what sdpa gives
+
+
+@pytest.mark.parametrize("cfg,message", [
+    (dict(tap="cls", map="pkd-skip", loss="attention_kl"), "'attention_kl' does not apply to the 'cls' tap"),
+    (dict(tap="attention", pairs=[[0, 0]], loss="attention_mse"), "pairs: student layer 0 out of range 1..2"),
+    (dict(tap="hidden", pairs=[[1, 9]], loss="mse"), "pairs: teacher layer 9 out of range 0..4"),
+    (dict(tap="cls", map="rail", loss="pkd_mse", proj="none"), "proj: student width 6 differs"),
+    (dict(tap="hidden", map="alp", loss="mse"), "needs a cls or mean tap"),
+    (dict(tap="cls", map="uniform", pairs=[[1, 1]], loss="mse"), "not both"),
+    (dict(tap="embeddings", map="uniform", loss="mse"), "takes no map"),
+    (dict(tap="attention", map="uniform", loss="attention_mse", proj_dim=4), "without projections"),
+    (dict(tap="cls", map="rail", loss="pkd_mse", args={"temperature": 2}), "args.temperature: loss 'pkd_mse'"),
+    (dict(tap="cls", map="ramdom", loss="pkd_mse"), "map: unknown layer map 'ramdom'"),
+    (dict(tap="cls", map="rail", loss="pkd_mze"), "loss: unknown loss 'pkd_mze'"),
+])
+def test_bad_terms(cfg, message):
+    with pytest.raises(TextDistillError, match="terms\\[1\\] \\(x\\)") as err:
+        _term(d_student=6, name="x", **cfg)
+    assert message in str(err.value)
+
+
+def test_attention_heads_must_match():
+    with pytest.raises(TextDistillError, match="2 attention heads, the teacher 4"):
+        Term(TermCfg(name="x", tap="attention", map="uniform", loss="attention_kl"), n_teacher=4, n_student=2,
+             d_teacher=8, d_student=8, regression=False, where="terms[1] (x)", heads_teacher=4, heads_student=2)
+
+
+def test_bad_recipe_term_from_the_cli(teacher_folder, capsys):
+    d = teacher_folder
+    out = d / "bad"
+    assert main(["distill", "-r", "recipes/tinybert.yaml", "-o", str(out), "--teacher", str(d / "teacher" / "model"),
+                 "--data-dir", str(d / "sst2"), "--set", "terms.att.loss=attention_klx"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "terms[3] (att).loss: unknown loss 'attention_klx'" in err
+    assert not out.exists() and not Path(str(out.parent / ".bad.partial")).exists()
