@@ -74,6 +74,27 @@ def task_loss(task: Task, logits: torch.Tensor, labels: torch.Tensor) -> torch.T
     return F.cross_entropy(logits, labels)
 
 
+def outputs_needed(term_cfgs) -> tuple[bool, bool]:
+    """Whether the terms read hidden states, and attention maps."""
+    return (any(t.tap not in ("logits", "attention") for t in term_cfgs),
+            any(t.tap == "attention" for t in term_cfgs))
+
+
+def loss_parts(student, teacher_source, terms, batch, task: Task, hard_weight: float, need_hidden: bool,
+               need_attn: bool) -> dict[str, tuple[float, torch.Tensor]]:
+    """The weighted pieces of one step's loss: ``{name: (weight, value)}`` (``task`` = the labels' loss)."""
+    inputs = model_inputs(batch)
+    s_out = student(**inputs, output_hidden_states=need_hidden, output_attentions=need_attn)
+    parts = {}
+    if hard_weight > 0:
+        parts["task"] = (hard_weight, task_loss(task, s_out.logits, batch["labels"]))
+    if teacher_source is not None:
+        t_out = teacher_source(inputs, batch)
+        for term in terms:
+            parts[term.name] = (term.weight, term(s_out, t_out, inputs["attention_mask"]))
+    return parts
+
+
 def _setup_logging(folder: Path) -> logging.Handler:
     handler = logging.FileHandler(folder / "train.log")
     handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
@@ -169,8 +190,7 @@ def _run(recipe, task, train_ex, dev_ex, tmp, Accelerator, set_seed, tqdm, get_s
     set_seed(cfg.seed)
     (tmp / "recipe.yaml").write_text(dump_recipe(recipe))
     labels = task.labels
-    need_hidden = any(t.tap not in ("logits", "attention") for t in recipe.terms)
-    need_attn = any(t.tap == "attention" for t in recipe.terms)
+    need_hidden, need_attn = outputs_needed(recipe.terms)
 
     teacher = None
     if recipe.teacher:
@@ -228,15 +248,7 @@ def _run(recipe, task, train_ex, dev_ex, tmp, Accelerator, set_seed, tqdm, get_s
         bar = tqdm(loader, desc=f"epoch {epoch + 1}", leave=False, mininterval=2,
                    total=min(len(loader), total_steps - step))
         for batch in bar:
-            inputs = model_inputs(batch)
-            s_out = student(**inputs, output_hidden_states=need_hidden, output_attentions=need_attn)
-            parts = {}
-            if recipe.hard_weight > 0:
-                parts["task"] = (recipe.hard_weight, task_loss(task, s_out.logits, batch["labels"]))
-            if teacher_source is not None:
-                t_out = teacher_source(inputs, batch)
-                for term in terms:
-                    parts[term.name] = (term.weight, term(s_out, t_out, inputs["attention_mask"]))
+            parts = loss_parts(student, teacher_source, terms, batch, task, recipe.hard_weight, need_hidden, need_attn)
             loss = sum(w * v for w, v in parts.values())
             if not torch.isfinite(loss):
                 raise TextDistillError(f"loss became {loss.item()} at step {step + 1} (lower train.lr?)")

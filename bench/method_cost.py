@@ -1,0 +1,118 @@
+#!/usr/bin/env python
+"""Training cost of each distillation method, measured side by side in one run.
+
+Every method's recipe builds its student (MiniLM-L6's first 3 layers), its terms and an AdamW
+optimiser exactly as ``textdistill distill`` does, and takes training steps (forward, teacher,
+terms, backward, optimiser) with one live MiniLM-L6 teacher on the same SST-2 batches. The
+methods are timed in interleaved rounds (A, B, C, ..., A, B, C, ...) so that machine noise hits
+all alike; the first round is a warm-up. Prints median ms per step and ratios to FT (no teacher)
+and to PKD-Skip, and writes the figures as JSON.
+
+    .venv/bin/python bench/method_cost.py --rounds 5 --steps 4 --json bench/results/method_cost.json
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+
+from textdistill.data.batching import encode, train_loader  # noqa: E402
+from textdistill.data.readers import load_examples  # noqa: E402
+from textdistill.data.tasks import get_task  # noqa: E402
+from textdistill.knowledge.terms import build_terms  # noqa: E402
+from textdistill.models.loading import load_model, load_tokenizer  # noqa: E402
+from textdistill.models.student import build_student  # noqa: E402
+from textdistill.recipe import load_recipe  # noqa: E402
+from textdistill.report import markdown_table  # noqa: E402
+from textdistill.schemes.offline import LiveTeacher  # noqa: E402
+from textdistill.train import _optimizer, loss_parts, outputs_needed  # noqa: E402
+
+METHODS = ["ft", "kd", "pkd-skip", "pkd-last", "ckd", "alp-kd", "rail-kd-l", "rail-kd-c", "tinybert", "fsp", "rkd",
+           "codir"]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--teacher", default=None, help="fine-tuned teacher folder (default: runs/results/teacher/model "
+                    "if present, else MiniLM-L6 with a fresh head: the cost is the same)")
+    ap.add_argument("--methods", nargs="+", default=METHODS)
+    ap.add_argument("--rounds", type=int, default=5, help="interleaved rounds (the first is a warm-up)")
+    ap.add_argument("--steps", type=int, default=4, help="training steps per method per round")
+    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--json", default=None, help="write the results here")
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    task = get_task("sst2")
+    teacher_name = args.teacher or (str(ROOT / "runs/results/teacher/model")
+                                    if (ROOT / "runs/results/teacher/model").is_dir() else "minilm-l6")
+    tokenizer = load_tokenizer("minilm-l6")
+    data = encode(tokenizer, load_examples(task, ROOT / "data/sst2/train.tsv"), 128, False)
+    batches = []
+    for batch in train_loader(data, tokenizer, args.batch_size, seed=0):
+        batches.append(batch)
+        if len(batches) == args.steps:
+            break
+    tokens = statistics.mean(b["input_ids"].shape[1] for b in batches)
+
+    models = {}  # (attentions) -> (teacher, student source): eager only where a method reads attention maps
+    setups = {}
+    for method in args.methods:
+        recipe = load_recipe(str(ROOT / "recipes" / f"{method}.yaml"))
+        hidden, attn = outputs_needed(recipe.terms)
+        if attn not in models:
+            teacher = load_model(teacher_name, 2, task.labels, attentions=attn, new_head_ok=True)[0]
+            source = load_model("minilm-l6", 2, task.labels, attentions=attn, new_head_ok=True)[0]
+            models[attn] = (teacher, source)
+        teacher, source = models[attn]
+        student, _ = build_student(source, recipe.student.layers)
+        terms = build_terms(recipe.terms, teacher_config=teacher.config, student_config=student.config,
+                            regression=False, seed=0)
+        setups[method] = dict(recipe=recipe, student=student.train(), terms=terms,
+                              teacher=LiveTeacher(teacher, hidden_states=hidden, attentions=attn) if recipe.terms else None,
+                              optimizer=_optimizer(student, terms, recipe.train), hidden=hidden, attn=attn)
+
+    def step(s, batch):
+        parts = loss_parts(s["student"], s["teacher"], s["terms"], batch, task, s["recipe"].hard_weight,
+                           s["hidden"], s["attn"])
+        loss = sum(w * v for w, v in parts.values())
+        loss.backward()
+        s["optimizer"].step()
+        s["optimizer"].zero_grad()
+
+    times = {m: [] for m in args.methods}
+    for r in range(args.rounds):
+        for method in args.methods:
+            for batch in batches:
+                t0 = time.perf_counter()
+                step(setups[method], batch)
+                if r > 0:
+                    times[method].append(time.perf_counter() - t0)
+        print(f"round {r + 1}/{args.rounds} done", file=sys.stderr)
+    med = {m: statistics.median(v) for m, v in times.items()}
+    ref_ft, ref_pkd = med.get("ft"), med.get("pkd-skip")
+    rows = [[m, f"{1000 * med[m]:.0f}", f"{med[m] / ref_ft:.2f}" if ref_ft else "",
+             f"{med[m] / ref_pkd:.2f}" if ref_pkd else ""] for m in args.methods]
+    print(f"\nMedian ms per training step, batch {args.batch_size}, {len(batches)} SST-2 batches of "
+          f"~{tokens:.0f} tokens, {args.rounds - 1} timed rounds x {args.steps} steps, "
+          f"{torch.get_num_threads()} threads; teacher {teacher_name}\n")
+    print(markdown_table(["method", "ms / step", "x FT", "x PKD-Skip"], rows))
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps({"median_seconds": med, "samples": times, "batch_size": args.batch_size,
+                                               "mean_tokens": tokens, "teacher": teacher_name,
+                                               "threads": torch.get_num_threads()}, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
