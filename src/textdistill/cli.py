@@ -1,4 +1,4 @@
-"""Command line: textdistill finetune | distill | evaluate | layer-map | demo"""
+"""Command line: textdistill finetune | distill | cache | evaluate | layer-map | demo"""
 from __future__ import annotations
 
 import argparse
@@ -34,6 +34,19 @@ def _train(args, distill: bool) -> int:
     recipe = load_recipe(args.recipe, overrides)
     metrics = run(recipe, args.output, overwrite=args.overwrite, distill=distill)
     print(json.dumps({"output": args.output, "dev": metrics["dev"], "train_seconds": metrics["train_seconds"]}))
+    return 0
+
+
+def _cache(args) -> int:
+    from .recipe import load_recipe, parse_overrides
+    from .train import cache_only
+
+    overrides = [(k, v) for k, v in (("task", args.task), ("teacher", args.teacher), ("data.dir", args.data_dir),
+                                     ("teacher_cache.dtype", args.dtype)) if v is not None]
+    recipe = load_recipe(args.recipe, overrides + parse_overrides(args.overrides))
+    manifest = cache_only(recipe, args.output, overwrite=args.overwrite)
+    print(json.dumps({"cache": args.output, "rows": manifest["key"]["rows"], "taps": manifest["key"]["taps"],
+                      "dtype": manifest["key"]["dtype"], "bytes": manifest["bytes"]}))
     return 0
 
 
@@ -112,6 +125,17 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("distill", help="distil a student from a fine-tuned teacher")
     _recipe_args(p)
     p.set_defaults(fn=lambda a: _train(a, distill=True))
+    p = sub.add_parser("cache", help="compute a recipe's teacher outputs once (then distil with "
+                                     "--set teacher_cache.dir=FOLDER)")
+    p.add_argument("--recipe", "-r", help="the distillation recipe whose terms say what to store")
+    p.add_argument("--output", "-o", required=True, help="cache folder")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--task")
+    p.add_argument("--teacher")
+    p.add_argument("--data-dir")
+    p.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], help="of the stored vectors")
+    p.add_argument("--overwrite", action="store_true", help="rebuild an existing cache")
+    p.set_defaults(fn=_cache)
     p = sub.add_parser("evaluate", help="evaluate a saved model on a task's file")
     p.add_argument("--model", required=True)
     p.add_argument("--task", required=True)

@@ -47,6 +47,11 @@ class TermCfg(_Strict):
     concat: bool = False  # concatenate the mapped layers before comparing (RAIL-KD_c)
 
 
+class CacheCfg(_Strict):
+    dir: str | None = None  # teacher-output cache folder: used if it matches, built if absent, refused if stale
+    dtype: Literal["float32", "float16", "bfloat16"] = "float16"  # of the stored vectors (logits stay float32)
+
+
 class TrainCfg(_Strict):
     epochs: float = Field(3, gt=0)
     batch_size: int = Field(32, gt=0)
@@ -69,6 +74,7 @@ class Recipe(_Strict):
     teacher: str | None = None
     scheme: Literal["offline"] = "offline"
     student: StudentCfg = Field(default_factory=StudentCfg)
+    teacher_cache: CacheCfg = Field(default_factory=CacheCfg)  # see schemes/cache.py
     hard_weight: float = Field(1.0, ge=0)  # weight of the task loss (CE, or MSE for regression): 1 - alpha
     terms: list[TermCfg] = Field(default_factory=list)
     train: TrainCfg = Field(default_factory=TrainCfg)

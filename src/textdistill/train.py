@@ -17,6 +17,7 @@ import shutil
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import torch
 import torch.nn.functional as F
@@ -93,6 +94,57 @@ def loss_parts(student, teacher_source, terms, batch, task: Task, hard_weight: f
         for term in terms:
             parts[term.name] = (term.weight, term(s_out, t_out, inputs["attention_mask"]))
     return parts
+
+
+def load_teacher(recipe: Recipe, task: Task, attentions: bool = False):
+    teacher, head_new = load_model(recipe.teacher, task.num_labels, task.labels, attentions=attentions)
+    if head_new:
+        raise TextDistillError(f"teacher {recipe.teacher}: its classification head is missing, so it was never "
+                               f"fine-tuned on the task; fine-tune it first (textdistill finetune)")
+    return teacher.eval().requires_grad_(False)
+
+
+def cache_ready(folder: Path) -> bool:
+    from .schemes.cache import MANIFEST
+
+    return (folder / MANIFEST).is_file()
+
+
+def open_cache(recipe: Recipe, folder: Path, train_ex, tokenizer, n_student: int, teacher=None, tqdm=None,
+               rebuild: bool = False):
+    """The recipe's teacher cache: checked against the recipe and opened; built first if absent (or if
+    ``rebuild``). Returns ``(CachedTeacher, manifest)``."""
+    from transformers import AutoConfig
+
+    from .models.loading import resolve_model_path
+    from .schemes.cache import CachedTeacher, build_cache, cache_key, cache_plan, check_key, read_manifest
+
+    task = resolve_task(recipe)
+    teacher_path = resolve_model_path(recipe.teacher)
+    n_teacher = AutoConfig.from_pretrained(teacher_path).num_hidden_layers
+    plan = cache_plan(recipe.terms, n_teacher, n_student)
+    key = cache_key(teacher=teacher_path, tokenizer=tokenizer, examples=train_ex, max_length=recipe.train.max_length,
+                    plan=plan, dtype=recipe.teacher_cache.dtype)
+    if rebuild or not cache_ready(folder):
+        if teacher is None:
+            teacher = load_teacher(recipe, task)
+        t_tok = load_tokenizer(recipe.teacher)
+        if t_tok.get_vocab() != tokenizer.get_vocab():
+            raise TextDistillError(f"teacher {recipe.teacher} and the student's tokenizer have different vocabularies")
+        out, tmp = prepare_output(folder, overwrite=rebuild)
+        try:
+            log.info("building the teacher cache %s: logits%s", folder,
+                     "".join(f", {tap} of layers {layers}" for tap, layers in plan.items()))
+            data = encode(tokenizer, train_ex, recipe.train.max_length, task.is_regression)
+            build_cache(tmp, teacher_model=teacher, key=key, data=data, tokenizer=tokenizer,
+                        batch_size=recipe.train.eval_batch_size, params_teacher=count_parameters(teacher), tqdm=tqdm)
+            commit_output(tmp, out)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+    manifest = read_manifest(folder)
+    check_key(folder, manifest, key)
+    return CachedTeacher(folder, manifest), manifest
 
 
 def _setup_logging(folder: Path) -> logging.Handler:
@@ -185,6 +237,29 @@ def run(recipe: Recipe, out_dir: str | os.PathLike, overwrite: bool = False, dis
     return metrics
 
 
+def cache_only(recipe: Recipe, out_dir: str | os.PathLike, overwrite: bool = False) -> dict:
+    """``textdistill cache``: build (or check) the teacher cache of a recipe; returns its manifest."""
+    from transformers import AutoConfig
+
+    from .models.loading import resolve_model_path
+    from .models.student import parse_layer_spec
+    from tqdm.auto import tqdm
+
+    if not recipe.teacher:
+        raise TextDistillError("cache: the recipe needs a 'teacher'")
+    for i, term in enumerate(recipe.terms):
+        check_term(term, term_where(i, term))
+    task = resolve_task(recipe)
+    train_ex = load_split(task, recipe, "train")
+    init = recipe.student.init or recipe.teacher
+    n_student = len(parse_layer_spec(recipe.student.layers,
+                                     AutoConfig.from_pretrained(resolve_model_path(init)).num_hidden_layers))
+    folder = Path(out_dir)
+    _, manifest = open_cache(recipe, folder, train_ex, load_tokenizer(init), n_student, tqdm=tqdm,
+                             rebuild=overwrite and folder.exists())
+    return manifest
+
+
 def _run(recipe, task, train_ex, dev_ex, tmp, Accelerator, set_seed, tqdm, get_schedule) -> dict:
     cfg = recipe.train
     set_seed(cfg.seed)
@@ -192,14 +267,12 @@ def _run(recipe, task, train_ex, dev_ex, tmp, Accelerator, set_seed, tqdm, get_s
     labels = task.labels
     need_hidden, need_attn = outputs_needed(recipe.terms)
 
-    teacher = None
-    if recipe.teacher:
-        teacher, head_new = load_model(recipe.teacher, task.num_labels, labels, attentions=need_attn)
-        if head_new:
-            raise TextDistillError(f"teacher {recipe.teacher}: its classification head is missing, so it was never "
-                                   f"fine-tuned on the task; fine-tune it first (textdistill finetune)")
-        teacher.eval().requires_grad_(False)
     init = recipe.student.init or recipe.teacher
+    cache_dir = Path(recipe.teacher_cache.dir) if recipe.teacher and recipe.teacher_cache.dir else None
+    teacher = None
+    # with a ready cache the teacher is not loaded (unless the student copies its layers)
+    if recipe.teacher and (cache_dir is None or not cache_ready(cache_dir) or init == recipe.teacher):
+        teacher = load_teacher(recipe, task, attentions=need_attn)
     if init == recipe.teacher:
         source = teacher
     else:
@@ -214,7 +287,7 @@ def _run(recipe, task, train_ex, dev_ex, tmp, Accelerator, set_seed, tqdm, get_s
     log.info("student from %s: %s", init, ", ".join(f"S{s}<-T{t}" for s, t in mapping.items()))
 
     tokenizer = load_tokenizer(init)
-    if teacher is not None:
+    if teacher is not None and cache_dir is None:
         t_tok = tokenizer if init == recipe.teacher else load_tokenizer(recipe.teacher)
         if t_tok.get_vocab() != tokenizer.get_vocab() or teacher.config.vocab_size != student.config.vocab_size:
             raise TextDistillError(f"teacher {recipe.teacher} and student init {init} have different vocabularies "
@@ -225,7 +298,15 @@ def _run(recipe, task, train_ex, dev_ex, tmp, Accelerator, set_seed, tqdm, get_s
     log.info("task %s: %d train rows (%s), %d dev rows (%s)", task.name, len(train_ex), train_ex.source,
              len(dev_ex), dev_ex.source)
 
-    terms = build_terms(recipe.terms, teacher_config=teacher.config if teacher else student.config,
+    teacher_config, params_teacher = (teacher.config, count_parameters(teacher)) if teacher is not None else (None, None)
+    cached = None
+    if cache_dir is not None:
+        cached, manifest = open_cache(recipe, cache_dir, train_ex, tokenizer, student.config.num_hidden_layers,
+                                      teacher, tqdm)
+        teacher_config, params_teacher = SimpleNamespace(**manifest["teacher_config"]), manifest["params_teacher"]
+        log.info("teacher outputs from the cache %s (%s)", cache_dir, ", ".join(
+            ["logits"] + [f"{tap} of layers {layers}" for tap, layers in manifest["key"]["taps"].items()]))
+    terms = build_terms(recipe.terms, teacher_config=teacher_config or student.config,
                         student_config=student.config, regression=task.is_regression, seed=cfg.seed)
     accelerator = Accelerator(cpu=cfg.cpu, mixed_precision=cfg.mixed_precision)
     loader = train_loader(train_set, tokenizer, cfg.batch_size, cfg.seed, cfg.length_grouped)
@@ -234,7 +315,9 @@ def _run(recipe, task, train_ex, dev_ex, tmp, Accelerator, set_seed, tqdm, get_s
     scheduler = get_schedule(optimizer, int(cfg.warmup_ratio * total_steps), total_steps)
     student, terms, optimizer, loader, scheduler = accelerator.prepare(student, terms, optimizer, loader, scheduler)
     teacher_source = None
-    if teacher is not None:
+    if cached is not None:
+        teacher_source, teacher = cached, None  # the teacher model is never run
+    elif teacher is not None:
         teacher_source = LiveTeacher(teacher.to(accelerator.device), hidden_states=need_hidden,
                                      attentions=need_attn)
 
@@ -286,7 +369,7 @@ def _run(recipe, task, train_ex, dev_ex, tmp, Accelerator, set_seed, tqdm, get_s
         "task": task.name, "method": recipe.method, "teacher": recipe.teacher, "student_init": init,
         "student_layers": len(mapping), "student_from_teacher_layers": {str(s): t for s, t in mapping.items()},
         "terms": [t.describe() for t in terms], "dev": history[-1]["dev"], "main_metric": task.main_metric,
-        "history": history, "params_teacher": count_parameters(teacher) if teacher is not None else None,
+        "history": history, "params_teacher": params_teacher, "teacher_cache": str(cache_dir) if cache_dir else None,
         "params_student": count_parameters(student), "train_rows": len(train_ex), "train_steps": step,
         "train_seconds": round(train_seconds, 1), "eval_seconds": round(eval_seconds, 1), "seed": cfg.seed, "versions": versions(),
     }

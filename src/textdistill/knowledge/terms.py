@@ -48,6 +48,12 @@ def tap_layers(outputs, tap: str, layers: list[int], mask: torch.Tensor, where: 
             raise TextDistillError(f"{where}: the model returned no attention maps (it must be loaded with "
                                    f"attn_implementation='eager'; sdpa returns none)")
         return torch.stack([att[layer - 1] for layer in layers], dim=1)
+    pooled = getattr(outputs, "pooled", None)  # a teacher-output cache: {tap: {layer: (batch, dim)}}
+    if pooled is not None:
+        missing = [layer for layer in layers if layer not in pooled.get(tap, {})]
+        if missing:
+            raise TextDistillError(f"{where}: the teacher cache holds no '{tap}' vector of layer {missing[0]}")
+        return torch.stack([pooled[tap][layer] for layer in layers], dim=1)
     hs = outputs.hidden_states
     if hs is None:
         raise TextDistillError(f"{where}: the model returned no hidden states (output_hidden_states was not set)")
@@ -98,6 +104,18 @@ def check_term(cfg, where: str) -> None:
         raise TextDistillError(f"{where}.concat: not with the '{cfg.map}' map, which combines layers itself")
 
 
+def teacher_layers_read(cfg, n_teacher: int, n_student: int) -> list[int]:
+    """Every teacher layer a term may read, over all epochs (random maps: all intermediate layers)."""
+    if cfg.tap == "logits":
+        return []
+    if cfg.pairs or cfg.tap == "embeddings":
+        return sorted({int(t) for _, t in (cfg.pairs or [(0, 0)])})
+    if cfg.map in RANDOM:
+        return list(range(1, n_teacher))
+    entries = layer_map(cfg.map, n_teacher, n_student)
+    return sorted({t for e in entries for t in (e if isinstance(e, list) else [e])})
+
+
 def term_where(i: int, cfg) -> str:
     return f"terms[{i}]" + (f" ({cfg.name})" if cfg.name else "")
 
@@ -140,17 +158,13 @@ class Term(torch.nn.Module):
             if self.tap == "embeddings" and any(p != (0, 0) for p in self.pairs):
                 raise TextDistillError(f"{where}.pairs: the embeddings tap is layer 0 of both models ([[0, 0]])")
         self.set_epoch(0)
+        self.teacher_layers = teacher_layers_read(cfg, n_teacher, n_student)
         if self.tap == "attention":
             if heads_teacher != heads_student:
                 raise TextDistillError(f"{where}: the student has {heads_student} attention heads, the teacher "
                                        f"{heads_teacher}; attention maps are matched head to head")
             return
         self._build_projections(cfg, d_teacher, d_student)
-
-    def _teacher_layers_possible(self) -> list[int]:
-        if self.map_name in RANDOM:
-            return list(range(1, self.n_teacher))
-        return sorted({t for _, e in self.pairs for t in (e if isinstance(e, list) else [e])})
 
     def _build_projections(self, cfg, d_teacher: int, d_student: int):
         kind = "mlp" if cfg.proj == "mlp" else "linear"
@@ -163,7 +177,7 @@ class Term(torch.nn.Module):
             else:
                 for s, _ in self.pairs:
                     self.student_proj[str(s)] = _projection(kind, d_student, cfg.proj_dim)
-                for t in self._teacher_layers_possible():
+                for t in self.teacher_layers:
                     self.teacher_proj[str(t)] = _projection(kind, d_teacher, cfg.proj_dim)
             return
         differ = d_student != d_teacher and not width_free

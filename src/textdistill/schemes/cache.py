@@ -1,0 +1,181 @@
+"""Teacher-output cache for offline distillation.
+
+A frozen teacher gives the same outputs every epoch and for every student, so they are computed once
+(``textdistill cache``, or by ``distill`` when the recipe names a ``teacher_cache`` folder that does
+not exist yet) and read back by example index. What is stored is what the recipe's terms read:
+
+* ``logits`` (float32), always;
+* for ``cls`` / ``mean`` terms, those vectors of every teacher layer the terms may read -- all
+  intermediate layers for RAIL-KD's random draws (L x d per example), the mapped ones otherwise.
+
+Full sequences (``hidden``, ``embeddings``) and attention maps are not cached: they cost
+``layers x tokens x dim`` (or ``x tokens x heads``) per example; such recipes use the live teacher.
+
+The folder holds ``outputs.safetensors`` and ``cache.json``. The manifest's key is a hash of the
+teacher's weight and config files, the tokenizer's vocabulary and class, the training texts (after
+sampling), ``max_length`` and the stored taps/layers/dtype; a cache whose key differs from the
+recipe's is refused and the differing parts named. The tensor file's SHA-256 is recorded and checked
+when the cache is opened, so a truncated or altered file is reported, never used.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from pathlib import Path
+from types import SimpleNamespace
+
+import torch
+
+from .. import TextDistillError
+from ..knowledge.terms import VECTOR_TAPS, teacher_layers_read, term_where
+
+log = logging.getLogger("textdistill")
+VERSION = 1
+FILE = "outputs.safetensors"
+MANIFEST = "cache.json"
+
+
+def _sha256_file(path: Path, h=None):
+    h = h or hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h
+
+
+def teacher_fingerprint(folder: str) -> str:
+    """SHA-256 over the teacher folder's config and weight files (names and contents)."""
+    path = Path(folder)
+    if not path.is_dir():
+        raise TextDistillError(f"teacher_cache: the teacher must be a local folder to be fingerprinted ({folder})")
+    files = sorted(p for p in path.iterdir() if p.name == "config.json" or p.suffix in (".safetensors", ".bin"))
+    if not any(p.suffix in (".safetensors", ".bin") for p in files):
+        raise TextDistillError(f"{folder}: no weight files (*.safetensors, *.bin) to fingerprint")
+    h = hashlib.sha256()
+    for p in files:
+        h.update(p.name.encode())
+        _sha256_file(p, h)
+    return h.hexdigest()
+
+
+def tokenizer_fingerprint(tokenizer) -> str:
+    vocab = sorted(tokenizer.get_vocab().items())
+    return hashlib.sha256(json.dumps([type(tokenizer).__name__, vocab]).encode()).hexdigest()
+
+
+def examples_fingerprint(examples) -> str:
+    return hashlib.sha256(json.dumps([examples.text_a, examples.text_b]).encode()).hexdigest()
+
+
+def cache_plan(term_cfgs, n_teacher: int, n_student: int) -> dict[str, list[int]]:
+    """``{tap: [teacher layers]}`` the terms read; refuses terms whose tap cannot be cached."""
+    plan: dict[str, set[int]] = {}
+    for i, cfg in enumerate(term_cfgs):
+        if cfg.tap == "logits":
+            continue
+        if cfg.tap not in VECTOR_TAPS:
+            raise TextDistillError(
+                f"{term_where(i, cfg)}.tap: '{cfg.tap}' needs full sequences or attention maps of the teacher "
+                f"(layers x tokens x {'tokens x heads' if cfg.tap == 'attention' else 'dim'} per example), which the "
+                f"cache does not store; distil this recipe with the live teacher (teacher_cache: null)")
+        plan.setdefault(cfg.tap, set()).update(teacher_layers_read(cfg, n_teacher, n_student))
+    return {tap: sorted(layers) for tap, layers in sorted(plan.items())}
+
+
+def cache_key(*, teacher: str, tokenizer, examples, max_length: int, plan: dict, dtype: str) -> dict:
+    return {"version": VERSION, "teacher": teacher_fingerprint(teacher), "tokenizer": tokenizer_fingerprint(tokenizer),
+            "train_texts": examples_fingerprint(examples), "rows": len(examples), "max_length": max_length,
+            "taps": plan, "dtype": dtype}
+
+
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+@torch.no_grad()
+def build_cache(folder: Path, *, teacher_model, key: dict, data, tokenizer, batch_size: int, params_teacher: int,
+                tqdm=None) -> None:
+    """Run the teacher once over ``data`` (an Encoded set) and write the cache into ``folder``."""
+    from safetensors.torch import save_file
+
+    from ..data.batching import eval_loader
+    from ..evaluate import model_inputs
+    from ..knowledge.terms import tap_layers
+
+    plan, dtype = key["taps"], DTYPES[key["dtype"]]
+    n = len(data)
+    store = {"logits": None}
+    for tap, layers in plan.items():
+        store[tap] = torch.empty(n, len(layers), teacher_model.config.hidden_size, dtype=dtype)
+    teacher_model.eval()
+    loader = eval_loader(data, tokenizer, batch_size)
+    device = next(teacher_model.parameters()).device
+    for batch in (tqdm(loader, desc="teacher cache", mininterval=2) if tqdm else loader):
+        inputs = {k: v.to(device) for k, v in model_inputs(batch).items()}
+        out = teacher_model(**inputs, output_hidden_states=bool(plan))
+        idx = batch["idx"]
+        if store["logits"] is None:
+            store["logits"] = torch.empty(n, out.logits.shape[-1], dtype=torch.float32)
+        store["logits"][idx] = out.logits.float().cpu()
+        for tap, layers in plan.items():
+            store[tap][idx] = tap_layers(out, tap, layers, inputs["attention_mask"]).to(dtype).cpu()
+    folder.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.contiguous() for k, v in store.items()}, str(folder / FILE))
+    c = teacher_model.config
+    manifest = {"key": key, "file_sha256": _sha256_file(folder / FILE).hexdigest(),
+                "teacher_config": {"num_hidden_layers": c.num_hidden_layers, "hidden_size": c.hidden_size,
+                                   "num_attention_heads": getattr(c, "num_attention_heads", None),
+                                   "num_labels": c.num_labels, "model_type": c.model_type},
+                "params_teacher": params_teacher, "bytes": (folder / FILE).stat().st_size}
+    (folder / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+
+
+def read_manifest(folder: Path) -> dict:
+    path = Path(folder) / MANIFEST
+    if not path.is_file():
+        raise TextDistillError(f"{folder}: not a teacher cache (no {MANIFEST})")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise TextDistillError(f"{path}: corrupt manifest ({e.msg} at line {e.lineno})") from None
+
+
+def check_key(folder: Path, manifest: dict, key: dict) -> None:
+    have = manifest.get("key", {})
+    names = {"teacher": "the teacher's weights or config", "tokenizer": "the tokenizer",
+             "train_texts": "the training texts (data file, train_rows or sample_seed)", "rows": "the number of rows",
+             "max_length": "train.max_length", "taps": "the taps/layers the terms read", "dtype": "the dtype",
+             "version": "the cache format"}
+    differ = [names.get(k, k) for k in key if have.get(k) != key[k]]
+    if differ:
+        raise TextDistillError(f"{folder}: stale teacher cache, built for other {'; '.join(differ)}; "
+                               f"rebuild it (textdistill cache ... --overwrite) or point teacher_cache elsewhere")
+
+
+class CachedTeacher:
+    """Teacher outputs read from a cache by the batch's example indices (``batch['idx']``)."""
+
+    def __init__(self, folder: Path, manifest: dict, device=None):
+        from safetensors.torch import load_file
+
+        folder = Path(folder)
+        path = folder / FILE
+        if not path.is_file():
+            raise TextDistillError(f"{path}: missing (the cache is incomplete)")
+        if _sha256_file(path).hexdigest() != manifest.get("file_sha256"):
+            raise TextDistillError(f"{path}: corrupt or truncated (its SHA-256 differs from {MANIFEST}); rebuild it")
+        try:
+            tensors = load_file(str(path))
+        except Exception as e:  # noqa: BLE001 - safetensors raises several types
+            raise TextDistillError(f"{path}: unreadable ({e})") from None
+        self.logits = tensors.pop("logits")
+        plan = manifest["key"]["taps"]
+        self.vectors = {tap: (plan[tap], tensors[tap]) for tap in plan}
+        self.device = device
+
+    def __call__(self, inputs: dict, batch: dict):
+        idx = batch["idx"].cpu()
+        device = self.device or inputs["input_ids"].device
+        pooled = {tap: {layer: t[idx, j].to(device, torch.float32) for j, layer in enumerate(layers)}
+                  for tap, (layers, t) in self.vectors.items()}
+        return SimpleNamespace(logits=self.logits[idx].to(device), pooled=pooled, hidden_states=None, attentions=None)

@@ -1,0 +1,163 @@
+"""Teacher-output cache: the same losses as the live teacher, never used when stale or corrupt, and a
+distillation from it that never runs the teacher."""
+import json
+import shutil
+
+import pytest
+import torch
+
+from textdistill import TextDistillError
+from textdistill.cli import main
+from textdistill.data.batching import encode, train_loader
+from textdistill.evaluate import model_inputs
+from textdistill.knowledge.terms import build_terms
+from textdistill.models.loading import load_model, load_tokenizer
+from textdistill.models.student import build_student
+from textdistill.recipe import load_recipe
+from textdistill.schemes.offline import LiveTeacher
+from textdistill.train import load_split, open_cache, resolve_task
+
+from conftest import ROOT
+
+FAST = ["--set", "train.epochs=1", "--set", "train.batch_size=16", "--set", "train.eval_batch_size=32"]
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory, tiny_bert):
+    d = tmp_path_factory.mktemp("cache")
+    data = d / "sst2"
+    data.mkdir()
+    for name, n in (("train.tsv", 120), ("dev.tsv", 50)):
+        lines = (ROOT / "data" / "sst2" / name).read_text().splitlines()
+        (data / name).write_text("\n".join(lines[: n + 1]) + "\n")
+    assert main(["finetune", "-r", "recipes/teacher.yaml", "-o", str(d / "teacher"), "--set",
+                 f"student.init={tiny_bert}", "--data-dir", str(data), "--set", "train.lr=1e-3", *FAST]) == 0
+    return d
+
+
+def _recipe(setup, name, *sets):
+    overrides = [("teacher", str(setup / "teacher" / "model")), ("data.dir", str(setup / "sst2")),
+                 ("student.init", str(setup / "teacher" / "model")), ("student.layers", "first:2"),
+                 ("teacher_cache.dtype", "float32")]
+    return load_recipe(f"recipes/{name}.yaml", overrides + [tuple(s.split("=", 1)) for s in sets])
+
+
+@pytest.mark.parametrize("method", ["kd", "pkd-skip", "ckd", "alp-kd", "rail-kd-l", "rail-kd-c", "rkd", "codir"])
+def test_losses_from_the_cache_equal_the_live_teacher(setup, method, tmp_path):
+    recipe = _recipe(setup, method)
+    task = resolve_task(recipe)
+    train_ex = load_split(task, recipe, "train")
+    tok = load_tokenizer(recipe.student.init)
+    teacher = load_model(recipe.teacher, 2, task.labels)[0].eval()
+    student, _ = build_student(teacher, "first:2")
+    cached, manifest = open_cache(recipe, tmp_path / "c", train_ex, tok, 2)
+    live = LiveTeacher(teacher, hidden_states=True)
+    torch.manual_seed(0)
+    terms = build_terms(recipe.terms, teacher_config=teacher.config, student_config=student.config,
+                        regression=False, seed=3)
+    data = encode(tok, train_ex, recipe.train.max_length, False)
+    n = 0
+    for batch in train_loader(data, tok, 16, seed=1):  # other batches and padding than at cache time
+        inputs = model_inputs(batch)
+        s_out = student(**inputs, output_hidden_states=True)
+        a, b = live(inputs, batch), cached(inputs, batch)
+        for term in terms:
+            x, y = term(s_out, a, inputs["attention_mask"]), term(s_out, b, inputs["attention_mask"])
+            assert x.item() == pytest.approx(y.item(), rel=1e-4, abs=1e-6), (term.name, n)
+        n += 1
+        if n == 3:
+            break
+    if method.startswith("rail"):
+        assert manifest["key"]["taps"] == {"mean": [1, 2, 3]}  # every intermediate layer of the 4-layer teacher
+    if method == "pkd-skip":
+        assert manifest["key"]["taps"] == {"cls": [2]}
+
+
+def _cache(setup, out, *extra):
+    return main(["cache", "-r", "recipes/pkd-skip.yaml", "-o", str(out), "--teacher", str(setup / "teacher" / "model"),
+                 "--data-dir", str(setup / "sst2"), "--set", f"student.init={setup / 'teacher' / 'model'}",
+                 "--set", "student.layers=first:2", *extra])
+
+
+def test_stale_and_corrupt_caches_are_refused(setup, tmp_path, capsys):
+    c = tmp_path / "c"
+    assert _cache(setup, c) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["rows"] == 120 and info["taps"] == {"cls": [2]} and info["dtype"] == "float16"
+    assert _cache(setup, c) == 0  # up to date: checked, not rebuilt
+    capsys.readouterr()
+    # a changed data row
+    data2 = tmp_path / "sst2"
+    shutil.copytree(setup / "sst2", data2)
+    lines = (data2 / "train.tsv").read_text().splitlines()
+    lines[5] = "a completely different sentence\t1"
+    (data2 / "train.tsv").write_text("\n".join(lines) + "\n")
+    assert main(["cache", "-r", "recipes/pkd-skip.yaml", "-o", str(c), "--teacher", str(setup / "teacher" / "model"),
+                 "--data-dir", str(data2), "--set", f"student.init={setup / 'teacher' / 'model'}",
+                 "--set", "student.layers=first:2"]) == 2
+    assert "stale teacher cache, built for other the training texts" in capsys.readouterr().err
+    # a changed teacher weight
+    teacher2 = tmp_path / "teacher2"
+    shutil.copytree(setup / "teacher" / "model", teacher2)
+    model = load_model(str(teacher2), 2, ("0", "1"))[0]
+    with torch.no_grad():
+        model.classifier.weight[0, 0] += 1e-3
+    model.save_pretrained(teacher2)
+    assert main(["cache", "-r", "recipes/pkd-skip.yaml", "-o", str(c), "--teacher", str(teacher2),
+                 "--data-dir", str(setup / "sst2"), "--set", f"student.init={teacher2}",
+                 "--set", "student.layers=first:2"]) == 2
+    assert "built for other the teacher's weights or config" in capsys.readouterr().err
+    # other max_length, other taps
+    assert _cache(setup, c, "--set", "train.max_length=64") == 2
+    assert "train.max_length" in capsys.readouterr().err
+    assert _cache(setup, c, "--set", "terms.pt.map=pkd-last") == 2
+    assert "the taps/layers the terms read" in capsys.readouterr().err
+    # a truncated tensor file
+    f = c / "outputs.safetensors"
+    raw = f.read_bytes()
+    f.write_bytes(raw[: len(raw) // 2])
+    assert _cache(setup, c) == 2
+    assert "corrupt or truncated" in capsys.readouterr().err
+    # a broken manifest
+    (c / "cache.json").write_text("{not json")
+    assert _cache(setup, c) == 2
+    assert "corrupt manifest" in capsys.readouterr().err
+    # rebuilding fixes it
+    assert _cache(setup, c, "--overwrite") == 0
+
+
+def test_sequence_taps_are_not_cached(setup, tmp_path, capsys):
+    assert main(["cache", "-r", "recipes/tinybert.yaml", "-o", str(tmp_path / "c"), "--teacher",
+                 str(setup / "teacher" / "model"), "--data-dir", str(setup / "sst2")]) == 2
+    err = capsys.readouterr().err
+    assert "terms[1] (emb).tap: 'embeddings' needs full sequences" in err and "live teacher" in err
+    assert not (tmp_path / "c").exists()
+
+
+def test_distill_from_the_cache_never_runs_the_teacher(setup, tiny_bert, tmp_path, monkeypatch, capsys):
+    teacher = str(setup / "teacher" / "model")
+    base = ["-r", "recipes/pkd-skip.yaml", "--teacher", teacher, "--data-dir", str(setup / "sst2"),
+            "--set", f"student.init={tiny_bert}", "--set", "student.layers=first:2",
+            "--set", f"teacher_cache.dir={tmp_path / 'c'}", *FAST]
+    # first run: the cache is absent, so distill builds it (loading the teacher once)
+    assert main(["distill", "-o", str(tmp_path / "a"), *base]) == 0
+    assert (tmp_path / "c" / "cache.json").exists()
+    import textdistill.train as train
+
+    loaded = []
+    real = train.load_model
+
+    def spy(name, *args, **kwargs):
+        loaded.append(name)
+        return real(name, *args, **kwargs)
+    monkeypatch.setattr(train, "load_model", spy)
+    assert main(["distill", "-o", str(tmp_path / "b"), *base]) == 0
+    assert teacher not in loaded and loaded == [str(tiny_bert)]
+    a = json.loads((tmp_path / "a" / "metrics.json").read_text())
+    b = json.loads((tmp_path / "b" / "metrics.json").read_text())
+    assert b["teacher_cache"] == str(tmp_path / "c") and b["params_teacher"] == a["params_teacher"]
+    # run a loaded the teacher (whose construction draws random numbers), so dropout differs a little
+    assert b["history"][0]["loss"] == pytest.approx(a["history"][0]["loss"], rel=0.1)
+    assert main(["distill", "-o", str(tmp_path / "c2"), *base]) == 0  # from the cache again: identical
+    c = json.loads((tmp_path / "c2" / "metrics.json").read_text())
+    assert c["history"][0]["loss"] == b["history"][0]["loss"] and c["dev"] == b["dev"]
