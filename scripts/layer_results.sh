@@ -45,8 +45,11 @@ for seed in $SEEDS; do
       if [ "$method" = ft ]; then
         run "$OUT/$task/ft-s$seed" $TD finetune -r $RECIPES/ft.yaml --task "$task" --seed "$seed" "${extra[@]}"
       else
+        cache=()  # teacher outputs computed once per task and method, shared by the seeds (not for TinyBERT's
+        # sequences and attention maps)
+        [ "$method" != tinybert ] && cache=(--set "teacher_cache.dir=$OUT/$task/cache-$method")
         run "$OUT/$task/$method-s$seed" $TD distill -r $RECIPES/$method.yaml --task "$task" --teacher "$T/model" \
-          --seed "$seed" "${extra[@]}" "${reg[@]}"
+          --seed "$seed" "${extra[@]}" "${reg[@]}" "${cache[@]}"
       fi
     done
   done
