@@ -8,7 +8,7 @@ from textdistill import TextDistillError
 from textdistill.data.readers import load_examples, resolve_file
 from textdistill.data.tasks import get_task, task_from_dict
 
-from conftest import shared_glue
+from conftest import ROOT, shared_glue
 
 # (task, split, rows, labelled): every file in ../shared/data/glue (see its README)
 GLUE_FILES = [
@@ -105,3 +105,22 @@ def test_bad_data(tmp_path):
         load_examples(sst2, tmp_path / "x.parquet")
     with pytest.raises(TextDistillError, match="nope.tsv: no such file"):
         load_examples(sst2, tmp_path / "nope.tsv")
+
+
+def test_batches_dynamic_length_grouped_or_fixed(minilm_tokenizer):
+    from textdistill.data.batching import encode, train_loader
+    from textdistill.data.readers import load_examples
+    from textdistill.data.tasks import get_task
+
+    ex = load_examples(get_task("sst2"), ROOT / "data" / "sst2" / "dev.tsv")
+    data = encode(minilm_tokenizer, ex, 128, False)
+    lengths = data.lengths
+    seen = []
+    for batch in train_loader(data, minilm_tokenizer, 32, seed=0):
+        own = [lengths[i] for i in batch["idx"].tolist()]
+        assert batch["input_ids"].shape[1] == max(own)  # padded to its own longest example only
+        assert batch["attention_mask"].sum(1).tolist() == own
+        seen += batch["idx"].tolist()
+    assert sorted(seen) == list(range(len(ex)))  # every example once per epoch
+    fixed = next(iter(train_loader(data, minilm_tokenizer, 32, seed=0, length_grouped=False, pad_to=128)))
+    assert fixed["input_ids"].shape == (32, 128)

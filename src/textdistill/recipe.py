@@ -62,7 +62,8 @@ class TrainCfg(_Strict):
     max_length: int = Field(128, gt=1)
     grad_clip: float | None = 1.0
     seed: int = 42
-    length_grouped: bool = True
+    length_grouped: bool = True  # batches of similar lengths (with dynamic padding)
+    pad_to_max_length: bool = False  # pad every batch to max_length (what the PKD/TextBrewer examples do)
     mixed_precision: Literal["no", "fp16", "bf16"] = "no"
     cpu: bool = False
 

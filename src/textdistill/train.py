@@ -14,6 +14,7 @@ import os
 import platform
 import random
 import shutil
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -309,7 +310,8 @@ def _run(recipe, task, train_ex, dev_ex, tmp, Accelerator, set_seed, tqdm, get_s
     terms = build_terms(recipe.terms, teacher_config=teacher_config or student.config,
                         student_config=student.config, regression=task.is_regression, seed=cfg.seed)
     accelerator = Accelerator(cpu=cfg.cpu, mixed_precision=cfg.mixed_precision)
-    loader = train_loader(train_set, tokenizer, cfg.batch_size, cfg.seed, cfg.length_grouped)
+    loader = train_loader(train_set, tokenizer, cfg.batch_size, cfg.seed, cfg.length_grouped,
+                          pad_to=cfg.max_length if cfg.pad_to_max_length else None)
     total_steps = max(1, math.ceil(len(loader) * cfg.epochs))
     optimizer = _optimizer(student, terms, cfg)
     scheduler = get_schedule(optimizer, int(cfg.warmup_ratio * total_steps), total_steps)
@@ -321,7 +323,7 @@ def _run(recipe, task, train_ex, dev_ex, tmp, Accelerator, set_seed, tqdm, get_s
         teacher_source = LiveTeacher(teacher.to(accelerator.device), hidden_states=need_hidden,
                                      attentions=need_attn)
 
-    history, step, eval_seconds, t0 = [], 0, 0.0, time.perf_counter()
+    history, step, eval_seconds, step_seconds, t0 = [], 0, 0.0, [], time.perf_counter()
     for epoch in range(math.ceil(cfg.epochs)):
         for term in terms:
             term.set_epoch(epoch)
@@ -330,6 +332,7 @@ def _run(recipe, task, train_ex, dev_ex, tmp, Accelerator, set_seed, tqdm, get_s
         sums: dict[str, float] = {}
         bar = tqdm(loader, desc=f"epoch {epoch + 1}", leave=False, mininterval=2,
                    total=min(len(loader), total_steps - step))
+        t_prev = time.perf_counter()
         for batch in bar:
             parts = loss_parts(student, teacher_source, terms, batch, task, recipe.hard_weight, need_hidden, need_attn)
             loss = sum(w * v for w, v in parts.values())
@@ -342,6 +345,9 @@ def _run(recipe, task, train_ex, dev_ex, tmp, Accelerator, set_seed, tqdm, get_s
             scheduler.step()
             optimizer.zero_grad()
             step += 1
+            now = time.perf_counter()
+            step_seconds.append(now - t_prev)  # batch loading included
+            t_prev = now
             for name, (_, v) in parts.items():
                 sums[name] = sums.get(name, 0.0) + v.item()
             if step % 50 == 0:
@@ -371,5 +377,7 @@ def _run(recipe, task, train_ex, dev_ex, tmp, Accelerator, set_seed, tqdm, get_s
         "terms": [t.describe() for t in terms], "dev": history[-1]["dev"], "main_metric": task.main_metric,
         "history": history, "params_teacher": params_teacher, "teacher_cache": str(cache_dir) if cache_dir else None,
         "params_student": count_parameters(student), "train_rows": len(train_ex), "train_steps": step,
-        "train_seconds": round(train_seconds, 1), "eval_seconds": round(eval_seconds, 1), "seed": cfg.seed, "versions": versions(),
+        "train_seconds": round(train_seconds, 1), "eval_seconds": round(eval_seconds, 1),
+        "step_seconds": {"median": round(statistics.median(step_seconds), 4),
+                         "p90": round(sorted(step_seconds)[int(0.9 * (len(step_seconds) - 1))], 4)}, "seed": cfg.seed, "versions": versions(),
     }

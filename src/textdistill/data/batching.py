@@ -43,12 +43,15 @@ def encode(tokenizer, examples: Examples, max_length: int, regression: bool) -> 
 
 
 class Collator:
-    def __init__(self, tokenizer, regression: bool):
-        self.tokenizer, self.regression = tokenizer, regression
+    """Pads a batch to its longest example, or to ``pad_to`` tokens when given."""
+
+    def __init__(self, tokenizer, regression: bool, pad_to: int | None = None):
+        self.tokenizer, self.regression, self.pad_to = tokenizer, regression, pad_to
 
     def __call__(self, features: list[dict]) -> dict:
         inputs = [{k: v for k, v in f.items() if k not in ("labels", "idx")} for f in features]
-        batch = dict(self.tokenizer.pad(inputs, return_tensors="pt"))
+        padding = {"padding": "max_length", "max_length": self.pad_to} if self.pad_to else {}
+        batch = dict(self.tokenizer.pad(inputs, return_tensors="pt", **padding))
         batch["idx"] = torch.tensor([f["idx"] for f in features])
         if "labels" in features[0]:
             dtype = torch.float32 if self.regression else torch.long
@@ -56,7 +59,8 @@ class Collator:
         return batch
 
 
-def train_loader(data: Encoded, tokenizer, batch_size: int, seed: int, length_grouped: bool = True) -> DataLoader:
+def train_loader(data: Encoded, tokenizer, batch_size: int, seed: int, length_grouped: bool = True,
+                 pad_to: int | None = None) -> DataLoader:
     generator = torch.Generator().manual_seed(seed)
     if length_grouped:
         from transformers.trainer_pt_utils import LengthGroupedSampler
@@ -64,7 +68,8 @@ def train_loader(data: Encoded, tokenizer, batch_size: int, seed: int, length_gr
         sampler = LengthGroupedSampler(batch_size, lengths=data.lengths, generator=generator)
     else:
         sampler = torch.utils.data.RandomSampler(data, generator=generator)
-    return DataLoader(data, batch_size=batch_size, sampler=sampler, collate_fn=Collator(tokenizer, data.regression))
+    return DataLoader(data, batch_size=batch_size, sampler=sampler,
+                      collate_fn=Collator(tokenizer, data.regression, pad_to))
 
 
 def eval_loader(data: Encoded, tokenizer, batch_size: int) -> DataLoader:
