@@ -13,6 +13,7 @@ import math
 import os
 import platform
 import random
+import resource
 import shutil
 import statistics
 import sys
@@ -378,6 +379,7 @@ def _run(recipe, task, train_ex, dev_ex, tmp, Accelerator, set_seed, tqdm, get_s
         "history": history, "params_teacher": params_teacher, "teacher_cache": str(cache_dir) if cache_dir else None,
         "params_student": count_parameters(student), "train_rows": len(train_ex), "train_steps": step,
         "train_seconds": round(train_seconds, 1), "eval_seconds": round(eval_seconds, 1),
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "step_seconds": {"median": round(statistics.median(step_seconds), 4),
                          "p90": round(sorted(step_seconds)[int(0.9 * (len(step_seconds) - 1))], 4)}, "seed": cfg.seed, "versions": versions(),
     }

