@@ -21,27 +21,54 @@ def _save_tiny(folder: Path, model, tokenizer):
     return folder
 
 
-@pytest.fixture(scope="session")
-def tiny_bert(tmp_path_factory, minilm_tokenizer):
-    """A 4-layer, 32-wide BERT classifier (random weights) with the MiniLM (BERT uncased) tokenizer."""
+def tiny_bert_folder(folder: Path, tokenizer, hidden: int, layers: int, seed: int) -> Path:
+    """A BERT classifier with random weights, 2 heads, the MiniLM (BERT uncased) tokenizer."""
     import torch
     from transformers import BertConfig, BertForSequenceClassification
 
-    torch.manual_seed(0)
-    cfg = BertConfig(vocab_size=minilm_tokenizer.vocab_size, hidden_size=32, num_hidden_layers=4,
-                     num_attention_heads=2, intermediate_size=64, max_position_embeddings=128, num_labels=2)
-    return _save_tiny(tmp_path_factory.mktemp("tiny_bert"), BertForSequenceClassification(cfg), minilm_tokenizer)
+    torch.manual_seed(seed)
+    cfg = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=hidden, num_hidden_layers=layers,
+                     num_attention_heads=2, intermediate_size=2 * hidden, max_position_embeddings=128, num_labels=2)
+    return _save_tiny(folder, BertForSequenceClassification(cfg), tokenizer)
+
+
+@pytest.fixture(scope="session")
+def tiny_bert(tmp_path_factory, minilm_tokenizer):
+    """4 layers, 32 wide."""
+    return tiny_bert_folder(tmp_path_factory.mktemp("tiny_bert"), minilm_tokenizer, 32, 4, seed=0)
+
+
+@pytest.fixture(scope="session")
+def narrow_bert(tmp_path_factory, minilm_tokenizer):
+    """3 layers, 16 wide: a student narrower than tiny_bert, with the same vocabulary."""
+    return tiny_bert_folder(tmp_path_factory.mktemp("narrow"), minilm_tokenizer, 16, 3, seed=1)
+
+
+def write_sst2_sample(folder: Path, train_rows: int = 200, dev_rows: int = 100) -> Path:
+    """The first rows of the shipped SST-2 sample, in a GLUE-style task folder."""
+    folder.mkdir(parents=True)
+    for name, n in (("train.tsv", train_rows), ("dev.tsv", dev_rows)):
+        lines = (ROOT / "data" / "sst2" / name).read_text().splitlines()
+        (folder / name).write_text("\n".join(lines[: n + 1]) + "\n")
+    return folder
 
 
 @pytest.fixture
 def sst2_tiny_dir(tmp_path):
     """200 train and 100 dev rows of the shipped SST-2 sample."""
-    src = ROOT / "data" / "sst2"
-    d = tmp_path / "sst2"
-    d.mkdir()
-    for name, n in (("train.tsv", 200), ("dev.tsv", 100)):
-        lines = (src / name).read_text().splitlines()
-        (d / name).write_text("\n".join(lines[: n + 1]) + "\n")
+    return write_sst2_sample(tmp_path / "sst2")
+
+
+@pytest.fixture(scope="session")
+def tiny_teacher_run(tmp_path_factory, tiny_bert):
+    """A folder with ``sst2/`` (200 + 100 rows) and ``teacher/``: tiny_bert fine-tuned on them (shared)."""
+    from textdistill.cli import main
+
+    d = tmp_path_factory.mktemp("tiny_teacher")
+    write_sst2_sample(d / "sst2")
+    assert main(["finetune", "-r", "recipes/teacher.yaml", "-o", str(d / "teacher"), "--set", f"student.init={tiny_bert}",
+                 "--data-dir", str(d / "sst2"), "--set", "train.lr=1e-3", "--set", "train.epochs=2",
+                 "--set", "train.batch_size=16", "--set", "train.eval_batch_size=50"]) == 0
     return d
 
 

@@ -22,17 +22,9 @@ from conftest import ROOT
 FAST = ["--set", "train.epochs=1", "--set", "train.batch_size=16", "--set", "train.eval_batch_size=32"]
 
 
-@pytest.fixture(scope="module")
-def setup(tmp_path_factory, tiny_bert):
-    d = tmp_path_factory.mktemp("cache")
-    data = d / "sst2"
-    data.mkdir()
-    for name, n in (("train.tsv", 120), ("dev.tsv", 50)):
-        lines = (ROOT / "data" / "sst2" / name).read_text().splitlines()
-        (data / name).write_text("\n".join(lines[: n + 1]) + "\n")
-    assert main(["finetune", "-r", "recipes/teacher.yaml", "-o", str(d / "teacher"), "--set",
-                 f"student.init={tiny_bert}", "--data-dir", str(data), "--set", "train.lr=1e-3", *FAST]) == 0
-    return d
+@pytest.fixture
+def setup(tiny_teacher_run):
+    return tiny_teacher_run
 
 
 def _recipe(setup, name, *sets):
@@ -83,7 +75,7 @@ def test_stale_and_corrupt_caches_are_refused(setup, tmp_path, capsys):
     c = tmp_path / "c"
     assert _cache(setup, c) == 0
     info = json.loads(capsys.readouterr().out)
-    assert info["rows"] == 120 and info["taps"] == {"cls": [2]} and info["dtype"] == "float16"
+    assert info["rows"] == 200 and info["taps"] == {"cls": [2]} and info["dtype"] == "float16"
     assert _cache(setup, c) == 0  # up to date: checked, not rebuilt
     capsys.readouterr()
     # a changed data row

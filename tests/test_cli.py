@@ -20,11 +20,9 @@ FAST = ["train.epochs=1", "train.batch_size=16", "train.eval_batch_size=50"]
 
 
 @pytest.fixture
-def tiny_teacher(tmp_path, tiny_bert, sst2_tiny_dir):
-    out = tmp_path / "teacher"
-    assert _train("finetune", "recipes/teacher.yaml", out, f"student.init={tiny_bert}", f"data.dir={sst2_tiny_dir}",
-                  "train.lr=1e-3", *FAST) == 0
-    return out
+def tiny_teacher(tiny_teacher_run):
+    """tiny_bert fine-tuned on the same 200 rows as sst2_tiny_dir (shared by the test session)."""
+    return tiny_teacher_run / "teacher"
 
 
 def test_finetune_distill_evaluate(tmp_path, tiny_teacher, sst2_tiny_dir, capsys):

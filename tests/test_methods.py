@@ -13,35 +13,15 @@ from textdistill.cli import main
 from textdistill.knowledge.terms import Term, tap_layers
 from textdistill.recipe import TermCfg
 
-from conftest import ROOT, _save_tiny
+from conftest import ROOT
 
 FAST = ["--set", "train.epochs=2", "--set", "train.batch_size=16", "--set", "train.eval_batch_size=50"]
 RECIPES = sorted(p.stem for p in (ROOT / "recipes").glob("*.yaml") if p.stem not in ("teacher", "ft"))
 
 
-@pytest.fixture(scope="module")
-def teacher_folder(tmp_path_factory, tiny_bert):
-    """The tiny 4-layer BERT fine-tuned on 200 SST-2 rows (module scope: shared by the recipe runs)."""
-    d = tmp_path_factory.mktemp("methods")
-    data = d / "sst2"
-    data.mkdir()
-    for name, n in (("train.tsv", 200), ("dev.tsv", 100)):
-        lines = (ROOT / "data" / "sst2" / name).read_text().splitlines()
-        (data / name).write_text("\n".join(lines[: n + 1]) + "\n")
-    assert main(["finetune", "-r", "recipes/teacher.yaml", "-o", str(d / "teacher"), "--set",
-                 f"student.init={tiny_bert}", "--data-dir", str(data), "--set", "train.lr=1e-3", *FAST]) == 0
-    return d
-
-
-@pytest.fixture(scope="module")
-def narrow_bert(tmp_path_factory, minilm_tokenizer):
-    """A 3-layer, 16-wide BERT with the same vocabulary: a student narrower than the tiny teacher (32)."""
-    from transformers import BertConfig, BertForSequenceClassification
-
-    torch.manual_seed(1)
-    cfg = BertConfig(vocab_size=minilm_tokenizer.vocab_size, hidden_size=16, num_hidden_layers=3,
-                     num_attention_heads=2, intermediate_size=32, max_position_embeddings=128, num_labels=2)
-    return _save_tiny(tmp_path_factory.mktemp("narrow"), BertForSequenceClassification(cfg), minilm_tokenizer)
+@pytest.fixture
+def teacher_folder(tiny_teacher_run):
+    return tiny_teacher_run
 
 
 @pytest.mark.parametrize("method", RECIPES)

@@ -176,6 +176,12 @@ def fsp(student: torch.Tensor, teacher: torch.Tensor, *, mask: torch.Tensor | No
     return F.mse_loss(_gram(student, mask), _gram(teacher, mask))
 
 
+def _relation_loss(relation, student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+    """Huber loss between the student's and teacher's relations, per layer, averaged over layers."""
+    return torch.stack([F.smooth_l1_loss(relation(student[:, k]), relation(teacher[:, k]))
+                        for k in range(student.shape[1])]).mean()
+
+
 def _pairwise_distances(x: torch.Tensor) -> torch.Tensor:
     """(batch, dim) -> (batch, batch) Euclidean distances, normalised by their off-diagonal mean."""
     d = torch.cdist(x.unsqueeze(0), x.unsqueeze(0)).squeeze(0)
@@ -187,8 +193,7 @@ def _pairwise_distances(x: torch.Tensor) -> torch.Tensor:
 def rkd_distance(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
     if student.shape[0] < 2:
         return student.new_zeros(())
-    return torch.stack([F.smooth_l1_loss(_pairwise_distances(student[:, k]), _pairwise_distances(teacher[:, k]))
-                        for k in range(student.shape[1])]).mean()
+    return _relation_loss(_pairwise_distances, student, teacher)
 
 
 def _angles(x: torch.Tensor) -> torch.Tensor:
@@ -201,8 +206,7 @@ def _angles(x: torch.Tensor) -> torch.Tensor:
 def rkd_angle(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
     if student.shape[0] < 3:
         return student.new_zeros(())
-    return torch.stack([F.smooth_l1_loss(_angles(student[:, k]), _angles(teacher[:, k]))
-                        for k in range(student.shape[1])]).mean()
+    return _relation_loss(_angles, student, teacher)
 
 
 @loss("infonce", VECTOR)
