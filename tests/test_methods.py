@@ -84,6 +84,8 @@ def _term(n_teacher=4, n_student=2, d_teacher=8, d_student=8, **cfg):
     dict(name="x", tap="cls", map="pkd-skip", loss="pkd_mse"),
     dict(name="x", tap="mean", map="ckd", loss="mse", proj="mlp"),
     dict(name="x", tap="cls", map="alp", loss="pkd_mse"),
+    dict(name="x", tap="cls", map="ckd", loss="pkd_mse", proj_dim=5),
+    dict(name="x", tap="cls", map="alp", loss="pkd_mse", proj_dim=5),
     dict(name="x", tap="hidden", map="uniform", loss="fsp"),
     dict(name="x", tap="mean", map="rail", loss="pkd_mse", proj_dim=6),
     dict(name="x", tap="mean", map="rail", loss="pkd_mse", proj_dim=6, concat=True),

@@ -218,16 +218,13 @@ class Term(torch.nn.Module):
         extra = " concat" if self.concat else ""
         return f"{self.name}: {self.tap}{extra} [{pairs}], {self.loss_name} {self.args or ''} x {self.weight}"
 
-    def _teacher(self, teacher_out, mask) -> tuple[torch.Tensor, list[torch.Tensor] | None]:
-        """Teacher tensor (batch, k, ...) for one-to-one and mean-combined entries; for attention
-        combination, the per-entry candidate stacks."""
+    def _teacher(self, teacher_out, mask) -> tuple[torch.Tensor | None, list[torch.Tensor] | None]:
+        """The teacher side: one tensor (batch, k, ...) for one-to-one entries, or for maps that
+        combine several teacher layers the per-entry stacks (batch, n_layers, ...) to combine."""
         entries = [p[1] for p in self.pairs]
         if self.combine is None:
             return tap_layers(teacher_out, self.tap, entries, mask, self.where), None
-        groups = [tap_layers(teacher_out, self.tap, e, mask, self.where) for e in entries]
-        if self.combine == "mean":
-            return torch.stack([g.mean(1) for g in groups], dim=1), None
-        return None, groups
+        return None, [tap_layers(teacher_out, self.tap, e, mask, self.where) for e in entries]
 
     def _project_teacher(self, t: torch.Tensor, layers: list[int]) -> torch.Tensor:
         return torch.stack([self.teacher_proj[str(layer)](t[:, i]) for i, layer in enumerate(layers)], dim=1)
@@ -254,8 +251,9 @@ class Term(torch.nn.Module):
                     candidates = [self._project_teacher(c, e) for c, (_, e) in zip(candidates, self.pairs)]
                 else:
                     t = self._project_teacher(t, [p[1] for p in self.pairs])
-        if candidates is not None:  # ALP-KD: per-example attention over the teacher layers
-            t = torch.stack([alp_target(s[:, i], c) for i, c in enumerate(candidates)], dim=1)
+        if candidates is not None:  # CKD: the group's mean; ALP-KD: per-example attention over the layers
+            combine = (lambda i, c: c.mean(1)) if self.combine == "mean" else (lambda i, c: alp_target(s[:, i], c))
+            t = torch.stack([combine(i, c) for i, c in enumerate(candidates)], dim=1)
         if s.shape[2:] != t.shape[2:] and not self.loss_fn.width_free or s.shape[:2] != t.shape[:2]:
             raise TextDistillError(f"{self.where}: student {tuple(s.shape)} and teacher {tuple(t.shape)} "
                                    f"representations differ in shape")
