@@ -191,14 +191,6 @@ class Term(torch.nn.Module):
                 for s, _ in self.pairs:
                     self.student_proj[str(s)] = _projection(kind, d_student, d_teacher)
 
-    @property
-    def needs_hidden(self) -> bool:
-        return self.tap not in ("logits", "attention")
-
-    @property
-    def needs_attentions(self) -> bool:
-        return self.tap == "attention"
-
     def set_epoch(self, epoch: int) -> None:
         """Called by the training loop before each epoch (maps such as RAIL-KD re-draw here)."""
         if self.tap == "logits" or self.map_name is None:
