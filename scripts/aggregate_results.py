@@ -2,7 +2,6 @@
 """Summarise runs/results/*/metrics.json (written by scripts/sst2_results.sh) as markdown tables."""
 import json
 import re
-import statistics
 import sys
 from pathlib import Path
 
@@ -25,10 +24,9 @@ order = {"ft": 0, "kd": 1, "pkd-skip": 2, "pkd-last": 3}
 for (data, method), runs in sorted(groups.items(), key=lambda kv: (kv[0][0] != "20k", order.get(kv[0][1], 9))):
     accs = [r["dev"]["accuracy"] * 100 for r in runs]
     mean, std = mean_std(accs)
-    steps = runs[0]["train_steps"]
-    sec_per_step = statistics.median(r["train_seconds"] / r["train_steps"] for r in runs)
     rows.append([method.upper() if method != "pkd-skip" else "PKD-Skip", f"{runs[0]['train_rows']:,}",
                  len(runs), f"{mean:.2f} ± {std:.2f}", ", ".join(f"{a:.2f}" for a in accs),
-                 f"{100 * mean / (100 * t_acc):.1f}%", steps, f"{sec_per_step:.3f}"])
+                 f"{100 * mean / (100 * t_acc):.1f}%", runs[0]["train_steps"]])
+# (no timing column: these runs shared the machine with other work; bench/method_cost.py compares costs)
 print(markdown_table(["method", "train rows", "seeds", "dev acc (mean ± sd)", "per seed", "% of teacher",
-                      "steps", "s / step"], rows))
+                      "steps"], rows))
