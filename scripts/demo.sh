@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The README demo: teacher + FT / KD / PKD-Skip 3-layer students on SST-2, about 10 minutes on 2 CPU cores.
+# The README demo: teacher + FT / KD / PKD-Skip 3-layer students on SST-2, about 9 minutes on 2 CPU cores
+# (8 m 35 s measured on a fresh clone, virtual environment set-up included).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
