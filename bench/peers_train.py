@@ -72,7 +72,7 @@ def main():
     ap.add_argument("--max-length", type=int, default=128)
     ap.add_argument("--padding", choices=["dynamic", "fixed"], default="dynamic")
     ap.add_argument("--lr", type=float, default=1e-4)
-    ap.add_argument("--beta", type=float, default=100.0)
+    ap.add_argument("--beta", type=float, default=1.3)
     ap.add_argument("--seed", type=int, default=1)
     args = ap.parse_args()
 

@@ -275,6 +275,9 @@ def _run(recipe, task, train_ex, dev_ex, tmp, Accelerator, set_seed, tqdm, get_s
     # with a ready cache the teacher is not loaded (unless the student copies its layers)
     if recipe.teacher and (cache_dir is None or not cache_ready(cache_dir) or init == recipe.teacher):
         teacher = load_teacher(recipe, task, attentions=need_attn)
+    # re-seed: loading the teacher may draw random numbers, and a run from the cache (no teacher loaded)
+    # must build the same student, projections and batches as a run with the live teacher
+    set_seed(cfg.seed)
     if init == recipe.teacher:
         source = teacher
     else:

@@ -74,5 +74,7 @@ def train_loader(data: Encoded, tokenizer, batch_size: int, seed: int, length_gr
 
 def eval_loader(data: Encoded, tokenizer, batch_size: int) -> DataLoader:
     order = sorted(range(len(data)), key=lambda i: len(data.features[i]["input_ids"]))
+    # an own generator: iterating must not draw from the global RNG (evaluating, or building a teacher
+    # cache, would otherwise change the dropout of the training that follows)
     return DataLoader(torch.utils.data.Subset(data, order), batch_size=batch_size, shuffle=False,
-                      collate_fn=Collator(tokenizer, data.regression))
+                      collate_fn=Collator(tokenizer, data.regression), generator=torch.Generator())
