@@ -174,3 +174,33 @@ def test_bad_recipe_term_from_the_cli(teacher_folder, capsys):
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "terms[3] (att).loss: unknown loss 'attention_klx'" in err
     assert not out.exists() and not Path(str(out.parent / ".bad.partial")).exists()
+
+
+def test_fused_adamw_makes_the_same_update_as_the_per_tensor_loop(tiny_bert):
+    """train.fused_adamw (the default) only changes the kernel: same decay groups, same steps."""
+    from transformers import AutoModelForSequenceClassification
+
+    from textdistill.recipe import TrainCfg
+    from textdistill.train import _optimizer
+
+    models, opts = [], []
+    for fused in (True, False):
+        torch.manual_seed(0)
+        m = AutoModelForSequenceClassification.from_pretrained(tiny_bert, num_labels=2)
+        models.append(m)
+        opts.append(_optimizer(m, torch.nn.ModuleList(), TrainCfg(lr=1e-2, fused_adamw=fused)))
+    assert opts[0].defaults["fused"] and not opts[1].defaults["fused"]
+    assert [len(g["params"]) for g in opts[0].param_groups] == [len(g["params"]) for g in opts[1].param_groups]
+    gen = torch.Generator().manual_seed(1)
+    for _ in range(3):
+        grads = [torch.randn(p.shape, generator=gen) for p in models[0].parameters()]
+        for m, o in zip(models, opts):
+            for p, g in zip(m.parameters(), grads):
+                p.grad = g.clone()
+            o.step()
+    changed = False
+    for (name, a), b, start in zip(models[0].named_parameters(), models[1].parameters(),
+                                   AutoModelForSequenceClassification.from_pretrained(tiny_bert, num_labels=2).parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=name)
+        changed |= not torch.equal(a, start) if "classifier" not in name else False
+    assert changed

@@ -61,6 +61,7 @@ class TrainCfg(_Strict):
     warmup_ratio: float = Field(0.1, ge=0, lt=1)
     max_length: int = Field(128, gt=1)
     grad_clip: float | None = 1.0
+    fused_adamw: bool = True  # torch's fused AdamW kernel (CPU, CUDA): here ~6x faster than the per-tensor loop
     seed: int = 42
     length_grouped: bool = True  # batches of similar lengths (with dynamic padding)
     pad_to_max_length: bool = False  # pad every batch to max_length (what the PKD/TextBrewer examples do)
