@@ -6,7 +6,7 @@ own process, one after the other; figures: median seconds per step, end-to-end w
 (process start to exit: model loading, cache building, training, the final dev evaluation), peak RSS,
 SST-2 dev accuracy. Peers run in .venv-peers (bench/README.md says how it is built).
 
-    .venv/bin/python bench/compare.py --rows 2000 --json bench/results/compare.json --markdown docs/performance.md
+    .venv/bin/python bench/compare.py --rows 4000 --paddings dynamic --json bench/results/compare_4000.json
 """
 from __future__ import annotations
 
