@@ -3,6 +3,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 from textdistill.cli import main
 
@@ -39,3 +40,22 @@ def test_minilm_teacher_and_pkd_skip_student_on_real_sst2(tmp_path, capsys):
     assert main(["evaluate", "--model", str(tmp_path / "pkd" / "model"), "--task", "sst2",
                  "--file", str(data / "dev.tsv")]) == 0
     assert json.loads(capsys.readouterr().out)["metrics"]["accuracy"] == pytest.approx(m["dev"]["accuracy"])
+
+
+def test_first_minilm_layers_have_an_input_independent_cls():
+    """all-MiniLM-L6-v2 (mean-pooling sentence encoder): after its first 3 layers the [CLS] vector is the
+    same for any input; layers 2, 4, 6 are not. cls_spread measures it; the training loop warns on it."""
+    from textdistill.models.loading import load_model, load_tokenizer
+    from textdistill.models.student import build_student, cls_spread
+
+    model = load_model("minilm-l6", 1, None, new_head_ok=True)[0]
+    tok = load_tokenizer("minilm-l6")
+    inputs = tok(["A man is playing a guitar.", "A woman is slicing onions.", "The cat sleeps."],
+                 ["A man plays guitar.", "Someone cuts an onion.", "A dog barks loudly at night."],
+                 return_tensors="pt", padding=True)
+    first3 = build_student(model, "first:3")[0].eval()
+    h = first3(**inputs, output_hidden_states=True).hidden_states[-1][:, 0]
+    assert ((h[0] - h[2]).norm() / h[0].norm()).item() < 1e-2  # independently: two inputs, one vector
+    assert cls_spread(first3, inputs) < 1e-3
+    assert cls_spread(build_student(model, "every:2")[0], inputs) > 1e-2
+    assert cls_spread(model, inputs) > 1e-2

@@ -31,7 +31,7 @@ from .data.tasks import Task, get_task, task_from_dict
 from .evaluate import compute_metrics, model_inputs, predict
 from .knowledge.terms import build_terms, check_term, term_where
 from .models.loading import count_parameters, load_model, load_tokenizer
-from .models.student import build_student
+from .models.student import build_student, cls_spread
 from .recipe import Recipe, dump_recipe
 from .schemes.offline import LiveTeacher
 
@@ -305,6 +305,11 @@ def _run(recipe, task, train_ex, dev_ex, tmp, Accelerator, set_seed, tqdm, get_s
     dev_set = encode(tokenizer, dev_ex, cfg.max_length, task.is_regression)
     log.info("task %s: %d train rows (%s), %d dev rows (%s)", task.name, len(train_ex), train_ex.source,
              len(dev_ex), dev_ex.source)
+    spread = cls_spread(student, model_inputs(next(iter(eval_loader(train_set, tokenizer, 16)))))
+    if spread < 1e-3:
+        log.warning("student (%s, layers %s): its last layer's [CLS] vector hardly depends on the input (relative "
+                    "spread %.1e over 16 training examples), so a classifier on it learns slowly; try other layers "
+                    "(student.layers=every:2) or more epochs", init, recipe.student.layers, spread)
 
     teacher_config, params_teacher = (teacher.config, count_parameters(teacher)) if teacher is not None else (None, None)
     cached = None

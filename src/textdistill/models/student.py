@@ -105,3 +105,16 @@ def build_student(source, spec) -> tuple[torch.nn.Module, dict[int, int]]:
     student.to(next(source.parameters()).dtype)
     mapping = {s + 1: t for s, t in enumerate(layers)}
     return student, mapping
+
+
+@torch.no_grad()
+def cls_spread(model, inputs: dict) -> float:
+    """How much the last layer's first-token ([CLS]) vector varies over a batch, relative to its size:
+    mean over dimensions of the std across examples, divided by the mean vector norm. Near 0 means
+    the classifier's input hardly depends on the text (e.g. the first 3 layers of all-MiniLM-L6-v2,
+    a mean-pooling sentence encoder: ~1e-5), so fine-tuning through [CLS] starts from nothing."""
+    was_training = model.training
+    model.eval()
+    h = model(**inputs, output_hidden_states=True).hidden_states[-1][:, 0].float()
+    model.train(was_training)
+    return (h.std(0).mean() / h.norm(dim=-1).mean().clamp_min(1e-12)).item()
