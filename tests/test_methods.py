@@ -100,9 +100,22 @@ def test_projections_for_a_narrower_student_receive_gradients(cfg):
     loss = term(s, t, torch.ones(4, 5, dtype=torch.long))
     loss.backward()
     for name, p in term.named_parameters():
-        assert p.grad is not None and p.grad.abs().sum() > 0, name
+        if name.startswith("teacher_proj"):  # fixed random maps unless train_teacher_proj
+            assert not p.requires_grad and p.grad is None, name
+        else:
+            assert p.grad is not None and p.grad.abs().sum() > 0, name
     if cfg.get("proj_dim") and not cfg.get("concat"):
         assert set(term.teacher_proj) == {"1", "2"}  # rail may draw any intermediate teacher layer of 3
+
+
+def test_teacher_projections_train_only_when_asked():
+    cfg = dict(name="x", tap="mean", map="rail", loss="pkd_mse", proj_dim=6)
+    for trained in (False, True):
+        term = _term(n_teacher=3, n_student=3, d_teacher=8, d_student=6, train_teacher_proj=trained, **cfg)
+        s, t = _outputs(dim=6, seed=1), _outputs(dim=8, seed=2)
+        term(s, t, torch.ones(4, 5, dtype=torch.long)).backward()
+        grads = [p.grad for p in term.teacher_proj.parameters()]
+        assert len(grads) == 4 and all((g is not None and g.abs().sum() > 0) if trained else g is None for g in grads)
 
 
 def test_width_free_losses_need_no_projection():

@@ -45,6 +45,9 @@ class TermCfg(_Strict):
     proj: Literal["auto", "none", "linear", "mlp"] = "auto"  # see knowledge/terms.py
     proj_dim: int | None = Field(None, gt=0)  # project both sides to this width (RAIL-KD)
     concat: bool = False  # concatenate the mapped layers before comparing (RAIL-KD_c)
+    # proj_dim's teacher-side projections: kept at their random initialisation (default) or trained with the
+    # student; trained, they can squeeze the teacher's vectors into one direction (docs/results.md, section 2)
+    train_teacher_proj: bool = False
 
 
 class CacheCfg(_Strict):

@@ -179,6 +179,9 @@ class Term(torch.nn.Module):
                     self.student_proj[str(s)] = _projection(kind, d_student, cfg.proj_dim)
                 for t in self.teacher_layers:
                     self.teacher_proj[str(t)] = _projection(kind, d_teacher, cfg.proj_dim)
+            # a fixed random teacher projection keeps the target's geometry (up to a random map); a trained
+            # one can minimise the term by making every teacher vector alike
+            self.teacher_proj.requires_grad_(cfg.train_teacher_proj)
             return
         differ = d_student != d_teacher and not width_free
         if differ and cfg.proj == "none":
