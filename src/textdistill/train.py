@@ -267,7 +267,6 @@ def cache_only(recipe: Recipe, out_dir: str | os.PathLike, overwrite: bool = Fal
 
 def _run(recipe, task, train_ex, dev_ex, tmp, Accelerator, set_seed, tqdm, get_schedule) -> dict:
     cfg = recipe.train
-    set_seed(cfg.seed)
     (tmp / "recipe.yaml").write_text(dump_recipe(recipe))
     labels = task.labels
     need_hidden, need_attn = outputs_needed(recipe.terms)
@@ -278,8 +277,8 @@ def _run(recipe, task, train_ex, dev_ex, tmp, Accelerator, set_seed, tqdm, get_s
     # with a ready cache the teacher is not loaded (unless the student copies its layers)
     if recipe.teacher and (cache_dir is None or not cache_ready(cache_dir) or init == recipe.teacher):
         teacher = load_teacher(recipe, task, attentions=need_attn)
-    # re-seed: loading the teacher may draw random numbers, and a run from the cache (no teacher loaded)
-    # must build the same student, projections and batches as a run with the live teacher
+    # seeded after the teacher is loaded (loading may draw random numbers): a run from the cache (no
+    # teacher loaded) builds the same student, projections and batches as a run with the live teacher
     set_seed(cfg.seed)
     if init == recipe.teacher:
         source = teacher
