@@ -36,19 +36,22 @@ def metric(m: dict) -> float:
     return 100 * m["dev"][m["main_metric"]]
 
 
-header = ["method"] + [f"{t} ({teachers[t]['main_metric']})" for t in tasks]
-rows = [["teacher (6 layers)"] + [f"{metric(teachers[t]):.2f}" for t in tasks]]
+# last column: the mean over tasks of the per-task means (GLUE-style score), only for a method with every task
+header = ["method"] + [f"{t} ({teachers[t]['main_metric']})" for t in tasks] + ["mean over tasks"]
+rows = [["teacher (6 layers)"] + [f"{metric(teachers[t]):.2f}" for t in tasks]
+        + [f"{statistics.mean(metric(teachers[t]) for t in tasks):.2f}"]]
 for method in METHODS:
-    cells = []
+    cells, means = [], []
     for t in tasks:
         rs = runs.get((t, method), [])
         if not rs:
             cells.append("")
             continue
         mean, sd = mean_std([metric(r) for r in rs])
+        means.append(mean)
         cells.append(f"{mean:.2f} ± {sd:.2f} ({len(rs)})" if len(rs) > 1 else f"{mean:.2f} (1)")
     if any(cells):
-        rows.append([method] + cells)
+        rows.append([method] + cells + [f"{statistics.mean(means):.2f}" if len(means) == len(tasks) else ""])
 print("Dev metric x 100, mean ± sd over seeds (number of seeds in brackets):\n")
 print(markdown_table(header, rows))
 rows = []
