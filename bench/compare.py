@@ -31,7 +31,8 @@ PEERS = {"TextBrewer live": "textbrewer", "TextBrewer cache (logits only)": "tex
 def ours(name, padding, args, tmp: Path) -> dict:
     td = str(ROOT / ".venv/bin/textdistill")
     out = tmp / f"{name.split()[1] if ' ' in name else name}-{padding}".replace("(", "").replace(")", "")
-    sets = [f"data.train_rows={args.rows}", f"train.epochs={args.epochs}", "train.seed=1",
+    # the student every framework builds: MiniLM-L6's first 3 layers (peers_train.py does the same)
+    sets = ["student.layers=first:3", f"data.train_rows={args.rows}", f"train.epochs={args.epochs}", "train.seed=1",
             f"train.batch_size={args.batch_size}", f"train.length_grouped={padding == 'dynamic'}",
             f"train.pad_to_max_length={padding == 'fixed'}"]
     if name.startswith("student"):
