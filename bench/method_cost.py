@@ -27,13 +27,11 @@ sys.path.insert(0, str(ROOT / "src"))
 from textdistill.data.batching import encode, train_loader  # noqa: E402
 from textdistill.data.readers import load_examples  # noqa: E402
 from textdistill.data.tasks import get_task  # noqa: E402
-from textdistill.knowledge.terms import build_terms  # noqa: E402
-from textdistill.models.loading import load_model, load_tokenizer  # noqa: E402
-from textdistill.models.student import build_student  # noqa: E402
+from textdistill.models.loading import load_tokenizer  # noqa: E402
 from textdistill.recipe import load_recipe  # noqa: E402
 from textdistill.report import markdown_table  # noqa: E402
-from textdistill.schemes.offline import LiveTeacher  # noqa: E402
-from textdistill.train import _optimizer, loss_parts, outputs_needed  # noqa: E402
+from textdistill.schemes import SCHEMES  # noqa: E402
+from textdistill.train import _optimizer  # noqa: E402
 
 METHODS = ["ft", "kd", "pkd-skip", "pkd-last", "ckd", "alp-kd", "rail-kd-l", "rail-kd-c", "tinybert", "fsp", "rkd",
            "codir"]
@@ -54,8 +52,9 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     task = get_task("sst2")
-    teacher_name = args.teacher or (str(ROOT / "runs/results/teacher/model")
-                                    if (ROOT / "runs/results/teacher/model").is_dir() else "minilm-l6")
+    teacher_name = args.teacher or str(ROOT / "runs/results/teacher/model")
+    if not Path(teacher_name).is_dir():
+        sys.exit(f"method_cost: {teacher_name}: no fine-tuned SST-2 teacher there; give --teacher FOLDER")
     tokenizer = load_tokenizer("minilm-l6")
     data = encode(tokenizer, load_examples(task, ROOT / "data/sst2/train.tsv"), 128, False)
     batches = []
@@ -65,30 +64,25 @@ def main() -> None:
             break
     tokens = statistics.mean(b["input_ids"].shape[1] for b in batches)
 
-    models = {}  # (attentions) -> (teacher, student source): eager only where a method reads attention maps
+    # each method's participants as the training loop builds them (the offline scheme)
+    examples = load_examples(task, ROOT / "data/sst2/train.tsv")
     setups = {}
     for method in args.methods:
-        recipe = load_recipe(str(ROOT / "recipes" / f"{method}.yaml"))
-        hidden, attn = outputs_needed(recipe.terms)
-        if attn not in models:
-            teacher = load_model(teacher_name, 2, task.labels, attentions=attn, new_head_ok=True)[0]
-            source = load_model("minilm-l6", 2, task.labels, attentions=attn, new_head_ok=True)[0]
-            models[attn] = (teacher, source)
-        teacher, source = models[attn]
-        student, _ = build_student(source, "first:3")  # as measured in docs/results.md §3 (same cost as every:2)
-        terms = build_terms(recipe.terms, teacher_config=teacher.config, student_config=student.config,
-                            regression=False, seed=0)
-        setups[method] = dict(recipe=recipe, student=student.train(), terms=terms,
-                              teacher=LiveTeacher(teacher, hidden_states=hidden, attentions=attn) if recipe.terms else None,
-                              optimizer=_optimizer(student, terms, recipe.train), hidden=hidden, attn=attn)
+        overrides = [("data.dir", str(ROOT / "data/sst2")), ("student.layers", "first:3"),  # as in docs/results.md §3
+                     ("student.init", "minilm-l6")] + ([("teacher", teacher_name)] if method != "ft" else [])
+        recipe = load_recipe(str(ROOT / "recipes" / f"{method}.yaml"), overrides)
+        scheme = SCHEMES[recipe.scheme](recipe, task, examples, examples)
+        scheme.setup(lambda: torch.manual_seed(0))
+        scheme.bind(scheme.modules())
+        scheme.train()
+        setups[method] = (scheme, _optimizer(scheme.modules().values(), recipe.train))
 
     def step(s, batch):
-        parts = loss_parts(s["student"], s["teacher"], s["terms"], batch, task, s["recipe"].hard_weight,
-                           s["hidden"], s["attn"])
-        loss = sum(w * v for w, v in parts.values())
+        scheme, optimizer = s
+        loss = sum(w * v for w, v in scheme.loss_parts(batch).values())
         loss.backward()
-        s["optimizer"].step()
-        s["optimizer"].zero_grad()
+        optimizer.step()
+        optimizer.zero_grad()
 
     times = {m: [] for m in args.methods}
     for r in range(args.rounds):

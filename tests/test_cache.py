@@ -42,7 +42,9 @@ def test_losses_from_the_cache_equal_the_live_teacher(setup, method, tmp_path):
     tok = load_tokenizer(recipe.student.init)
     teacher = load_model(recipe.teacher, 2, task.labels)[0].eval()
     student, _ = build_student(teacher, "first:2")
-    cached, manifest = open_cache(recipe, tmp_path / "c", train_ex, tok, 2)
+    cached, manifest = open_cache(teacher=recipe.teacher, task=task, folder=tmp_path / "c", train_ex=train_ex,
+                                  tokenizer=tok, term_cfgs=recipe.terms, n_student=2,
+                                  max_length=recipe.train.max_length, dtype=recipe.teacher_cache.dtype, batch_size=64)
     live = LiveTeacher(teacher, hidden_states=True)
     torch.manual_seed(0)
     terms = build_terms(recipe.terms, teacher_config=teacher.config, student_config=student.config,
@@ -136,15 +138,17 @@ def test_distill_from_the_cache_never_runs_the_teacher(setup, tiny_bert, tmp_pat
     # first run: the cache is absent, so distill builds it (loading the teacher once)
     assert main(["distill", "-o", str(tmp_path / "a"), *base]) == 0
     assert (tmp_path / "c" / "cache.json").exists()
-    import textdistill.train as train
+    import textdistill.schemes.base as scheme_base
+    import textdistill.schemes.teachers as teachers
 
     loaded = []
-    real = train.load_model
+    real = scheme_base.load_model
 
     def spy(name, *args, **kwargs):
         loaded.append(name)
         return real(name, *args, **kwargs)
-    monkeypatch.setattr(train, "load_model", spy)
+    monkeypatch.setattr(scheme_base, "load_model", spy)
+    monkeypatch.setattr(teachers, "load_model", spy)
     assert main(["distill", "-o", str(tmp_path / "b"), *base]) == 0
     assert teacher not in loaded and loaded == [str(tiny_bert)]
     a = json.loads((tmp_path / "a" / "metrics.json").read_text())

@@ -201,7 +201,7 @@ def test_fused_adamw_makes_the_same_update_as_the_per_tensor_loop(tiny_bert):
         torch.manual_seed(0)
         m = AutoModelForSequenceClassification.from_pretrained(tiny_bert, num_labels=2)
         models.append(m)
-        opts.append(_optimizer(m, torch.nn.ModuleList(), TrainCfg(lr=1e-2, fused_adamw=fused)))
+        opts.append(_optimizer([m, torch.nn.ModuleList()], TrainCfg(lr=1e-2, fused_adamw=fused)))
     assert opts[0].defaults["fused"] and not opts[1].defaults["fused"]
     assert [len(g["params"]) for g in opts[0].param_groups] == [len(g["params"]) for g in opts[1].param_groups]
     start = [p.detach().clone() for p in models[0].parameters()]

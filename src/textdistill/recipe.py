@@ -48,6 +48,30 @@ class TermCfg(_Strict):
     # proj_dim's teacher-side projections: kept at their random initialisation (default) or trained with the
     # student; trained, they can squeeze the teacher's vectors into one direction (docs/results.md, section 2)
     train_teacher_proj: bool = False
+    # with several teachers: the name of the teacher an intermediate term reads (logit terms read the
+    # combined teachers, or each teacher with combine: per-teacher)
+    teacher: str | None = None
+
+
+class TeacherCfg(_Strict):
+    """One of several teachers (multi-teacher distillation)."""
+    model: str
+    weight: float = 1.0  # share in the averaged soft target (or of the per-teacher terms); >= 0, not all 0
+    name: str | None = None  # how terms refer to it (default t1, t2, ...)
+    cache: str | None = None  # this teacher's output cache (default: <teacher_cache.dir>/<name>)
+
+
+class PeerCfg(_Strict):
+    """A model that learns in an online (mutual learning) run."""
+    name: str | None = None  # default p1, p2, ...
+    init: str  # pre-trained model whose layers the peer copies
+    layers: str | int | list[int] = "all"
+
+
+class ExitsCfg(_Strict):
+    """Self-distillation: classifiers ("exits") on intermediate layers of one model."""
+    layers: str | int | list[int] = "all"  # layers of the model with an exit (the last one is its own head)
+    pool: Literal["mean", "cls"] = "mean"  # what an exit reads of its layer (mean over real tokens, or [CLS])
 
 
 class CacheCfg(_Strict):
@@ -77,7 +101,14 @@ class Recipe(_Strict):
     task: str | dict[str, Any]
     data: DataCfg = Field(default_factory=DataCfg)
     teacher: str | None = None
-    scheme: Literal["offline"] = "offline"
+    # who learns from whom (schemes/): offline (frozen teacher or teachers), online (peers learn together),
+    # self (one model's last layer teaches exits on its lower layers)
+    scheme: Literal["offline", "online", "self"] = "offline"
+    teachers: list[TeacherCfg] = Field(default_factory=list)  # several teachers instead of 'teacher'
+    combine: Literal["average", "per-teacher"] = "average"  # how logit terms use several teachers
+    peers: list[PeerCfg] = Field(default_factory=list)  # scheme: online
+    exits: ExitsCfg = Field(default_factory=ExitsCfg)  # scheme: self
+    generations: int = Field(1, ge=1)  # born-again networks: generation g+1 learns from generation g
     student: StudentCfg = Field(default_factory=StudentCfg)
     teacher_cache: CacheCfg = Field(default_factory=CacheCfg)  # see schemes/cache.py
     hard_weight: float = Field(1.0, ge=0)  # weight of the task loss (CE, or MSE for regression): 1 - alpha

@@ -265,7 +265,10 @@ def alp_target(s: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     return torch.einsum("bk,bkd->bd", weights, t)
 
 
-def build_terms(cfgs, *, teacher_config, student_config, regression: bool, seed: int = 0) -> torch.nn.ModuleList:
+def build_terms(cfgs, *, teacher_config, student_config, regression: bool, seed: int = 0,
+                teacher_configs=None) -> torch.nn.ModuleList:
+    """The terms of ``cfgs``; ``teacher_configs`` (one per term, None for ``teacher_config``) gives each
+    term the shape of the teacher it reads (several teachers)."""
     terms = torch.nn.ModuleList()
     names = set()
     for i, cfg in enumerate(cfgs):
@@ -273,9 +276,10 @@ def build_terms(cfgs, *, teacher_config, student_config, regression: bool, seed:
         if cfg.name in names:
             raise TextDistillError(f"{where}.name: duplicate term name '{cfg.name}'")
         names.add(cfg.name)
-        terms.append(Term(cfg, n_teacher=teacher_config.num_hidden_layers,
-                          n_student=student_config.num_hidden_layers, d_teacher=teacher_config.hidden_size,
+        tc = teacher_configs[i] if teacher_configs is not None and teacher_configs[i] is not None else teacher_config
+        terms.append(Term(cfg, n_teacher=tc.num_hidden_layers,
+                          n_student=student_config.num_hidden_layers, d_teacher=tc.hidden_size,
                           d_student=student_config.hidden_size, regression=regression, where=where, seed=seed,
-                          heads_teacher=getattr(teacher_config, "num_attention_heads", None),
+                          heads_teacher=getattr(tc, "num_attention_heads", None),
                           heads_student=getattr(student_config, "num_attention_heads", None)))
     return terms

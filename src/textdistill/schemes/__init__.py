@@ -1,3 +1,6 @@
-from .offline import LiveTeacher
+"""Schemes: who learns from whom in a run (see ``base.py``). Importing this package registers them."""
+from . import offline  # noqa: F401  (registers "offline")
+from .base import SCHEMES, Scheme
+from .teachers import LiveTeacher
 
-__all__ = ["LiveTeacher"]
+__all__ = ["SCHEMES", "LiveTeacher", "Scheme"]

@@ -1,19 +1,186 @@
-"""Offline distillation: a frozen teacher whose outputs feed the knowledge terms.
+"""Offline distillation: frozen teachers teach one student (and fine-tuning: no teacher at all).
 
-The training loop asks a *teacher source* for the teacher's outputs on a batch. ``LiveTeacher``
-runs the frozen model; a cached source (outputs computed once and read from disk, keyed by the
-batch's ``idx``) can take its place without changing the loop.
+One teacher (``teacher:``) or several (``teachers: [{model, weight, name, cache}, ...]``). With several,
+``combine: average`` gives the logit terms one soft target, the weighted mean of the teachers' logits
+(the survey's multi-teacher form); ``combine: per-teacher`` repeats each logit term once per teacher, its
+weight times the teacher's share (weights are normalised to sum to 1, so identical teachers give the
+single-teacher loss either way). Intermediate terms read one teacher, named by the term's ``teacher:``.
+
+A teacher with another tokenizer than the student (MPNet teaching a MiniLM student) reads its own
+tokenization of each batch's examples; only logit terms may read it. Each teacher has its own output
+cache (``teacher_cache.dir`` for one teacher, ``<teacher_cache.dir>/<name>`` or the entry's ``cache``
+for several), keyed by its own tokenizer.
 """
 from __future__ import annotations
 
-import torch
+import logging
+from pathlib import Path
+
+from .. import TextDistillError
+from ..evaluate import model_inputs
+from ..knowledge.terms import build_terms, check_term, term_where
+from ..models.loading import count_parameters
+from .base import SCHEMES, Scheme, build_model, outputs_needed, reject, save_model, save_state, task_loss, \
+    warn_flat_cls
+from .teachers import LiveTeacher, MixedTeachers, Teacher, cache_ready, load_teacher
+
+__all__ = ["LiveTeacher", "Offline", "teacher_list"]
+log = logging.getLogger("textdistill")
 
 
-class LiveTeacher:
-    def __init__(self, model, hidden_states: bool = False, attentions: bool = False):
-        self.model = model.eval().requires_grad_(False)
-        self.hidden_states, self.attentions = hidden_states, attentions
+def teacher_list(recipe) -> list[dict]:
+    """The recipe's teachers as ``[{name, model, weight, cache}]`` (one entry for ``teacher:``), checked."""
+    if recipe.teacher and recipe.teachers:
+        raise TextDistillError("teacher, teachers: give one teacher or a list of teachers, not both")
+    if recipe.teacher:
+        return [{"name": "teacher", "model": recipe.teacher, "weight": 1.0, "cache": recipe.teacher_cache.dir}]
+    out, names = [], set()
+    for i, t in enumerate(recipe.teachers):
+        name = t.name or f"t{i + 1}"
+        if name in names:
+            raise TextDistillError(f"teachers[{i}].name: duplicate teacher name '{name}'")
+        if t.weight < 0:
+            raise TextDistillError(f"teachers[{i}].weight: {t.weight} is negative")
+        names.add(name)
+        cache = t.cache or (str(Path(recipe.teacher_cache.dir) / name) if recipe.teacher_cache.dir else None)
+        out.append({"name": name, "model": t.model, "weight": t.weight, "cache": cache})
+    if out and sum(t["weight"] for t in out) <= 0:
+        raise TextDistillError("teachers: the weights sum to 0 (give at least one teacher a positive weight)")
+    return out
 
-    @torch.no_grad()
-    def __call__(self, inputs: dict, batch: dict):
-        return self.model(**inputs, output_hidden_states=self.hidden_states, output_attentions=self.attentions)
+
+@SCHEMES.register("offline")
+class Offline(Scheme):
+    def check(self) -> None:
+        r = self.recipe
+        reject(r, {"peers": bool(r.peers), "exits": "exits" in r.model_fields_set}, "offline")
+        self.teacher_cfgs = teacher_list(r)
+        if r.terms and not self.teacher_cfgs:
+            raise TextDistillError("terms need a 'teacher'")
+        if not r.student.init and not self.teacher_cfgs:
+            raise TextDistillError("student.init: name the model to fine-tune (a folder, a hub id or an alias)")
+        names = [t["name"] for t in self.teacher_cfgs]
+        for i, term in enumerate(r.terms):
+            where = term_where(i, term)
+            check_term(term, where)
+            if term.teacher is not None and term.teacher not in names:
+                raise TextDistillError(f"{where}.teacher: no teacher named '{term.teacher}' (teachers: {names})")
+            if term.tap != "logits" and term.teacher is None and len(names) > 1:
+                raise TextDistillError(f"{where}.teacher: with several teachers an intermediate term names the "
+                                       f"teacher it reads (one of {names})")
+        self.init = r.student.init or self.teacher_cfgs[0]["model"]
+
+    def setup(self, seed_fn) -> None:
+        r, task = self.recipe, self.task
+        self.need_hidden, self.need_attn = outputs_needed(r.terms)
+        # a teacher is loaded now if it runs live, if its cache must be built, or if the student copies its
+        # layers; with a ready cache it is never loaded
+        models = {}
+        for t in self.teacher_cfgs:
+            if t["cache"] is None or not cache_ready(Path(t["cache"])) or self.init == t["model"]:
+                models[t["name"]] = load_teacher(t["model"], task, attentions=self.need_attn)
+        # seeded after the teachers are loaded (loading may draw random numbers): a run from the cache
+        # builds the same student, projections and batches as a run with the live teacher
+        seed_fn()
+        source = next((models[t["name"]] for t in self.teacher_cfgs if t["model"] == self.init), None)
+        self.student, self.mapping = build_model(self.init, r.student.layers, task, attentions=self.need_attn,
+                                                 source=source)
+        self.tokenizer = self.load_tokenizer(self.init)
+        self.train_set, self.dev_set = self.encode(self.tokenizer, self.train_ex), self.encode(self.tokenizer, self.dev_ex)
+        log.info("task %s: %d train rows (%s), %d dev rows (%s)", task.name, len(self.train_ex), self.train_ex.source,
+                 len(self.dev_ex), self.dev_ex.source)
+        warn_flat_cls(self.student, self.train_set, self.tokenizer, self.init, r.student.layers)
+
+        n_student = self.student.config.num_hidden_layers
+        self.teachers = []
+        for t in self.teacher_cfgs:
+            reads = [c for c in r.terms if c.teacher in (None, t["name"])]
+            teacher = Teacher(name=t["name"], model_name=t["model"], weight=t["weight"], cache=t["cache"], task=task,
+                              train_ex=self.train_ex, student_tokenizer=self.tokenizer, term_cfgs=reads,
+                              n_student=n_student, cfg=self.cfg, cache_dtype=r.teacher_cache.dtype,
+                              hidden=self.need_hidden, attentions=self.need_attn, model=models.get(t["name"]),
+                              tqdm=self.tqdm)
+            if teacher.own_tokens:
+                for i, c in enumerate(r.terms):
+                    if c.tap != "logits" and c.teacher in (None, t["name"]):
+                        raise TextDistillError(
+                            f"{term_where(i, c)}: teacher {t['model']} tokenizes differently from the student "
+                            f"{self.init}; only logit terms can read a teacher with another tokenizer")
+            elif teacher.cache is None and teacher.config.vocab_size != self.student.config.vocab_size:
+                raise TextDistillError(f"teacher {t['model']} and student init {self.init} have different "
+                                       f"vocabularies (teacher and student must share one tokenizer)")
+            self.teachers.append(teacher)
+        self.mixer = None
+        if len(self.teachers) > 1:
+            self.mixer = MixedTeachers({t.name: t.source for t in self.teachers},
+                                       {t.name: t.weight for t in self.teachers})
+        self._build_terms()
+
+    def _build_terms(self) -> None:
+        """Terms with the teacher each reads (None: the combined teachers' logits)."""
+        r = self.recipe
+        cfgs, configs, self.reads = [], [], []
+        by_name = {t.name: t for t in self.teachers}
+        total = sum(t.weight for t in self.teachers) or 1.0
+        for c in r.terms:
+            if len(self.teachers) > 1 and c.tap == "logits" and c.teacher is None and r.combine == "per-teacher":
+                for t in self.teachers:
+                    cfgs.append(c.model_copy(update={"name": f"{c.name}@{t.name}", "weight": c.weight * t.weight / total,
+                                                     "teacher": t.name}))
+                    configs.append(t.config)
+                    self.reads.append(t.name)
+                continue
+            reads = c.teacher if c.teacher is not None else (None if len(self.teachers) > 1 else
+                                                             (self.teachers[0].name if self.teachers else None))
+            cfgs.append(c)
+            configs.append(by_name[reads].config if reads else self.teachers[0].config if self.teachers else None)
+            self.reads.append(reads)
+        self.terms = build_terms(cfgs, teacher_config=self.student.config, teacher_configs=configs,
+                                 student_config=self.student.config, regression=self.task.is_regression,
+                                 seed=self.cfg.seed)
+
+    def modules(self):
+        return {"student": self.student, "terms": self.terms}
+
+    def bind(self, prepared) -> None:
+        self.student, self.terms = prepared["student"], prepared["terms"]
+        device = next(self.student.parameters()).device
+        for t in self.teachers:
+            t.to(device)
+
+    def set_epoch(self, epoch: int) -> list[str]:
+        for term in self.terms:
+            term.set_epoch(epoch)
+        return [term.describe() for term in self.terms]
+
+    def loss_parts(self, batch):
+        inputs = model_inputs(batch)
+        s_out = self.student(**inputs, output_hidden_states=self.need_hidden, output_attentions=self.need_attn)
+        parts = {}
+        if self.recipe.hard_weight > 0:
+            parts["task"] = (self.recipe.hard_weight, task_loss(self.task, s_out.logits, batch["labels"]))
+        if self.teachers:
+            outs = {t.name: t.source(inputs, batch) for t in self.teachers}
+            mixed = self.mixer(outs) if self.mixer else None
+            for term, reads in zip(self.terms, self.reads):
+                parts[term.name] = (term.weight, term(s_out, outs[reads] if reads else mixed, inputs["attention_mask"]))
+        return parts
+
+    def evaluate(self) -> dict:
+        return {"dev": self.metrics_of(self.student), "terms": [t.describe() for t in self.terms if t.tap != "logits"]}
+
+    def save(self, folder: Path, unwrap) -> dict:
+        student, terms = unwrap(self.student), unwrap(self.terms)
+        save_model(student, self.tokenizer, folder, self.init, self.mapping)
+        # projections trained with the student go next to the HF folder, never inside it
+        save_state(terms, folder / "projections.safetensors", {"terms": [t.describe() for t in terms]})
+        first = self.teachers[0] if self.teachers else None
+        out = {"teacher": self.recipe.teacher, "student_init": self.init, "student_layers": len(self.mapping),
+               "student_from_teacher_layers": {str(s): t for s, t in self.mapping.items()},
+               "terms": [t.describe() for t in terms], "params_teacher": first.params if first else None,
+               "teacher_cache": first.cache if first else None, "params_student": count_parameters(student)}
+        if len(self.teachers) > 1 or self.recipe.teachers:
+            out["teachers"] = [{"name": t.name, "model": t.model_name, "weight": t.weight, "params": t.params,
+                                "cache": t.cache, "own_tokenizer": t.own_tokens} for t in self.teachers]
+            out["combine"] = self.recipe.combine
+        return out

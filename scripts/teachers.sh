@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Fine-tune the teachers the result sections use, one after the other, skipping finished ones:
+#   nice -n 19 scripts/teachers.sh [GLUE_DIR] > runs/teachers.log 2>&1 &
+# One thread (the other core stays free for work beside it). Teachers land in runs/teachers/NAME.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup.sh
+export HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
+GLUE=${1:-../shared/data/glue}
+teacher() {  # NAME TASK ARGS...
+  local name=$1 task=$2; shift 2
+  [ -f "runs/teachers/$name/metrics.json" ] && { echo "skip $name (done)"; return; }
+  echo "=== $name $(date -u +%H:%M:%S)"
+  .venv/bin/textdistill finetune -r recipes/teacher.yaml -o "runs/teachers/$name" --task "$task" \
+    --data-dir "$GLUE" --overwrite "$@"
+}
+# MiniLM-L6 (6 x 384): minutes each; three SST-2 seeds for the multi-teacher runs
+teacher minilm-rte rte
+teacher minilm-mrpc mrpc
+teacher minilm-sst2-20k sst2 --set data.train_rows=20000
+for s in 1 2; do teacher "minilm-sst2-20k-s$s" sst2 --set data.train_rows=20000 --seed "$s"; done
+# MPNet-12 (12 x 768, 110M): ~16 s per step of 16 RTE pairs on one thread, ~40 min per RTE epoch
+MPNET=(--set student.init=mpnet-12 --set train.lr=2e-5 --set train.batch_size=16)
+teacher mpnet-rte rte "${MPNET[@]}" --set train.epochs=2
+teacher mpnet-mrpc mrpc "${MPNET[@]}"
+teacher mpnet-sst2-20k sst2 --set data.train_rows=20000 "${MPNET[@]}"
+teacher mpnet-qnli qnli "${MPNET[@]}"
+echo "=== all done $(date -u +%H:%M:%S)"

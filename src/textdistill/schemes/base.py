@@ -1,0 +1,142 @@
+"""What a scheme is, and the pieces every scheme shares.
+
+A *scheme* owns the participants of a run: which models train (one student, several peers, one model
+with exits), where teacher outputs come from (none, one or several teachers, live or cached), which
+parameters the optimizer gets, how dev metrics are computed and what is saved. The training loop in
+``train.py`` only calls the methods below; it never branches on a scheme's or a method's name. A new
+scheme is a new module registered in ``SCHEMES``::
+
+    setup(seed_fn)          load teachers / build models (seed_fn() re-seeds between the two)
+    train_set, tokenizer    what the loader batches
+    modules()               {name: nn.Module} the optimizer trains (prepared by Accelerate)
+    bind(prepared)          the same modules, as Accelerate returned them
+    set_epoch(epoch)        before each epoch (random layer maps re-draw); returns lines to log
+    loss_parts(batch)       {part: (weight, value)} of one step; the loop sums weight * value
+    evaluate()              {"dev": metrics of the model that counts, ...more per model}
+    save(folder)            write the models; returns fields for metrics.json
+"""
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from .. import TextDistillError
+from ..data.batching import encode, eval_loader
+from ..evaluate import compute_metrics, model_inputs, predict
+from ..models.loading import load_model, load_tokenizer
+from ..models.student import build_student, cls_spread
+from ..registry import Registry
+
+log = logging.getLogger("textdistill")
+SCHEMES = Registry("scheme")
+
+
+def task_loss(task, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    if task.is_regression:
+        return F.mse_loss(logits.squeeze(-1), labels)
+    return F.cross_entropy(logits, labels)
+
+
+def outputs_needed(term_cfgs) -> tuple[bool, bool]:
+    """Whether the terms read hidden states, and attention maps."""
+    return (any(t.tap not in ("logits", "attention") for t in term_cfgs),
+            any(t.tap == "attention" for t in term_cfgs))
+
+
+def build_model(init: str, layers, task, attentions: bool = False, source=None, what: str = "student"):
+    """A model keeping ``layers`` of ``init`` (or of the already loaded ``source``), with the task's
+    labels. Returns ``(model, mapping)``; the mapping is logged."""
+    if source is None:
+        source, head_new = load_model(init, task.num_labels, task.labels, attentions=attentions, new_head_ok=True)
+        if head_new:
+            log.info("%s init %s: new classification head for %d labels", what, init, task.num_labels)
+    model, mapping = build_student(source, layers)
+    model.config.id2label = dict(enumerate(task.labels)) if task.labels else {0: "score"}
+    model.config.label2id = {v: k for k, v in model.config.id2label.items()}
+    log.info("%s from %s: %s", what, init, ", ".join(f"S{s}<-T{t}" for s, t in mapping.items()))
+    return model, mapping
+
+
+def warn_flat_cls(model, data, tokenizer, init: str, layers) -> None:
+    spread = cls_spread(model, model_inputs(next(iter(eval_loader(data, tokenizer, 16)))))
+    if spread < 1e-3:
+        log.warning("student (%s, layers %s): its last layer's [CLS] vector hardly depends on the input (relative "
+                    "spread %.1e over 16 training examples), so a classifier on it learns slowly; try other layers "
+                    "(student.layers=every:2) or more epochs", init, layers, spread)
+
+
+def save_model(model, tokenizer, folder: Path, init: str, mapping: dict) -> None:
+    """A plain Hugging Face folder (``folder/model``) and which teacher layers the model kept."""
+    model.save_pretrained(folder / "model")
+    tokenizer.save_pretrained(folder / "model")
+    (folder / "student_layers.json").write_text(json.dumps({"init": init, "student_from_teacher_layers":
+                                                           {str(s): t for s, t in mapping.items()}}, indent=2) + "\n")
+
+
+def save_state(module: torch.nn.Module, path: Path, metadata: dict) -> None:
+    """Trained pieces that are not part of the HF model (projections, exit heads): safetensors next to it."""
+    state = {k: v.detach().contiguous().cpu() for k, v in module.state_dict().items()}
+    if not state:
+        return
+    from safetensors.torch import save_file
+
+    save_file(state, str(path), metadata={k: json.dumps(v) for k, v in metadata.items()})
+
+
+class Scheme:
+    """Base class: a task, its train/dev examples, the recipe. Subclasses fill in the participants."""
+
+    def __init__(self, recipe, task, train_ex, dev_ex, *, tqdm=None):
+        self.recipe, self.task, self.train_ex, self.dev_ex, self.tqdm = recipe, task, train_ex, dev_ex, tqdm
+        self.cfg = recipe.train
+        self.check()
+
+    def check(self) -> None:
+        """Recipe checks that need no model (one-line errors naming the key); run before anything is written."""
+
+    def encode(self, tokenizer, examples):
+        return encode(tokenizer, examples, self.cfg.max_length, self.task.is_regression)
+
+    def metrics_of(self, model) -> dict:
+        loader = eval_loader(self.dev_set, self.tokenizer, self.cfg.eval_batch_size)
+        return compute_metrics(self.task, predict(model, loader), self.dev_ex.labels)
+
+    def load_tokenizer(self, name: str):
+        return load_tokenizer(name)
+
+    # the interface the loop uses (see the module docstring)
+    def setup(self, seed_fn) -> None:
+        raise NotImplementedError
+
+    def modules(self) -> dict[str, torch.nn.Module]:
+        raise NotImplementedError
+
+    def bind(self, prepared: dict[str, torch.nn.Module]) -> None:
+        raise NotImplementedError
+
+    def set_epoch(self, epoch: int) -> list[str]:
+        return []
+
+    def train(self) -> None:
+        for m in self.modules().values():
+            m.train()
+
+    def loss_parts(self, batch) -> dict[str, tuple[float, torch.Tensor]]:
+        raise NotImplementedError
+
+    def evaluate(self) -> dict:
+        raise NotImplementedError
+
+    def save(self, folder: Path, unwrap) -> dict:
+        raise NotImplementedError
+
+
+def reject(recipe, keys: dict[str, bool], scheme: str) -> None:
+    """One-line errors for recipe keys a scheme does not use."""
+    for key, present in keys.items():
+        if present:
+            raise TextDistillError(f"{key}: not used by scheme '{scheme}' (remove it or change 'scheme')")

@@ -1,0 +1,178 @@
+"""Teacher sources: where a frozen teacher's outputs on a training batch come from.
+
+A source is called with the student's inputs and the batch (``source(inputs, batch)``) and returns an
+object with ``logits`` (and ``hidden_states`` / ``attentions``, or ``pooled`` vectors from a cache)
+that the knowledge terms read. Kinds:
+
+* the live teacher on the student's tokens (same tokenizer);
+* the live teacher on its *own* tokens: a teacher with another tokenizer (MPNet teaching a BERT-vocabulary
+  student) encodes the raw training texts itself once, and the batch's example indices (``batch['idx']``)
+  pick its rows, so it sees the same examples as the student; only logit terms may read such a teacher;
+* the teacher-output cache (``schemes/cache.py``), keyed by the teacher's own tokenizer, read by index;
+* several teachers whose logits are averaged with weights into one soft target (multi-teacher).
+
+Every teacher is checked the same way: it must have a fine-tuned classification head for the task.
+"""
+from __future__ import annotations
+
+import logging
+import shutil
+from pathlib import Path
+from types import SimpleNamespace
+
+import torch
+
+from .. import TextDistillError
+from ..data.batching import Collator, encode
+from ..evaluate import model_inputs
+from ..models.loading import count_parameters, load_model, load_tokenizer, resolve_model_path
+
+log = logging.getLogger("textdistill")
+
+
+def load_teacher(name: str, task, attentions: bool = False):
+    teacher, head_new = load_model(name, task.num_labels, task.labels, attentions=attentions)
+    if head_new:
+        raise TextDistillError(f"teacher {name}: its classification head is missing, so it was never "
+                               f"fine-tuned on the task; fine-tune it first (textdistill finetune)")
+    return teacher.eval().requires_grad_(False)
+
+
+def same_vocabulary(a, b) -> bool:
+    return a is b or a.get_vocab() == b.get_vocab()
+
+
+class LiveTeacher:
+    """The frozen teacher run on every batch. With ``own`` (an Encoded set of the training texts in
+    the teacher's tokenization, and the teacher's tokenizer) it reads its own rows of the batch's
+    examples instead of the student's inputs."""
+
+    def __init__(self, model, hidden_states: bool = False, attentions: bool = False, own=None):
+        self.model = model.eval().requires_grad_(False)
+        self.hidden_states, self.attentions = hidden_states, attentions
+        self.own = None
+        if own is not None:
+            data, tokenizer = own
+            self.own = (data, Collator(tokenizer, data.regression))
+
+    @torch.no_grad()
+    def __call__(self, inputs: dict, batch: dict):
+        if self.own is not None:
+            data, collate = self.own
+            device = inputs["input_ids"].device
+            own = collate([data[i] for i in batch["idx"].tolist()])
+            inputs = {k: v.to(device) for k, v in model_inputs(own).items()}
+        return self.model(**inputs, output_hidden_states=self.hidden_states, output_attentions=self.attentions)
+
+
+class MixedTeachers:
+    """Several teacher sources whose logits are averaged with weights (the survey's multi-teacher soft
+    target); each source's own outputs stay readable by name for intermediate terms."""
+
+    def __init__(self, sources: dict, weights: dict[str, float]):
+        total = sum(weights.values())
+        self.sources, self.weights = sources, {k: w / total for k, w in weights.items()}
+
+    def __call__(self, outputs: dict):
+        logits = sum(self.weights[k] * outputs[k].logits.float() for k in self.sources if self.weights[k])
+        return SimpleNamespace(logits=logits, pooled=None, hidden_states=None, attentions=None)
+
+
+def cache_ready(folder: Path) -> bool:
+    from .cache import MANIFEST
+
+    return (Path(folder) / MANIFEST).is_file()
+
+
+def prepare_output(out_dir, overwrite: bool) -> tuple[Path, Path]:
+    """``(out, tmp)``: results are written into the hidden ``.<out>.partial`` and renamed on success."""
+    out = Path(out_dir)
+    if out.exists() and not overwrite:
+        raise TextDistillError(f"{out}: output folder exists (use --overwrite to replace it)")
+    tmp = out.parent / f".{out.name}.partial"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    try:
+        tmp.mkdir(parents=True)
+    except OSError as e:
+        raise TextDistillError(f"{out}: cannot create the output folder ({e.strerror})") from None
+    return out, tmp
+
+
+def commit_output(tmp: Path, out: Path) -> None:
+    if out.exists():
+        shutil.rmtree(out)
+    tmp.rename(out)
+
+
+def open_cache(*, teacher: str, task, folder: Path, train_ex, tokenizer, term_cfgs, n_student: int, max_length: int,
+               dtype: str, batch_size: int, model=None, tqdm=None, rebuild: bool = False):
+    """The teacher cache of ``teacher`` (tokenized with its own ``tokenizer``) for the terms ``term_cfgs``:
+    checked against them and opened; built first if absent (or if ``rebuild``).
+    Returns ``(CachedTeacher, manifest)``."""
+    from transformers import AutoConfig
+
+    from .cache import CachedTeacher, build_cache, cache_key, cache_plan, check_key, read_manifest
+
+    folder = Path(folder)
+    teacher_path = resolve_model_path(teacher)
+    n_teacher = AutoConfig.from_pretrained(teacher_path).num_hidden_layers
+    plan = cache_plan(term_cfgs, n_teacher, n_student)
+    key = cache_key(teacher=teacher_path, tokenizer=tokenizer, examples=train_ex, max_length=max_length,
+                    plan=plan, dtype=dtype)
+    if rebuild or not cache_ready(folder):
+        if model is None:
+            model = load_teacher(teacher, task)
+        if folder.is_dir() and any(folder.iterdir()) and not rebuild:
+            raise TextDistillError(f"{folder}: not a teacher cache (no cache.json) and not empty; "
+                                   f"point teacher_cache.dir at a new folder")
+        out, tmp = prepare_output(folder, overwrite=True)
+        try:
+            log.info("building the teacher cache %s: logits%s", folder,
+                     "".join(f", {tap} of layers {layers}" for tap, layers in plan.items()))
+            data = encode(tokenizer, train_ex, max_length, task.is_regression)
+            build_cache(tmp, teacher_model=model, key=key, data=data, tokenizer=tokenizer, batch_size=batch_size,
+                        params_teacher=count_parameters(model), tqdm=tqdm)
+            commit_output(tmp, out)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+    manifest = read_manifest(folder)
+    check_key(folder, manifest, key)
+    return CachedTeacher(folder, manifest), manifest
+
+
+class Teacher:
+    """One teacher of a run: its name, weight, tokenizer, config, parameter count and output source."""
+
+    def __init__(self, *, name: str, model_name: str, weight: float, cache: str | None, task, train_ex,
+                 student_tokenizer, term_cfgs, n_student: int, cfg, cache_dtype: str, hidden: bool,
+                 attentions: bool, model=None, tqdm=None):
+        self.name, self.model_name, self.weight, self.cache = name, model_name, weight, cache
+        self.tokenizer = load_tokenizer(model_name)
+        self.own_tokens = not same_vocabulary(self.tokenizer, student_tokenizer)
+        self.model = model
+        if cache is not None:
+            self.source, manifest = open_cache(
+                teacher=model_name, task=task, folder=Path(cache), train_ex=train_ex, tokenizer=self.tokenizer,
+                term_cfgs=term_cfgs, n_student=n_student, max_length=cfg.max_length, dtype=cache_dtype,
+                batch_size=cfg.eval_batch_size, model=model, tqdm=tqdm)
+            self.config = SimpleNamespace(**manifest["teacher_config"])
+            self.params = manifest["params_teacher"]
+            log.info("teacher %s: outputs from the cache %s (%s)", name, cache, ", ".join(
+                ["logits"] + [f"{tap} of layers {layers}" for tap, layers in manifest["key"]["taps"].items()]))
+        else:
+            if model is None:
+                model = self.model = load_teacher(model_name, task, attentions=attentions)
+            self.config, self.params = model.config, count_parameters(model)
+            own = None
+            if self.own_tokens:
+                own = (encode(self.tokenizer, train_ex, cfg.max_length, task.is_regression), self.tokenizer)
+                log.info("teacher %s: another tokenizer than the student's (%s); it reads its own tokens of "
+                         "each batch's examples", name, type(self.tokenizer).__name__)
+            self.source = LiveTeacher(model, hidden_states=hidden, attentions=attentions, own=own)
+
+    def to(self, device):
+        if isinstance(self.source, LiveTeacher):
+            self.source.model.to(device)
+        return self
