@@ -1,5 +1,5 @@
 """Schemes: who learns from whom in a run (see ``base.py``). Importing this package registers them."""
-from . import offline  # noqa: F401  (registers "offline")
+from . import offline, online  # noqa: F401  (register "offline", "online")
 from .base import SCHEMES, Scheme
 from .teachers import LiveTeacher
 
