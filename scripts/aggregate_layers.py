@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-from textdistill.report import markdown_table, mean_std  # noqa: E402
+from textdistill.report import markdown_table, mean_cell, mean_std  # noqa: E402
 
 root = Path(sys.argv[1] if len(sys.argv) > 1 else "runs/layers")
 TASKS = ["sst2", "mrpc", "rte", "cola", "stsb"]
@@ -47,9 +47,8 @@ for method in METHODS:
         if not rs:
             cells.append("")
             continue
-        mean, sd = mean_std([metric(r) for r in rs])
-        means.append(mean)
-        cells.append(f"{mean:.2f} ± {sd:.2f} ({len(rs)})" if len(rs) > 1 else f"{mean:.2f} (1)")
+        means.append(mean_std([metric(r) for r in rs])[0])
+        cells.append(mean_cell([metric(r) for r in rs]))
     if any(cells):
         rows.append([method] + cells + [f"{statistics.mean(means):.2f}" if len(means) == len(tasks) else ""])
 print("Dev metric x 100, mean ± sd over seeds (number of seeds in brackets):\n")

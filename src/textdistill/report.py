@@ -15,6 +15,14 @@ def mean_std(values: list[float]) -> tuple[float, float]:
     return statistics.mean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
 
 
+def mean_cell(values: list[float]) -> str:
+    """``mean ± sd (n)`` of a table cell (``mean (1)`` for one value, empty for none)."""
+    if not values:
+        return ""
+    mean, sd = mean_std(values)
+    return f"{mean:.2f} ± {sd:.2f} ({len(values)})" if len(values) > 1 else f"{mean:.2f} (1)"
+
+
 def speed_table(models: dict, batch: dict, rounds: int = 3, repeats: int = 10) -> dict[str, float]:
     """Median forward latency (seconds) of each model on the same tokenized batch.
 

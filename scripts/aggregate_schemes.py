@@ -1,0 +1,88 @@
+#!/usr/bin/env python
+"""Summarise runs/schemes (written by scripts/scheme_results.sh) as the markdown of docs/results.md
+section 4: FT vs offline KD vs online DML, self-distillation exits and early exit, born-again
+generations, several teachers. Dev metric x 100, mean ± sd over seeds (number of seeds in brackets).
+    .venv/bin/python scripts/aggregate_schemes.py [runs/schemes] [runs/teachers]"""
+import json
+import re
+import statistics
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+from textdistill.report import markdown_table, mean_cell  # noqa: E402
+
+root = Path(sys.argv[1] if len(sys.argv) > 1 else "runs/schemes")
+troot = Path(sys.argv[2] if len(sys.argv) > 2 else "runs/teachers")
+TASKS = {"sst2": "minilm-sst2-20k", "mrpc": "minilm-mrpc", "rte": "minilm-rte"}
+
+
+def load(path: Path) -> dict | None:
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def runs(task: str, method: str) -> list[dict]:
+    out = []
+    for f in sorted((root / task).glob(f"{method}-s*/metrics.json")):
+        if re.fullmatch(re.escape(method) + r"-s\d+", f.parent.name):
+            out.append(json.loads(f.read_text()))
+    return out
+
+
+def pct(m: dict, metric: str) -> float:
+    return 100 * m[metric]
+
+
+teachers = {t: load(troot / name / "metrics.json") for t, name in TASKS.items()}
+tasks = [t for t in TASKS if teachers[t]]
+main = {t: teachers[t]["main_metric"] for t in tasks}
+print("### 4.1 Online (DML) vs FT vs offline KD\n")
+header = ["method"] + [f"{t} ({main[t]})" for t in tasks]
+rows = [["teacher (MiniLM-L6, 6 layers, fine-tuned)"] + [f"{pct(teachers[t]['dev'], main[t]):.2f}" for t in tasks]]
+for label, method, pick in (("FT, 3 layers (labels only)", "ft", None), ("KD from the teacher, 3 layers", "kd", None),
+                            ("DML, 3-layer peer (no fine-tuned teacher)", "dml", "l3"),
+                            ("DML, 6-layer peer", "dml", "l6")):
+    rows.append([label] + [mean_cell([pct(r["peers"][pick] if pick else r["dev"], main[t]) for r in runs(t, method)])
+                           for t in tasks])
+print(markdown_table(header, rows))
+rows = []
+for method in ("ft", "kd", "dml"):
+    rows.append([method] + [f"{statistics.median(r['train_seconds'] / len(r['history']) for r in rs):.0f}"
+                            if (rs := runs(t, method)) else "" for t in tasks])
+print("\nTraining seconds per epoch (median over seeds; one thread, another job beside it on the 2-core machine):\n")
+print(markdown_table(["method"] + tasks, rows))
+
+sst = runs("sst2", "self")
+if sst:
+    print("\n### 4.2 Self-distillation with exits (SST-2, 6 layers of MiniLM-L6, 20k rows)\n")
+    layers = sorted(sst[0]["history"][-1]["exits"], key=int)
+    print(markdown_table(["exit after layer"] + layers,
+                         [["dev accuracy"] + [mean_cell([100 * r["history"][-1]["exits"][k]["accuracy"] for r in sst])
+                                              for k in layers]]))
+ban = runs("sst2", "born-again")
+if ban:
+    print("\n### 4.3 Born-again networks (SST-2, 6-layer students, 20k rows)\n")
+    n = max(len(r["generations"]) for r in ban)
+    rows = [["teacher (seed 42)", f"{pct(teachers['sst2']['dev'], 'accuracy'):.2f}"]]
+    rows += [[f"generation {g}", mean_cell([100 * r["generations"][g - 1]["dev"]["accuracy"] for r in ban
+                                            if len(r["generations"]) >= g])] for g in range(1, n + 1)]
+    print(markdown_table(["model", "SST-2 dev accuracy"], rows))
+multi = [("KD from teacher seed 42", "kd"), ("KD from teacher seed 1", "kd-teacher-s1"),
+         ("KD from teacher seed 2", "kd-teacher-s2"), ("KD from 3 teachers, average of logits", "kd-3teachers-average"),
+         ("KD from 3 teachers, one term per teacher", "kd-3teachers-per-teacher")]
+if runs("sst2", "kd-3teachers-average"):
+    print("\n### 4.4 Several teachers (SST-2, 3-layer students, 20k rows)\n")
+    rows = [[f"teacher seed {s}", f"{pct(m['dev'], 'accuracy'):.2f}"] for s, m in
+            (("42", teachers["sst2"]), ("1", load(troot / "minilm-sst2-20k-s1/metrics.json")),
+             ("2", load(troot / "minilm-sst2-20k-s2/metrics.json"))) if m]
+    rows += [[label, mean_cell([pct(r["dev"], "accuracy") for r in runs("sst2", m)])] for label, m in multi]
+    print(markdown_table(["model", "SST-2 dev accuracy"], rows))
+mp = load(troot / "mpnet-rte/metrics.json")
+if mp and runs("rte", "kd-mpnet"):
+    print("\n### 4.5 A better teacher with another tokenizer (RTE, 3-layer MiniLM students)\n")
+    rows = [["teacher MiniLM-L6 (6 x 384)", f"{pct(teachers['rte']['dev'], 'accuracy'):.2f}"],
+            ["teacher MPNet-12 (12 x 768)", f"{pct(mp['dev'], 'accuracy'):.2f}"]]
+    rows += [[label, mean_cell([pct(r["dev"], "accuracy") for r in runs("rte", m)])]
+             for label, m in (("KD from MiniLM-L6", "kd"), ("KD from MPNet-12", "kd-mpnet"),
+                              ("KD from MPNet-12 + MiniLM-L6 (average)", "kd-mpnet+minilm"))]
+    print(markdown_table(["model", "RTE dev accuracy"], rows))

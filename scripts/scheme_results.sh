@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# docs/results.md section 4 (schemes): FT vs offline KD vs online DML (3-layer student), self-distillation
+# with exits, born-again generations, several teachers. Resumable: a run with metrics.json is skipped.
+#   nice -n 19 scripts/scheme_results.sh [GLUE_DIR] [SEEDS] > runs/schemes.log 2>&1 &
+# Needs the MiniLM-L6 teachers of scripts/teachers.sh (runs/teachers/minilm-*). Students keep layers 2, 4, 6.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup.sh
+export HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
+GLUE=${1:-../shared/data/glue}
+SEEDS=${2:-1 2 3}
+OUT=runs/schemes
+T=runs/teachers
+job() {  # OUTPUT COMMAND RECIPE ARGS...
+  local out=$1 cmd=$2 recipe=$3; shift 3
+  [ -f "$out/metrics.json" ] && return
+  [ -f "$recipe" ] || { echo "skip $out ($recipe absent)"; return; }
+  echo "=== $out $(date -u +%H:%M:%S)"
+  .venv/bin/textdistill "$cmd" -r "$recipe" -o "$out" --data-dir "$GLUE" --overwrite "$@" 2>&1 | tr '\r' '\n' \
+    | grep -v -E '^\s*(epoch|evaluate|teacher cache)[^:]*:\s+[0-9]+%' || true
+  [ -f "$out/metrics.json" ] || echo "FAILED $out"
+}
+declare -A ROWS=([sst2]="--set data.train_rows=20000" [mrpc]="" [rte]="")
+for seed in $SEEDS; do
+  for task in rte mrpc sst2; do
+    rows=${ROWS[$task]}
+    teacher=$T/minilm-$task${rows:+-20k}/model
+    d=$OUT/$task
+    job "$d/ft-s$seed" finetune recipes/ft.yaml --task "$task" --seed "$seed" $rows
+    job "$d/kd-s$seed" distill recipes/kd.yaml --task "$task" --seed "$seed" $rows --teacher "$teacher" \
+      --set teacher_cache.dir="$OUT/cache/$task-minilm"
+    job "$d/dml-s$seed" distill recipes/dml.yaml --task "$task" --seed "$seed" $rows
+  done
+  # SST-2 only: one model with exits, born-again generations, several teachers (3 seeds of the teacher)
+  sst=$OUT/sst2 rows=${ROWS[sst2]} t42=$T/minilm-sst2-20k/model
+  job "$sst/self-s$seed" distill recipes/self-distill.yaml --task sst2 --seed "$seed" $rows
+  job "$sst/born-again-s$seed" distill recipes/born-again.yaml --task sst2 --seed "$seed" $rows --teacher "$t42"
+  teachers="[{model: $t42, name: s42}, {model: $T/minilm-sst2-20k-s1/model, name: s1}, {model: $T/minilm-sst2-20k-s2/model, name: s2}]"
+  for combine in average per-teacher; do
+    job "$sst/kd-3teachers-$combine-s$seed" distill recipes/kd.yaml --task sst2 --seed "$seed" $rows \
+      --set teacher=null --set "teachers=$teachers" --set combine=$combine --set teacher_cache.dir="$OUT/cache/sst2-3teachers"
+  done
+  for t in s1 s2; do
+    job "$sst/kd-teacher-$t-s$seed" distill recipes/kd.yaml --task sst2 --seed "$seed" $rows \
+      --teacher "$T/minilm-sst2-20k-$t/model" --set teacher_cache.dir="$OUT/cache/sst2-minilm-$t"
+  done
+  # a better teacher with another tokenizer (MPNet-12), alone and beside the MiniLM teacher, where it exists
+  if [ -f "$T/mpnet-rte/metrics.json" ]; then
+    job "$OUT/rte/kd-mpnet-s$seed" distill recipes/kd.yaml --task rte --seed "$seed" --teacher "$T/mpnet-rte/model" \
+      --set teacher_cache.dir="$OUT/cache/rte-mpnet"
+    job "$OUT/rte/kd-mpnet+minilm-s$seed" distill recipes/kd.yaml --task rte --seed "$seed" --set teacher=null \
+      --set "teachers=[{model: $T/mpnet-rte/model, name: mpnet, cache: $OUT/cache/rte-mpnet}, {model: $T/minilm-rte/model, name: minilm, cache: $OUT/cache/rte-minilm}]"
+  fi
+done
+echo "=== all done $(date -u +%H:%M:%S)"
