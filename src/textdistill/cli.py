@@ -1,4 +1,4 @@
-"""Command line: textdistill finetune | distill | cache | evaluate | layer-map | demo"""
+"""Command line: textdistill finetune | distill | cache | augment | evaluate | layer-map | demo"""
 from __future__ import annotations
 
 import argparse
@@ -47,6 +47,26 @@ def _cache(args) -> int:
     manifest = cache_only(recipe, args.output, overwrite=args.overwrite)
     print(json.dumps({"cache": args.output, "rows": manifest["key"]["rows"], "taps": manifest["key"]["taps"],
                       "dtype": manifest["key"]["dtype"], "bytes": manifest["bytes"]}))
+    return 0
+
+
+def _augment(args) -> int:
+    from .data import transfer
+    from .recipe import load_recipe, parse_overrides
+    from .train import load_split, resolve_task
+    from tqdm.auto import tqdm
+
+    overrides = [(k, v) for k, v in (("task", args.task), ("teacher", args.teacher), ("data.dir", args.data_dir))
+                 if v is not None] + [("transfer.dir", args.output)] + parse_overrides(args.overrides)
+    recipe = load_recipe(args.recipe, overrides)
+    if recipe.transfer.augment is None:
+        raise TextDistillError("augment: the recipe has no transfer.augment section (e.g. --set "
+                               "transfer.augment.method=tang)")
+    transfer.check(recipe)
+    train_ex = load_split(resolve_task(recipe), recipe, "train")
+    _, provenance = transfer.open_set(recipe, train_ex, tqdm, rebuild=args.overwrite)
+    print(json.dumps({"output": args.output, **{k: provenance[k] for k in ("source_rows", "generated", "seconds")},
+                      **provenance["key"]}))
     return 0
 
 
@@ -136,6 +156,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], help="of the stored vectors")
     p.add_argument("--overwrite", action="store_true", help="rebuild an existing cache")
     p.set_defaults(fn=_cache)
+    p = sub.add_parser("augment", help="generate a recipe's augmented transfer set (then distil with "
+                                       "--set transfer.dir=FOLDER)")
+    p.add_argument("--recipe", "-r", required=True, help="a recipe with a transfer.augment section")
+    p.add_argument("--output", "-o", required=True, help="folder of the generated set (texts.jsonl, provenance.json)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="e.g. transfer.augment.method=tinybert or transfer.augment.copies=10")
+    p.add_argument("--task")
+    p.add_argument("--teacher")
+    p.add_argument("--data-dir")
+    p.add_argument("--overwrite", action="store_true", help="regenerate an existing set")
+    p.set_defaults(fn=_augment)
     p = sub.add_parser("evaluate", help="evaluate a saved model on a task's file")
     p.add_argument("--model", required=True)
     p.add_argument("--task", required=True)

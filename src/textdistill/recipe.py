@@ -74,6 +74,25 @@ class ExitsCfg(_Strict):
     pool: Literal["mean", "cls"] = "mean"  # what an exit reads of its layer (mean over real tokens, or [CLS])
 
 
+class AugmentCfg(_Strict):
+    """Augmentation rules (data/transfer/augment.py): Tang et al. 2019 or TinyBERT-style replacement."""
+    method: Literal["tang", "tinybert"]
+    copies: int = Field(20, ge=1)  # augmented versions per training example (Tang's n_iter, TinyBERT's N_a)
+    p_mask: float = Field(0.1, ge=0, le=1)  # tang: a word becomes the mask token
+    p_pos: float = Field(0.1, ge=0, le=1)  # tang: a word becomes another word with its POS tag
+    p_ng: float = Field(0.25, ge=0, le=1)  # tang: keep only a random n-gram, n in 1..ng_max
+    ng_max: int = Field(5, ge=1)
+    p_t: float = Field(0.4, ge=0, le=1)  # tinybert: a word becomes one of its k nearest neighbours
+    k: int = Field(15, ge=1)
+    seed: int = 0
+
+
+class TransferCfg(_Strict):
+    """The transfer set: the training rows (labelled) plus generated rows that only the teacher labels."""
+    dir: str | None = None  # folder of the generated set: built if absent, reused if it matches, refused if stale
+    augment: AugmentCfg | None = None
+
+
 class CacheCfg(_Strict):
     dir: str | None = None  # teacher-output cache folder: used if it matches, built if absent, refused if stale
     dtype: Literal["float32", "float16", "bfloat16"] = "float16"  # of the stored vectors (logits stay float32)
@@ -111,6 +130,7 @@ class Recipe(_Strict):
     generations: int = Field(1, ge=1)  # born-again networks: generation g+1 learns from generation g
     student: StudentCfg = Field(default_factory=StudentCfg)
     teacher_cache: CacheCfg = Field(default_factory=CacheCfg)  # see schemes/cache.py
+    transfer: TransferCfg = Field(default_factory=TransferCfg)  # see data/transfer/
     hard_weight: float = Field(1.0, ge=0)  # weight of the task loss (CE, or MSE for regression): 1 - alpha
     terms: list[TermCfg] = Field(default_factory=list)
     train: TrainCfg = Field(default_factory=TrainCfg)

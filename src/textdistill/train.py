@@ -27,6 +27,7 @@ from pathlib import Path
 import torch
 
 from . import TextDistillError, __version__
+from .data import transfer
 from .data.batching import train_loader
 from .data.readers import load_examples, resolve_file
 from .data.tasks import Task, get_task, task_from_dict
@@ -121,14 +122,17 @@ def run(recipe: Recipe, out_dir: str | os.PathLike, overwrite: bool = False, dis
     task = resolve_task(recipe)
     # read and check the data and the recipe before anything is loaded or written
     train_ex, dev_ex = load_split(task, recipe, "train"), load_split(task, recipe, "dev")
+    transfer.check(recipe)
     scheme = SCHEMES.get_or_fail(recipe.scheme, "scheme")(recipe, task, train_ex, dev_ex, tqdm=tqdm)
+    # the transfer set: the training rows, then generated rows only the teacher labels (built once, reused)
+    scheme.train_ex = transfer.extend(recipe, train_ex, tqdm)
     out, tmp = prepare_output(out_dir, overwrite)
     handler = _setup_logging(tmp)
     try:
         (tmp / "recipe.yaml").write_text(dump_recipe(recipe))
         scheme.setup(lambda: set_seed(recipe.train.seed))
         metrics = _loop(scheme, tmp, tqdm)
-        metrics["data"] = {"train": train_ex.source, "dev": dev_ex.source}
+        metrics["data"] = {"train": scheme.train_ex.source, "dev": dev_ex.source, "labelled_train_rows": len(train_ex)}
         (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
         log.removeHandler(handler)
         handler.close()
@@ -186,7 +190,8 @@ def cache_only(recipe: Recipe, out_dir: str | os.PathLike, overwrite: bool = Fal
     for i, term in enumerate(recipe.terms):
         check_term(term, term_where(i, term))
     task = resolve_task(recipe)
-    train_ex = load_split(task, recipe, "train")
+    transfer.check(recipe)
+    train_ex = transfer.extend(recipe, load_split(task, recipe, "train"), tqdm)
     init = recipe.student.init or recipe.teacher
     n_student = len(parse_layer_spec(recipe.student.layers,
                                      AutoConfig.from_pretrained(resolve_model_path(init)).num_hidden_layers))

@@ -13,6 +13,9 @@ from torch.utils.data import DataLoader, Dataset
 from .readers import Examples
 
 
+IGNORE = -100  # the label of an unlabelled row (torch's cross_entropy default ignore_index)
+
+
 class Encoded(Dataset):
     def __init__(self, features: list[dict], regression: bool):
         self.features = features
@@ -36,8 +39,9 @@ def encode(tokenizer, examples: Examples, max_length: int, regression: bool) -> 
     for i in range(len(examples)):
         f = {k: enc[k][i] for k in keys}
         f["idx"] = i
-        if examples.labels is not None:
-            f["labels"] = examples.labels[i]
+        if examples.labels is not None:  # a generated (transfer-set) row has none: IGNORE / NaN, skipped by the task loss
+            label = examples.labels[i]
+            f["labels"] = label if label is not None else (float("nan") if regression else IGNORE)
         features.append(f)
     return Encoded(features, regression)
 

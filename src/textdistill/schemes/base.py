@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import TextDistillError
-from ..data.batching import encode, eval_loader
+from ..data.batching import IGNORE, encode, eval_loader
 from ..evaluate import compute_metrics, model_inputs, predict
 from ..models.loading import load_model, load_tokenizer
 from ..models.student import build_student, cls_spread
@@ -36,9 +36,14 @@ SCHEMES = Registry("scheme")
 
 
 def task_loss(task, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """CE (MSE for regression) over the labelled rows; generated transfer-set rows (label IGNORE, or NaN for
+    regression) are skipped, and a batch without any labelled row gives 0."""
+    keep = ~labels.isnan() if task.is_regression else labels != IGNORE
+    if not keep.any():
+        return logits.sum() * 0.0
     if task.is_regression:
-        return F.mse_loss(logits.squeeze(-1), labels)
-    return F.cross_entropy(logits, labels)
+        return F.mse_loss(logits.squeeze(-1)[keep], labels[keep])
+    return F.cross_entropy(logits[keep], labels[keep])
 
 
 def outputs_needed(term_cfgs) -> tuple[bool, bool]:

