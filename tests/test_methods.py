@@ -17,11 +17,13 @@ from conftest import ROOT
 
 FAST = ["--set", "train.epochs=2", "--set", "train.batch_size=16", "--set", "train.eval_batch_size=50"]
 def _offline_method(path) -> bool:
-    """Recipes of one offline student (other schemes and born-again chains: tests/test_schemes.py, test_self.py)."""
+    """Recipes of one offline student on the training rows (other schemes, chains of runs and transfer sets have
+    their own tests: test_schemes.py, test_self.py, test_stages.py, test_transfer.py)."""
     import yaml
 
     r = yaml.safe_load(path.read_text())
-    return path.stem not in ("teacher", "ft") and r.get("scheme", "offline") == "offline" and r.get("generations", 1) == 1
+    return (path.stem not in ("teacher", "ft") and r.get("scheme", "offline") == "offline" and r.get("generations", 1) == 1
+            and not r.get("stages") and not r.get("transfer"))  # stages, transfer sets: test_stages.py, test_transfer.py
 
 
 RECIPES = sorted(p.stem for p in (ROOT / "recipes").glob("*.yaml") if _offline_method(p))

@@ -181,3 +181,39 @@ def test_transfer_set_needs_a_folder_and_a_teacher(tmp_path):
         transfer.check(load_recipe("recipes/kd-tang.yaml", [("transfer.dir", None)]))
     with pytest.raises(TextDistillError, match="they need a 'teacher'"):
         transfer.check(load_recipe("recipes/kd-tang.yaml", [("teacher", None)]))
+
+
+def test_adversarial_rows_raise_the_divergence(tiny_teacher_run, tiny_bert):
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from textdistill.data.transfer.adversarial import divergence, hotflip
+
+    d = tiny_teacher_run
+    teacher = AutoModelForSequenceClassification.from_pretrained(d / "teacher" / "model").eval()
+    student = AutoModelForSequenceClassification.from_pretrained(tiny_bert).eval()
+    tok = AutoTokenizer.from_pretrained(tiny_bert)
+    inputs = dict(tok(SENTENCES[:5], padding=True, return_tensors="pt"))
+    with torch.no_grad():
+        before = divergence(student(**inputs).logits, teacher(**inputs).logits, 1.0)
+    rows = hotflip(student, teacher, inputs, flips=3, temperature=1.0, special_ids=tok.all_special_ids)
+    with torch.no_grad():
+        after = divergence(student(**rows).logits, teacher(**rows).logits, 1.0)
+    assert after > before
+    changed = (rows["input_ids"] != inputs["input_ids"]).sum(-1)
+    assert changed.max() <= 3 and changed.sum() > 0
+    special = torch.isin(inputs["input_ids"], torch.tensor(tok.all_special_ids))
+    assert torch.equal(rows["input_ids"][special], inputs["input_ids"][special])  # [CLS], [SEP], padding kept
+    assert not torch.isin(rows["input_ids"][~special], torch.tensor(tok.all_special_ids)).any()
+
+
+def test_distill_with_adversarial_rows(tiny_teacher_run, tiny_bert, tmp_path, capsys):
+    d = tiny_teacher_run
+    base = ["distill", "-r", "recipes/kd.yaml", "--teacher", str(d / "teacher" / "model"), "--data-dir", str(d / "sst2"),
+            "--set", f"student.init={tiny_bert}", "--set", "student.layers=first:2", *FAST,
+            "--set", "transfer.adversarial={flips: 2, every: 2}"]
+    assert main([*base, "-o", str(tmp_path / "a")]) == 0
+    m = json.loads((tmp_path / "a" / "metrics.json").read_text())
+    assert set(m["history"][0]["loss"]) == {"task", "kd", "kd@adv"}
+    assert main([*base, "-o", str(tmp_path / "b"), "--set", f"teacher_cache.dir={tmp_path / 'c'}"]) == 2
+    assert "transfer.adversarial: needs one live teacher" in capsys.readouterr().err
+    assert not (tmp_path / "b").exists() and not (tmp_path / "c").exists()

@@ -87,10 +87,19 @@ class AugmentCfg(_Strict):
     seed: int = 0
 
 
+class AdversarialCfg(_Strict):
+    """Adversarial rows made from each real batch (data/transfer/adversarial.py), labelled by the teacher."""
+    flips: int = Field(2, ge=1)  # tokens replaced per example
+    weight: float = Field(1.0, ge=0)  # the logit terms on adversarial rows weigh this much relative to real ones
+    every: int = Field(1, ge=1)  # an adversarial batch after every N-th real batch
+    temperature: float = Field(1.0, gt=0)  # of the divergence the search maximises
+
+
 class TransferCfg(_Strict):
     """The transfer set: the training rows (labelled) plus generated rows that only the teacher labels."""
     dir: str | None = None  # folder of the generated set: built if absent, reused if it matches, refused if stale
     augment: AugmentCfg | None = None
+    adversarial: AdversarialCfg | None = None
 
 
 class CacheCfg(_Strict):
@@ -121,13 +130,16 @@ class Recipe(_Strict):
     data: DataCfg = Field(default_factory=DataCfg)
     teacher: str | None = None
     # who learns from whom (schemes/): offline (frozen teacher or teachers), online (peers learn together),
-    # self (one model's last layer teaches exits on its lower layers)
-    scheme: Literal["offline", "online", "self"] = "offline"
+    # self (one model's last layer teaches exits on its lower layers), general (a pre-trained teacher's
+    # intermediate layers on unlabelled text, TinyBERT's first stage)
+    scheme: Literal["offline", "online", "self", "general"] = "offline"
     teachers: list[TeacherCfg] = Field(default_factory=list)  # several teachers instead of 'teacher'
     combine: Literal["average", "per-teacher"] = "average"  # how logit terms use several teachers
     peers: list[PeerCfg] = Field(default_factory=list)  # scheme: online
     exits: ExitsCfg = Field(default_factory=ExitsCfg)  # scheme: self
     generations: int = Field(1, ge=1)  # born-again networks: generation g+1 learns from generation g
+    # runs chained by one command (two-stage distillation): each stage = this recipe with its keys merged in
+    stages: list[dict[str, Any]] = Field(default_factory=list)
     student: StudentCfg = Field(default_factory=StudentCfg)
     teacher_cache: CacheCfg = Field(default_factory=CacheCfg)  # see schemes/cache.py
     transfer: TransferCfg = Field(default_factory=TransferCfg)  # see data/transfer/
@@ -188,16 +200,73 @@ def load_recipe(path: str | None, overrides: list[tuple[str, Any]] = ()) -> Reci
             raise TextDistillError(f"{path}: a recipe is a mapping of keys to values")
     for key, value in overrides:
         _set_path(data, key, value, where)
+    return validate(data, where)
+
+
+def validate(data: dict, where: str, prefix: str = "") -> Recipe:
+    """A Recipe from plain data; the first problem as one line naming ``prefix`` + the key."""
     try:
         return Recipe.model_validate(data)
     except ValidationError as e:
         err = e.errors()[0]
-        loc = ".".join(str(x) for x in err["loc"])
+        loc = prefix + ".".join(str(x) for x in err["loc"])
         if err["type"] == "extra_forbidden":
             raise TextDistillError(f"{where}: unknown key '{loc}'") from None
         if err["type"] == "missing":
             raise TextDistillError(f"{where}: missing key '{loc}'") from None
         raise TextDistillError(f"{where}: {loc}: {err['msg']} (got {err.get('input')!r})") from None
+
+
+def _merge(base: dict, extra: dict) -> dict:
+    out = dict(base)
+    for k, v in extra.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+REFERENCES = (("student", "init"), ("teacher",))  # keys whose value "@stage" names an earlier stage's student
+
+
+def stage_recipes(recipe: Recipe, where: str = "recipe") -> list[tuple[str, dict]]:
+    """``[(name, data)]``: each stage is the recipe (without ``stages``) with the stage's keys merged in
+    (mappings merge, other values replace). ``student.init`` or ``teacher`` may be ``"@NAME"``: the student
+    of the earlier stage NAME. Every stage is validated here, before anything runs."""
+    base = recipe.model_dump(mode="json", exclude_unset=True)
+    base.pop("stages", None)
+    names: list[str] = []
+    out = []
+    for i, raw in enumerate(recipe.stages):
+        stage = dict(raw)
+        name = stage.pop("name", None)
+        at = f"stages[{i}]" + (f" ({name})" if name else "")
+        if not isinstance(name, str) or not name:
+            raise TextDistillError(f"{where}: {at}.name: every stage needs a name")
+        if name in names:
+            raise TextDistillError(f"{where}: {at}.name: duplicate stage name '{name}'")
+        for key in ("stages", "generations"):
+            if key in stage:
+                raise TextDistillError(f"{where}: {at}.{key}: not inside a stage")
+        data = _merge(base, stage)
+        for path in REFERENCES:
+            value = data.get(path[0]) if len(path) == 1 else (data.get(path[0]) or {}).get(path[1])
+            if isinstance(value, str) and value.startswith("@") and value[1:] not in names:
+                raise TextDistillError(f"{where}: {at}.{'.'.join(path)}: no earlier stage named '{value[1:]}' "
+                                       f"(stages before it: {names or 'none'})")
+        validate(data, where, prefix=f"{at}.")
+        names.append(name)
+        out.append((name, data))
+    return out
+
+
+def resolve_references(data: dict, models: dict[str, str]) -> Recipe:
+    """A stage's recipe with ``"@NAME"`` replaced by ``models[NAME]`` (a model folder)."""
+    data = {k: dict(v) if isinstance(v, dict) else v for k, v in data.items()}
+    for path in REFERENCES:
+        holder = data if len(path) == 1 else data.get(path[0], {})
+        value = holder.get(path[-1])
+        if isinstance(value, str) and value.startswith("@"):
+            holder[path[-1]] = models[value[1:]]
+    return Recipe.model_validate(data)
 
 
 def dump_recipe(recipe: Recipe) -> str:

@@ -16,7 +16,6 @@ import logging
 import math
 import os
 import platform
-import random
 import resource
 import shutil
 import statistics
@@ -29,42 +28,16 @@ import torch
 from . import TextDistillError, __version__
 from .data import transfer
 from .data.batching import train_loader
-from .data.readers import load_examples, resolve_file
-from .data.tasks import Task, get_task, task_from_dict
+from .data.splits import data_file, load_split, resolve_task  # noqa: F401 - part of this module's interface
 from .knowledge.terms import check_term, term_where
 from .models.loading import load_tokenizer
-from .recipe import Recipe, dump_recipe
+from .recipe import Recipe, dump_recipe, resolve_references, stage_recipes
 from .schemes import SCHEMES
 from .schemes.base import outputs_needed, task_loss  # noqa: F401 - part of this module's interface
 from .schemes.offline import teacher_list
 from .schemes.teachers import commit_output, open_cache, prepare_output
 
 log = logging.getLogger("textdistill")
-
-
-def resolve_task(recipe: Recipe) -> Task:
-    if isinstance(recipe.task, dict):
-        return task_from_dict(recipe.task)
-    return get_task(recipe.task)
-
-
-def data_file(task: Task, recipe: Recipe, split: str) -> Path:
-    explicit = getattr(recipe.data, split)
-    if explicit:
-        if not Path(explicit).is_file():
-            raise TextDistillError(f"data.{split}: {explicit}: no such file")
-        return Path(explicit)
-    if not recipe.data.dir:
-        raise TextDistillError(f"data.dir or data.{split}: say where the {split} data is")
-    return resolve_file(task, split, recipe.data.dir)
-
-
-def load_split(task: Task, recipe: Recipe, split: str):
-    examples = load_examples(task, data_file(task, recipe, split))
-    if split == "train" and recipe.data.train_rows and recipe.data.train_rows < len(examples):
-        rng = random.Random(recipe.data.sample_seed)
-        examples = examples.subset(sorted(rng.sample(range(len(examples)), recipe.data.train_rows)))
-    return examples
 
 
 def versions() -> dict:
@@ -113,6 +86,8 @@ def run(recipe: Recipe, out_dir: str | os.PathLike, overwrite: bool = False, dis
     """Train (distil, or fine-tune when the recipe has no teacher); returns metrics. With
     ``generations: N`` the run is repeated N times, each generation taught by the one before
     (``<out>/gen-1`` ... ``<out>/gen-N``, and a ``metrics.json`` over them)."""
+    if recipe.stages:
+        return _stages(recipe, out_dir, overwrite, distill)
     check_command(recipe, distill)
     if recipe.generations > 1:
         return _generations(recipe, out_dir, overwrite)
@@ -121,9 +96,10 @@ def run(recipe: Recipe, out_dir: str | os.PathLike, overwrite: bool = False, dis
 
     task = resolve_task(recipe)
     # read and check the data and the recipe before anything is loaded or written
-    train_ex, dev_ex = load_split(task, recipe, "train"), load_split(task, recipe, "dev")
+    scheme_cls = SCHEMES.get_or_fail(recipe.scheme, "scheme")
+    train_ex, dev_ex = scheme_cls.load_data(recipe, task)
     transfer.check(recipe)
-    scheme = SCHEMES.get_or_fail(recipe.scheme, "scheme")(recipe, task, train_ex, dev_ex, tqdm=tqdm)
+    scheme = scheme_cls(recipe, task, train_ex, dev_ex, tqdm=tqdm)
     # the transfer set: the training rows, then generated rows only the teacher labels (built once, reused)
     scheme.train_ex = transfer.extend(recipe, train_ex, tqdm)
     out, tmp = prepare_output(out_dir, overwrite)
@@ -146,33 +122,76 @@ def run(recipe: Recipe, out_dir: str | os.PathLike, overwrite: bool = False, dis
     return metrics
 
 
+def _chain(out_dir, overwrite: bool, names: list[str], make, finish=None) -> dict:
+    """Runs that build on each other (born-again generations, two-stage distillation): ``make(name, done)``
+    gives the recipe of link ``name`` from ``done`` (the model folders of the links before it); each link is
+    a complete run in ``<out>/<name>``; ``finish`` may reshape the summary (``<out>/metrics.json``). All links are written into ``.<out>.partial`` and renamed together,
+    and the paths inside their metrics and recipes are rewritten to where the models end up."""
+    out, tmp = prepare_output(out_dir, overwrite)
+    try:
+        done, results = {}, []
+        for name in names:
+            m = run(make(name, done), tmp / name)
+            done[name] = str(tmp / name / "model")
+            results.append((name, m))
+        for name, m in results:
+            for f in (tmp / name / "metrics.json", tmp / name / "recipe.yaml"):
+                f.write_text(f.read_text().replace(str(tmp), str(out)))
+            results[results.index((name, m))] = (name, json.loads((tmp / name / "metrics.json").read_text()))
+        summary = {"task": results[-1][1]["task"], "main_metric": results[-1][1]["main_metric"],
+                   "dev": results[-1][1]["dev"], "links": [{"name": n, "teacher": m.get("teacher"), "dev": m["dev"],
+                                                          "train_seconds": m["train_seconds"]} for n, m in results],
+                   "train_seconds": round(sum(m["train_seconds"] for _, m in results), 1)}
+        summary = finish(summary) if finish else summary
+        (tmp / "metrics.json").write_text(json.dumps(summary, indent=2) + "\n")
+        commit_output(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return summary
+
+
 def _generations(recipe: Recipe, out_dir, overwrite: bool) -> dict:
     """Born-again networks (Furlanello et al. 2018): generation 1 learns from the recipe's teacher,
     generation g+1 from generation g; all share the student's architecture and initialisation."""
     if recipe.scheme != "offline" or not recipe.teacher:
         raise TextDistillError("generations: born-again runs need scheme offline and one 'teacher'")
-    out, tmp = prepare_output(out_dir, overwrite)
-    try:
-        teacher, gens = recipe.teacher, []
-        for g in range(1, recipe.generations + 1):
-            r = recipe.model_copy(update={"teacher": teacher, "generations": 1})
-            if r.teacher_cache.dir:  # each generation has another teacher, so its own cache
-                r = r.model_copy(update={"teacher_cache": r.teacher_cache.model_copy(
-                    update={"dir": str(Path(r.teacher_cache.dir) / f"gen-{g}")})})
-            m = run(r, tmp / f"gen-{g}")
-            shown = recipe.teacher if g == 1 else str(out / f"gen-{g - 1}" / "model")
-            m["teacher"] = shown  # where the teacher lies once the run is complete
-            (tmp / f"gen-{g}" / "metrics.json").write_text(json.dumps(m, indent=2) + "\n")
-            gens.append({"generation": g, "teacher": shown, "dev": m["dev"], "train_seconds": m["train_seconds"]})
-            teacher = str(tmp / f"gen-{g}" / "model")
-        metrics = {"task": m["task"], "method": recipe.method, "generations": gens, "dev": gens[-1]["dev"],
-                   "main_metric": m["main_metric"], "train_seconds": round(sum(x["train_seconds"] for x in gens), 1)}
-        (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-        commit_output(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return metrics
+    names = [f"gen-{g}" for g in range(1, recipe.generations + 1)]
+
+    def make(name, done):
+        r = recipe.model_copy(update={"teacher": list(done.values())[-1] if done else recipe.teacher, "generations": 1})
+        if r.teacher_cache.dir:  # each generation has another teacher, so its own cache
+            r = r.model_copy(update={"teacher_cache": r.teacher_cache.model_copy(
+                update={"dir": str(Path(r.teacher_cache.dir) / name)})})
+        return r
+
+    def finish(summary):
+        links = summary.pop("links")
+        return {"method": recipe.method, **summary,
+                "generations": [dict(link, generation=g) for g, link in enumerate(links, 1)]}
+    return _chain(out_dir, overwrite, names, make, finish)
+
+
+def _stages(recipe: Recipe, out_dir, overwrite: bool, distill: bool | None) -> dict:
+    """Two-stage (or n-stage) distillation, TinyBERT-style: general distillation on unlabelled text, then
+    task distillation starting from its student (``student.init: "@general"``). Every stage's recipe,
+    data and scheme are checked before the first one runs."""
+    stages = stage_recipes(recipe)
+    if distill is False:
+        raise TextDistillError("finetune: a recipe with stages distils; use 'textdistill distill'")
+    inits = {}
+    for name, data in stages:  # check every stage now, with earlier stages' inits standing in for their students
+        r = resolve_references(data, inits)
+        inits[name] = r.student.init
+        task = resolve_task(r)
+        scheme_cls = SCHEMES.get_or_fail(r.scheme, "scheme")
+        scheme_cls(r, task, *scheme_cls.load_data(r, task))
+        transfer.check(r)
+
+    def finish(summary):
+        return {"method": recipe.method, **summary, "stages": summary.pop("links")}
+    return _chain(out_dir, overwrite, [n for n, _ in stages],
+                  lambda name, done: resolve_references(dict(stages)[name], done), finish)
 
 
 def cache_only(recipe: Recipe, out_dir: str | os.PathLike, overwrite: bool = False) -> dict:
@@ -226,6 +245,7 @@ def _loop(scheme, tmp: Path, tqdm) -> dict:
             log.info("epoch %d term %s", epoch + 1, line)
         scheme.train()
         sums: dict[str, float] = {}
+        counts: dict[str, int] = {}
         bar = tqdm(loader, desc=f"epoch {epoch + 1}", leave=False, mininterval=2,
                    total=min(len(loader), total_steps - step))
         t_prev = time.perf_counter()
@@ -244,18 +264,18 @@ def _loop(scheme, tmp: Path, tqdm) -> dict:
             now = time.perf_counter()
             step_seconds.append(now - t_prev)  # batch loading included
             t_prev = now
-            for name, (_, v) in parts.items():
+            for name, (_, v) in parts.items():  # a part may come every N-th step only: its own count
                 sums[name] = sums.get(name, 0.0) + v.item()
+                counts[name] = counts.get(name, 0) + 1
             if step % 50 == 0:
-                bar.set_postfix({k: f"{v / (bar.n + 1):.4f}" for k, v in sums.items()})
+                bar.set_postfix({k: f"{v / counts[k]:.4f}" for k, v in sums.items()})
             if step >= total_steps:
                 break
-        n = max(1, bar.n)
         t_eval = time.perf_counter()
         result = scheme.evaluate()
         eval_seconds += time.perf_counter() - t_eval
         history.append({"epoch": epoch + 1, "step": step, "seconds": round(time.perf_counter() - t0, 1),
-                        "loss": {k: round(v / n, 6) for k, v in sums.items()}, **result})
+                        "loss": {k: round(v / counts[k], 6) for k, v in sums.items()}, **result})
         log.info("epoch %d step %d: loss %s dev %s", epoch + 1, step, history[-1]["loss"], result["dev"])
     train_seconds = time.perf_counter() - t0 - eval_seconds  # dev evaluation after each epoch excluded
 

@@ -1,5 +1,5 @@
 """Schemes: who learns from whom in a run (see ``base.py``). Importing this package registers them."""
-from . import offline, online  # noqa: F401  (register "offline", "online")
+from . import general, offline, online  # noqa: F401  (register "general", "offline", "online")
 from .base import SCHEMES, Scheme
 from .teachers import LiveTeacher
 

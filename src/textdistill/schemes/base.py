@@ -6,6 +6,7 @@ parameters the optimizer gets, how dev metrics are computed and what is saved. T
 ``train.py`` only calls the methods below; it never branches on a scheme's or a method's name. A new
 scheme is a new module registered in ``SCHEMES``::
 
+    load_data(recipe, task) (class method) the train / dev examples; default: the task's files
     setup(seed_fn)          load teachers / build models (seed_fn() re-seeds between the two)
     train_set, tokenizer    what the loader batches
     modules()               {name: nn.Module} the optimizer trains (prepared by Accelerate)
@@ -102,6 +103,13 @@ class Scheme:
 
     def check(self) -> None:
         """Recipe checks that need no model (one-line errors naming the key); run before anything is written."""
+
+    @classmethod
+    def load_data(cls, recipe, task):
+        """``(train, dev)`` examples of the recipe (read and checked before anything is written)."""
+        from ..data.splits import load_split
+
+        return load_split(task, recipe, "train"), load_split(task, recipe, "dev")
 
     def encode(self, tokenizer, examples):
         return encode(tokenizer, examples, self.cfg.max_length, self.task.is_regression)

@@ -16,6 +16,8 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+import torch
+
 from .. import TextDistillError
 from ..evaluate import model_inputs
 from ..knowledge.terms import build_terms, check_term, term_where
@@ -69,6 +71,12 @@ class Offline(Scheme):
                 raise TextDistillError(f"{where}.teacher: with several teachers an intermediate term names the "
                                        f"teacher it reads (one of {names})")
         self.init = r.student.init or self.teacher_cfgs[0]["model"]
+        if r.transfer.adversarial is not None:
+            if len(self.teacher_cfgs) != 1 or self.teacher_cfgs[0]["cache"]:
+                raise TextDistillError("transfer.adversarial: needs one live teacher (the adversarial rows are new "
+                                       "inputs: no teacher cache, not several teachers)")
+            if not any(t.tap == "logits" for t in r.terms):
+                raise TextDistillError("transfer.adversarial: the recipe has no logit term to train on the rows")
 
     def setup(self, seed_fn) -> None:
         r, task = self.recipe, self.task
@@ -115,6 +123,9 @@ class Offline(Scheme):
             self.mixer = MixedTeachers({t.name: t.source for t in self.teachers},
                                        {t.name: t.weight for t in self.teachers})
         self._build_terms()
+        self.adversarial, self._step = r.transfer.adversarial, 0
+        if self.adversarial is not None and self.teachers[0].own_tokens:
+            raise TextDistillError("transfer.adversarial: teacher and student must share one tokenizer")
 
     def _build_terms(self) -> None:
         """Terms with the teacher each reads (None: the combined teachers' logits)."""
@@ -164,7 +175,23 @@ class Offline(Scheme):
             mixed = self.mixer(outs) if self.mixer else None
             for term, reads in zip(self.terms, self.reads):
                 parts[term.name] = (term.weight, term(s_out, outs[reads] if reads else mixed, inputs["attention_mask"]))
+        self._step += 1
+        if self.adversarial is not None and self._step % self.adversarial.every == 0:
+            parts.update(self._adversarial_parts(inputs))
         return parts
+
+    def _adversarial_parts(self, inputs):
+        """The logit terms on rows where teacher and student disagree most (data/transfer/adversarial.py)."""
+        from ..data.transfer.adversarial import hotflip
+
+        adv, teacher = self.adversarial, self.teachers[0].source.model
+        rows = hotflip(self.student, teacher, inputs, flips=adv.flips, temperature=adv.temperature,
+                       special_ids=self.tokenizer.all_special_ids)
+        s_out = self.student(**rows)
+        with torch.no_grad():
+            t_out = teacher(**rows)
+        return {f"{term.name}@adv": (term.weight * adv.weight, term(s_out, t_out, rows["attention_mask"]))
+                for term in self.terms if term.tap == "logits"}
 
     def evaluate(self) -> dict:
         return {"dev": self.metrics_of(self.student), "terms": [t.describe() for t in self.terms if t.tap != "logits"]}

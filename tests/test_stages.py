@@ -1,0 +1,68 @@
+"""Two-stage distillation (general distillation on a text corpus, then the task) in one command, and the
+general-distillation scheme's bad input."""
+import json
+
+import pytest
+
+from conftest import ROOT
+from textdistill.cli import main
+
+FAST = ["--set", "train.epochs=1", "--set", "train.batch_size=16", "--set", "train.eval_batch_size=50"]
+
+
+@pytest.fixture
+def corpus(tmp_path):
+    lines = [line.split("\t")[0] for line in (ROOT / "data/sst2/train.tsv").read_text().splitlines()[1000:1300]]
+    path = tmp_path / "corpus.txt"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def _args(d, tiny_bert, corpus, out):
+    return ["distill", "-r", "recipes/tinybert-2stage.yaml", "-o", str(out), "--data-dir", str(d / "sst2"),
+            "--teacher", str(d / "teacher" / "model"), "--set", f"student.init={tiny_bert}",
+            "--set", "student.layers=first:2", "--set", f"stages.general.teacher={tiny_bert}",
+            "--set", f"stages.general.data.train={corpus}", *FAST]
+
+
+def test_two_stages_run_in_one_command(tiny_teacher_run, tiny_bert, corpus, tmp_path):
+    from transformers import AutoConfig, AutoModelForSequenceClassification
+
+    d, out = tiny_teacher_run, tmp_path / "two"
+    assert main(_args(d, tiny_bert, corpus, out)) == 0
+    m = json.loads((out / "metrics.json").read_text())
+    assert [s["name"] for s in m["stages"]] == ["general", "task"] and m["dev"] == m["stages"][1]["dev"]
+    general = json.loads((out / "general" / "metrics.json").read_text())
+    assert general["scheme"] == "general" and general["train_rows"] == 294 and "loss" in general["dev"]
+    assert set(general["history"][0]["loss"]) == {"hid", "att"}
+    assert AutoConfig.from_pretrained(out / "general" / "model").architectures == ["BertModel"]
+    task = json.loads((out / "task" / "metrics.json").read_text())
+    assert task["student_init"] == str(out / "general" / "model")  # the path where stage 1's student lies now
+    assert task["teacher"] == str(d / "teacher" / "model") and "accuracy" in task["dev"]
+    assert AutoModelForSequenceClassification.from_pretrained(out / "task" / "model").config.num_hidden_layers == 2
+    assert not list(tmp_path.glob(".*partial"))
+
+
+def test_stage_and_corpus_bad_input(tiny_teacher_run, tiny_bert, corpus, tmp_path, capsys):
+    d, out = tiny_teacher_run, tmp_path / "bad"
+
+    def fails(needle, *extra):
+        assert main([*_args(d, tiny_bert, corpus, out), *extra]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and needle in err, err
+        assert not out.exists() and not (tmp_path / ".bad.partial").exists()
+
+    fails("stages[1] (task).student.init: no earlier stage named 'generl'", "--set", "stages.task.student.init=@generl")
+    fails("stages[0] (general).train.epochs", "--set", "stages.general.train.epochs=-1")
+    empty = tmp_path / "empty.txt"
+    empty.write_text("\n\n")
+    fails(f"data.train: {empty}: the corpus is empty", "--set", f"stages.general.data.train={empty}")
+    binary = tmp_path / "bin.txt"
+    binary.write_bytes(b"\x89PNG\r\n\x1a\n\0\0\0")
+    fails("not a text file", "--set", f"stages.general.data.train={binary}")
+    latin = tmp_path / "latin.txt"
+    latin.write_bytes("good film\ncaf\xe9 society\n".encode("latin-1"))
+    fails(f"{latin}:2: not UTF-8", "--set", f"stages.general.data.train={latin}")
+    fails("tap: general distillation has no task and no logits", "--set",
+          "stages.general.terms=[{name: kd, tap: logits, loss: kd_kl}]")
+    fails("stages[1].name: every stage needs a name", "--set", "stages.task.name=")
