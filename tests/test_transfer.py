@@ -217,3 +217,21 @@ def test_distill_with_adversarial_rows(tiny_teacher_run, tiny_bert, tmp_path, ca
     assert main([*base, "-o", str(tmp_path / "b"), "--set", f"teacher_cache.dir={tmp_path / 'c'}"]) == 2
     assert "transfer.adversarial: needs one live teacher" in capsys.readouterr().err
     assert not (tmp_path / "b").exists() and not (tmp_path / "c").exists()
+
+
+def test_data_free_distillation_sees_no_training_row(tiny_teacher_run, tiny_bert, tmp_path, capsys):
+    d = tiny_teacher_run
+    base = ["distill", "-r", "recipes/kd.yaml", "--teacher", str(d / "teacher" / "model"), "--data-dir", str(d / "sst2"),
+            "--set", f"student.init={tiny_bert}", "--set", "student.layers=first:2", *FAST,
+            "--set", "transfer={dir: %s, train_rows: false, synthetic: {per_class: 8, length: 6, steps: 3}}" % (tmp_path / "s")]
+    assert main([*base, "-o", str(tmp_path / "a")]) == 0
+    m = json.loads((tmp_path / "a" / "metrics.json").read_text())
+    prov = json.loads((tmp_path / "s" / "provenance.json").read_text())
+    assert m["train_rows"] == prov["generated"] == 16 and m["data"]["labelled_train_rows"] == 0
+    assert m["history"][0]["loss"]["task"] == 0.0  # no labelled row, no task loss
+    rows = [json.loads(line) for line in (tmp_path / "s" / "texts.jsonl").read_text().splitlines()]
+    assert sorted(r["target"] for r in rows) == [0] * 8 + [1] * 8
+    train = set((d / "sst2" / "train.tsv").read_text().splitlines())
+    assert not any(f"{r['text_a']}\t0" in train or f"{r['text_a']}\t1" in train for r in rows)
+    assert main([*base[:-2], "--set", "transfer={dir: x, train_rows: false}", "-o", str(tmp_path / "b")]) == 2
+    assert "transfer.train_rows: false leaves nothing to train on" in capsys.readouterr().err

@@ -95,10 +95,25 @@ class AdversarialCfg(_Strict):
     temperature: float = Field(1.0, gt=0)  # of the divergence the search maximises
 
 
+class SyntheticCfg(_Strict):
+    """Data-free rows synthesised from the teacher alone (data/transfer/synthetic.py)."""
+    per_class: int = Field(1000, ge=1)  # sentences per class
+    length: int = Field(16, ge=1)  # words per sentence
+    steps: int = Field(100, ge=1)  # Adam steps on the input embeddings
+    lr: float = Field(0.1, gt=0)
+    diversity: float = Field(1.0, ge=0)
+    snap: float = Field(0.1, ge=0)
+    straight_through: bool = True  # the teacher scores the decoded tokens at every step
+    batch_size: int = Field(32, ge=1)
+    seed: int = 0
+
+
 class TransferCfg(_Strict):
     """The transfer set: the training rows (labelled) plus generated rows that only the teacher labels."""
     dir: str | None = None  # folder of the generated set: built if absent, reused if it matches, refused if stale
+    train_rows: bool = True  # false: the student sees no real training row (data-free distillation)
     augment: AugmentCfg | None = None
+    synthetic: SyntheticCfg | None = None
     adversarial: AdversarialCfg | None = None
 
 

@@ -108,7 +108,7 @@ def run(recipe: Recipe, out_dir: str | os.PathLike, overwrite: bool = False, dis
         (tmp / "recipe.yaml").write_text(dump_recipe(recipe))
         scheme.setup(lambda: set_seed(recipe.train.seed))
         metrics = _loop(scheme, tmp, tqdm)
-        metrics["data"] = {"train": scheme.train_ex.source, "dev": dev_ex.source, "labelled_train_rows": len(train_ex)}
+        metrics["data"] = {"train": scheme.train_ex.source, "dev": dev_ex.source, "labelled_train_rows": sum(y is not None for y in scheme.train_ex.labels or [])}
         (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
         log.removeHandler(handler)
         handler.close()

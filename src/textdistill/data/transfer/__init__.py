@@ -31,38 +31,55 @@ def _texts_hash(examples) -> str:
     return hashlib.sha256(json.dumps([examples.text_a, examples.text_b]).encode()).hexdigest()
 
 
+def _teacher(recipe) -> str | None:
+    return recipe.teacher or (recipe.teachers[0].model if recipe.teachers else None)
+
+
 def set_key(recipe, examples) -> dict:
-    """What the generated set depends on: the rule and its parameters, the seed, the training texts, and
-    the teacher whose tokenizer (mask token) or embeddings the rule uses."""
-    aug = recipe.transfer.augment
-    params = aug.model_dump()
+    """What the generated set depends on: the rule and its parameters, the seed, the training texts (not for
+    synthetic rows, made from the teacher alone) and the teacher (its tokenizer, embeddings or predictions)."""
+    t = recipe.transfer
+    if t.synthetic is not None:
+        return {"version": 1, "method": "synthetic", **t.synthetic.model_dump(), "teacher": _teacher(recipe)}
+    params = t.augment.model_dump()
     method = params.pop("method")
     keep = ("copies", "seed") + (("p_mask", "p_pos", "p_ng", "ng_max") if method == "tang" else ("p_t", "k"))
     return {"version": 1, "method": method, **{k: params[k] for k in keep}, "train_texts": _texts_hash(examples),
-            "rows": len(examples), "teacher": recipe.teacher or (recipe.teachers[0].model if recipe.teachers else None)}
+            "rows": len(examples), "teacher": _teacher(recipe)}
 
 
 def check(recipe) -> None:
     """Recipe checks before anything is loaded or written."""
     t = recipe.transfer
-    if t.augment is None:
+    if t.augment is not None and t.synthetic is not None:
+        raise TextDistillError("transfer: one generated set per recipe (augment or synthetic, not both)")
+    kind = "augment" if t.augment is not None else "synthetic" if t.synthetic is not None else None
+    if kind is None:
+        if not t.train_rows:
+            raise TextDistillError("transfer.train_rows: false leaves nothing to train on (add transfer.synthetic "
+                                   "or transfer.augment)")
         return
     if not t.dir:
         raise TextDistillError("transfer.dir: name the folder the generated set is written to (and reused from)")
-    check_probabilities(t.augment.model_dump(), "transfer.augment")
+    if t.augment is not None:
+        check_probabilities(t.augment.model_dump(), "transfer.augment")
     if not (recipe.teacher or recipe.teachers):
-        raise TextDistillError("transfer.augment: generated rows have no labels; they need a 'teacher' to label them")
+        raise TextDistillError(f"transfer.{kind}: generated rows have no labels; they need a 'teacher' to label them")
 
 
 def build(recipe, examples, folder: Path, tqdm=None) -> dict:
-    """Generate the set of ``recipe.transfer.augment`` from ``examples`` into ``folder``; returns its provenance."""
+    """Generate the recipe's set (augmented from ``examples``, or synthetic) into ``folder``; returns its provenance."""
     from ...models.loading import load_model, load_tokenizer
 
     aug = recipe.transfer.augment
-    teacher = recipe.teacher or recipe.teachers[0].model
+    teacher = _teacher(recipe)
     tok = load_tokenizer(teacher)
     t0 = time.perf_counter()
-    if aug.method == "tang":
+    stats, text_b, origin = {}, None, "row"  # origin: the training row a generated row comes from
+    if recipe.transfer.synthetic is not None:
+        text_a, rows, stats = _synthesize(recipe, teacher, tok)
+        origin = "target"  # the class the teacher was steered to
+    elif aug.method == "tang":
         corpus = examples.text_a + (examples.text_b or [])
         augmenter = TangAugmenter(corpus, mask_token=tok.mask_token or tok.unk_token, p_mask=aug.p_mask,
                                   p_pos=aug.p_pos, p_ng=aug.p_ng, ng_max=aug.ng_max)
@@ -70,7 +87,8 @@ def build(recipe, examples, folder: Path, tqdm=None) -> dict:
         model = load_model(teacher, 1, None, new_head_ok=True)[0]
         augmenter = EmbeddingAugmenter(tok, model.get_input_embeddings().weight.detach(), p_t=aug.p_t, k=aug.k)
         del model
-    text_a, text_b, rows = augment_examples(examples, augmenter, aug.copies, aug.seed, tqdm=tqdm)
+    if aug is not None:
+        text_a, text_b, rows = augment_examples(examples, augmenter, aug.copies, aug.seed, tqdm=tqdm)
     seconds = time.perf_counter() - t0
     tmp = folder.parent / f".{folder.name}.partial"
     shutil.rmtree(tmp, ignore_errors=True)
@@ -79,11 +97,14 @@ def build(recipe, examples, folder: Path, tqdm=None) -> dict:
         with open(tmp / TEXTS, "w") as f:
             for i, a in enumerate(text_a):
                 f.write(json.dumps({"text_a": a, **({"text_b": text_b[i]} if text_b is not None else {}),
-                                    "row": rows[i]}) + "\n")
+                                    origin: rows[i]}) + "\n")
         provenance = {"key": set_key(recipe, examples), "source": examples.source, "source_rows": len(examples),
                       "generated": len(text_a), "per_row": round(len(text_a) / max(1, len(examples)), 2),
-                      "seconds": round(seconds, 1), "teacher": teacher,
-                      "mask_token": getattr(augmenter, "mask", None)}
+                      "seconds": round(seconds, 1), "teacher": teacher}
+        if aug is not None and aug.method == "tang":
+            provenance["mask_token"] = augmenter.mask
+        if stats:
+            provenance["synthesis"] = stats
         (tmp / PROVENANCE).write_text(json.dumps(provenance, indent=2) + "\n")
         if folder.exists():
             shutil.rmtree(folder)
@@ -91,9 +112,25 @@ def build(recipe, examples, folder: Path, tqdm=None) -> dict:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    log.info("transfer set %s: %d generated rows from %d (%s, %.0f s)", folder, len(text_a), len(examples),
-             aug.method, seconds)
+    log.info("transfer set %s: %d generated rows (%s, %.0f s)", folder, len(text_a), provenance["key"]["method"],
+             seconds)
     return provenance
+
+
+def _synthesize(recipe, teacher: str, tok):
+    """Data-free rows from the teacher alone; ``row`` holds the class each was made for."""
+    from ...schemes.teachers import load_teacher
+    from ..splits import resolve_task
+    from .synthetic import synthesize
+
+    task = resolve_task(recipe)
+    if task.is_regression or len(task.text_columns) > 1:
+        raise TextDistillError("transfer.synthetic: data-free synthesis makes single sentences for a classification "
+                               f"task; {task.name} is {'a regression' if task.is_regression else 'a sentence-pair'} task")
+    cfg = recipe.transfer.synthetic
+    texts, targets, stats = synthesize(load_teacher(teacher, task), tok, num_labels=task.num_labels,
+                                       **cfg.model_dump())
+    return texts, targets, stats
 
 
 def open_set(recipe, examples, tqdm=None, rebuild: bool = False) -> tuple[Examples, dict]:
@@ -133,9 +170,12 @@ def open_set(recipe, examples, tqdm=None, rebuild: bool = False) -> tuple[Exampl
 
 def extend(recipe, examples, tqdm=None) -> Examples:
     """The training rows followed by the generated rows (unlabelled) of the recipe's transfer set."""
-    if recipe.transfer.augment is None:
+    t = recipe.transfer
+    if t.augment is None and t.synthetic is None:
         return examples
     extra, _ = open_set(recipe, examples, tqdm)
+    if not t.train_rows:  # data-free: the generated rows alone
+        return extra
     pick = (lambda a, b: None if a is None else a + b)  # noqa: E731
     return Examples(examples.text_a + extra.text_a, pick(examples.text_b, extra.text_b),
                     list(examples.labels) + extra.labels, f"{examples.source} + {extra.source}",
