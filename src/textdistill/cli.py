@@ -70,6 +70,10 @@ def _augment(args) -> int:
     return 0
 
 
+SWEEP = (0.0, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.8, 1.0)
+LATENCY_ROWS = 100  # --exit-threshold times the real early stop on the first rows, one at a time
+
+
 def _evaluate(args) -> int:
     from .data.batching import encode, eval_loader
     from .data.readers import load_examples, resolve_file
@@ -78,6 +82,12 @@ def _evaluate(args) -> int:
     from .models.loading import count_parameters, load_model, load_tokenizer
 
     task = get_task(args.task)
+    exits = args.exit_threshold is not None or args.exit_sweep
+    if args.plot and not args.exit_sweep:
+        raise TextDistillError("--plot: draws the --exit-sweep curve; add --exit-sweep")
+    if exits and task.is_regression:
+        raise TextDistillError(f"--exit-threshold/--exit-sweep: early exit needs a classification task, not "
+                               f"{task.name}")
     if args.file:
         path = args.file
     elif args.data_dir:
@@ -85,19 +95,97 @@ def _evaluate(args) -> int:
     else:
         raise TextDistillError("evaluate: give --file or --data-dir")
     examples = load_examples(task, path)
+    heads = None
+    if exits:
+        from .models.exits import load_exits
+
+        heads = load_exits(args.model)
     model, head_new = load_model(args.model, task.num_labels, task.labels)
     if head_new:
         raise TextDistillError(f"{args.model}: the model has no classification head (not fine-tuned)")
+    if heads is not None:
+        heads.check(model.config, args.model)
     tokenizer = load_tokenizer(args.model)
     data = encode(tokenizer, examples, args.max_length, task.is_regression)
-    metrics = compute_metrics(task, predict(model, eval_loader(data, tokenizer, args.batch_size)), examples.labels)
-    result = {"model": args.model, "task": task.name, "file": str(path), "rows": len(examples), "metrics": metrics,
-              "params": count_parameters(model)}
+    loader = eval_loader(data, tokenizer, args.batch_size)
+    result = {"model": args.model, "task": task.name, "file": str(path), "rows": len(examples)}
+    if heads is None:
+        result["metrics"] = compute_metrics(task, predict(model, loader), examples.labels)
+    else:
+        result.update(_early_exit(args, task, model, heads, loader, examples.labels))
+        if args.exit_threshold is not None:  # the real early stop, one example at a time
+            from .data.batching import Collator
+            from .models.exits import exit_latency
+
+            collate = Collator(tokenizer, task.is_regression)
+            rows = [collate([data[i]]) for i in range(min(LATENCY_ROWS, len(data)))]
+            result["early_exit"]["latency"] = exit_latency(model, heads, rows, args.exit_threshold)
+    result["params"] = count_parameters(model)
     if args.output:
         with open(args.output, "w") as f:
             json.dump(result, f, indent=2)
     print(json.dumps(result))
     return 0
+
+
+def _early_exit(args, task, model, heads, loader, labels) -> dict:
+    """Metrics of the early-exit predictions (``--exit-threshold``), a sweep over thresholds
+    (``--exit-sweep``, a table on stderr) and its plot (``--plot``); see models/exits.py."""
+    import torch
+
+    from .evaluate import compute_metrics
+    from .models.exits import early_exit, predict_exits
+
+    logits = torch.from_numpy(predict_exits(model, heads, loader)).unbind(1)  # one (rows, classes) per exit
+
+    def at(threshold: float) -> dict:
+        chosen, layers = early_exit(logits, heads.layers, threshold)
+        return {"threshold": threshold, "metrics": compute_metrics(task, chosen.numpy(), labels),
+                "mean_layers": round(layers.float().mean().item(), 4),
+                "stopped_at": {str(layer): int((layers == layer).sum()) for layer in heads.layers}}
+
+    out = {"metrics": compute_metrics(task, logits[-1].numpy(), labels),
+           "exits": {str(layer): compute_metrics(task, z.numpy(), labels) for layer, z in zip(heads.layers, logits)}}
+    if args.exit_threshold is not None:
+        out["early_exit"] = at(args.exit_threshold)
+    if args.exit_sweep:
+        main = task.main_metric
+        out["sweep"] = [{"threshold": r["threshold"], main: r["metrics"][main], "mean_layers": r["mean_layers"]}
+                        for r in map(at, SWEEP)]
+        print(f"{'threshold':>9}  {main:>9}  mean layers (of {heads.n_layers})", file=sys.stderr)
+        for r in out["sweep"]:
+            print(f"{r['threshold']:9.2f}  {r[main]:9.4f}  {r['mean_layers']:.2f}", file=sys.stderr)
+        if args.plot:
+            _plot_sweep(args.plot, out["sweep"], out["exits"], main, args.model)
+            out["plot"] = args.plot
+    return out
+
+
+def _plot_sweep(path: str, sweep: list[dict], exits: dict, main: str, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot([r["mean_layers"] for r in sweep], [r[main] for r in sweep], "o-", label="early exit (threshold)")
+    points: dict[tuple, list[str]] = {}  # thresholds that land on the same point share one label
+    for r in sweep:
+        points.setdefault((r["mean_layers"], r[main]), []).append(f"{r['threshold']:g}")
+    for (x, y), names in points.items():
+        label = names[0] if len(names) == 1 else f"{names[0]}-{names[-1]}"
+        ax.annotate(label, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
+    ax.plot([int(k) for k in exits], [m[main] for m in exits.values()], "s", label="single exit at its depth")
+    ax.set(xlabel="mean layers run per example", ylabel=main, title=title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    try:
+        fig.savefig(path, dpi=120)
+    except OSError as e:
+        raise TextDistillError(f"--plot {path}: cannot write ({e.strerror})") from None
+    finally:
+        plt.close(fig)
 
 
 def _layer_map(args) -> int:
@@ -176,6 +264,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--max-length", type=int, default=128)
     p.add_argument("--output", help="also write the result as JSON to this file")
+    p.add_argument("--exit-threshold", type=float, metavar="H",
+                   help="early exit (a 'scheme: self' model): each example stops at the first exit whose normalised "
+                        "entropy is below H; reports its metrics and mean_layers")
+    p.add_argument("--exit-sweep", action="store_true",
+                   help=f"early exit at thresholds {', '.join(map(str, SWEEP))}: main metric and mean layers")
+    p.add_argument("--plot", metavar="PNG", help="with --exit-sweep: plot the metric against mean layers")
     p.set_defaults(fn=_evaluate)
     p = sub.add_parser("layer-map", help="show which teacher layer each student layer learns from")
     p.add_argument("--strategy", required=True, help="a map name, or 'all'")

@@ -24,15 +24,18 @@ def model_inputs(batch: dict) -> dict:
 
 
 @torch.inference_mode()
-def predict(model, loader, device=None) -> np.ndarray:
-    """Logits of every example, in the dataset's original order (the loader may sort by length)."""
+def predict(model, loader, device=None, logits_fn=None) -> np.ndarray:
+    """Logits of every example, in the dataset's original order (the loader may sort by length).
+    ``logits_fn(model, inputs)`` replaces ``model(**inputs).logits`` (e.g. every exit's logits, one row per
+    example: ``models/exits.py``)."""
     from tqdm.auto import tqdm
 
     model.eval()
     device = device or next(model.parameters()).device
     out, idx = [], []
     for batch in tqdm(loader, desc="evaluate", leave=False, mininterval=2):
-        logits = model(**{k: v.to(device) for k, v in model_inputs(batch).items()}).logits
+        inputs = {k: v.to(device) for k, v in model_inputs(batch).items()}
+        logits = logits_fn(model, inputs) if logits_fn else model(**inputs).logits
         out.append(logits.float().cpu())
         idx.append(batch["idx"])
     logits, idx = torch.cat(out), torch.cat(idx)
