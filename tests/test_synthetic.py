@@ -1,0 +1,94 @@
+"""Data-free transfer rows synthesised from a teacher alone (textdistill.data.transfer.synthetic)."""
+import pytest
+
+from textdistill import TextDistillError
+from textdistill.data.tasks import get_task
+from textdistill.data.transfer.synthetic import synthesize, whole_word_ids
+from textdistill.models.loading import load_tokenizer
+from textdistill.schemes.teachers import load_teacher
+
+
+@pytest.fixture(scope="module")
+def teacher(tiny_teacher_run):
+    path = str(tiny_teacher_run / "teacher" / "model")
+    return load_teacher(path, get_task("sst2")), load_tokenizer(path)
+
+
+@pytest.fixture(scope="module")
+def responsive(minilm_tokenizer):
+    """A tiny BERT classifier whose logits move with its input. The fine-tuned tiny teacher barely does
+    (it learnt the majority class: the same logits to 3 decimals on any text), so it cannot show the
+    confidence rising; wide random weights (init std 0.2) give a classifier that does, without training."""
+    import torch
+    from transformers import BertConfig, BertForSequenceClassification
+
+    torch.manual_seed(0)
+    cfg = BertConfig(vocab_size=minilm_tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                     intermediate_size=64, max_position_embeddings=64, num_labels=2, initializer_range=0.2)
+    return BertForSequenceClassification(cfg), minilm_tokenizer
+
+
+@pytest.fixture(scope="module")
+def run(teacher):
+    model, tok = teacher
+    return synthesize(model, tok, num_labels=2, per_class=6, length=8, steps=20, batch_size=4, seed=0)
+
+
+def test_loss_decreases(run, responsive):
+    stats = run[2]
+    assert all(stats["loss_last"][c] < stats["loss_first"][c] for c in range(2)), stats
+    stats = synthesize(*responsive, num_labels=2, per_class=4, length=8, steps=20)[2]
+    assert all(stats["loss_last"][c] < stats["loss_first"][c] for c in range(2)), stats
+    for key in ("confidence_initial", "confidence_embeddings", "confidence_decoded", "decoded_agreement"):
+        assert len(stats[key]) == 2 and all(0.0 <= v <= 1.0 for v in stats[key])
+    assert stats["seconds"] > 0
+
+
+def test_more_steps_more_confidence_on_the_embeddings(responsive):
+    conf = {steps: synthesize(*responsive, num_labels=2, per_class=4, length=8, steps=steps, seed=1)[2]
+            for steps in (1, 30)}
+    for c in range(2):
+        assert conf[30]["confidence_embeddings"][c] > conf[1]["confidence_embeddings"][c] + 0.05, conf
+        assert conf[30]["confidence_embeddings"][c] > conf[30]["confidence_initial"][c], conf
+        assert conf[1]["confidence_initial"][c] == pytest.approx(conf[30]["confidence_initial"][c])  # same start
+
+
+def test_straight_through_scores_the_decoded_texts(responsive):
+    stats = synthesize(*responsive, num_labels=2, per_class=4, length=8, steps=30, snap=0.0, straight_through=True)[2]
+    for c in range(2):
+        # the teacher saw exactly the decoded tokens, so decoding loses nothing
+        assert stats["confidence_decoded"][c] == pytest.approx(stats["confidence_embeddings"][c], abs=1e-4)
+        assert stats["confidence_decoded"][c] > stats["confidence_initial"][c]
+
+
+def test_count_balance_and_whole_word_tokens(run, teacher):
+    _, tok = teacher
+    texts, targets, _ = run
+    assert len(texts) == len(targets) == 2 * 6
+    assert targets == [0] * 6 + [1] * 6
+    words = set(tok.convert_ids_to_tokens(whole_word_ids(tok)))
+    assert not words & set(tok.all_special_tokens)
+    for text in texts:
+        tokens = tok.tokenize(text)
+        assert len(text.split()) == len(tokens) == 8, text
+        for t in tokens:
+            assert t in words and t.isalpha() and not t.startswith(("##", "[")), t
+
+
+def test_seeded(teacher):
+    model, tok = teacher
+    kw = dict(num_labels=2, per_class=3, length=6, steps=5)
+    a, b, c = (synthesize(model, tok, seed=s, **kw)[0] for s in (7, 7, 8))
+    assert a == b
+    assert a != c
+
+
+@pytest.mark.parametrize("bad, name", [(dict(per_class=0), "per_class"), (dict(length=0), "length"),
+                                       (dict(steps=0), "steps"), (dict(batch_size=0), "batch_size"),
+                                       (dict(num_labels=1), "needs a classifier"), (dict(num_labels=3), "num_labels"),
+                                       (dict(length=500), "length")])
+def test_bad_arguments(teacher, bad, name):
+    model, tok = teacher
+    with pytest.raises(TextDistillError, match=name) as e:
+        synthesize(model, tok, **(dict(num_labels=2, per_class=2) | bad))
+    assert "\n" not in str(e.value)
