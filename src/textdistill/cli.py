@@ -4,7 +4,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
+import threading
 
 from . import TextDistillError
 
@@ -19,6 +21,8 @@ def _recipe_args(p: argparse.ArgumentParser):
     p.add_argument("--data-dir", help="shortcut for --set data.dir=...")
     p.add_argument("--seed", type=int, help="shortcut for --set train.seed=...")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
+    p.add_argument("--resume", action="store_true",
+                   help="continue an interrupted run from its last checkpoint (its .OUTPUT.partial folder)")
 
 
 def _train(args, distill: bool) -> int:
@@ -32,7 +36,7 @@ def _train(args, distill: bool) -> int:
             overrides.append((key, value))
     overrides += parse_overrides(args.overrides)
     recipe = load_recipe(args.recipe, overrides)
-    metrics = run(recipe, args.output, overwrite=args.overwrite, distill=distill)
+    metrics = run(recipe, args.output, overwrite=args.overwrite, distill=distill, resume=args.resume)
     print(json.dumps({"output": args.output, "dev": metrics["dev"], "train_seconds": metrics["train_seconds"]}))
     return 0
 
@@ -287,9 +291,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _terminate(signum, frame):
+    raise KeyboardInterrupt
+
+
 def main(argv=None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     args = build_parser().parse_args(argv)
+    if threading.current_thread() is threading.main_thread():  # SIGTERM (a scheduler, kill) as Ctrl-C
+        signal.signal(signal.SIGTERM, _terminate)
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # transformers' per-load/per-save bars; ours stay
@@ -298,8 +308,8 @@ def main(argv=None) -> int:
     except TextDistillError as e:
         print(f"textdistill: error: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("textdistill: interrupted (nothing was written)", file=sys.stderr)
+    except KeyboardInterrupt as e:
+        print(f"textdistill: {str(e) or 'interrupted (nothing was written)'}", file=sys.stderr)
         return 130
 
 

@@ -137,6 +137,10 @@ class TrainCfg(_Strict):
     seed: int = 42
     length_grouped: bool = True  # batches of similar lengths (with dynamic padding)
     pad_to_max_length: bool = False  # pad every batch to max_length (what the PKD/TextBrewer examples do)
+    # checkpoints in the run's .partial folder (checkpoint.py): at each epoch end, and every N steps if N > 0;
+    # an interrupted run continues with --resume
+    checkpoint: bool = True
+    checkpoint_every: int = Field(0, ge=0)
     mixed_precision: Literal["no", "fp16", "bf16"] = "no"
     cpu: bool = False
 

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import torch
 
-from . import TextDistillError, __version__
+from . import TextDistillError, __version__, checkpoint
 from .data import transfer
 from .data.batching import train_loader
 from .data.splits import data_file, load_split, resolve_task  # noqa: F401 - part of this module's interface
@@ -82,10 +82,13 @@ def check_command(recipe: Recipe, distill: bool | None) -> None:
         raise TextDistillError("finetune: the recipe has a teacher, terms or another scheme; use 'textdistill distill'")
 
 
-def run(recipe: Recipe, out_dir: str | os.PathLike, overwrite: bool = False, distill: bool | None = None) -> dict:
+def run(recipe: Recipe, out_dir: str | os.PathLike, overwrite: bool = False, distill: bool | None = None,
+        resume: bool = False) -> dict:
     """Train (distil, or fine-tune when the recipe has no teacher); returns metrics. With
     ``generations: N`` the run is repeated N times, each generation taught by the one before
     (``<out>/gen-1`` ... ``<out>/gen-N``, and a ``metrics.json`` over them)."""
+    if resume and (recipe.stages or recipe.generations > 1):
+        raise TextDistillError("--resume: continues one run; chains of runs (stages, generations) start again")
     if recipe.stages:
         return _stages(recipe, out_dir, overwrite, distill)
     check_command(recipe, distill)
@@ -102,24 +105,33 @@ def run(recipe: Recipe, out_dir: str | os.PathLike, overwrite: bool = False, dis
     scheme = scheme_cls(recipe, task, train_ex, dev_ex, tqdm=tqdm)
     # the transfer set: the training rows, then generated rows only the teacher labels (built once, reused)
     scheme.train_ex = transfer.extend(recipe, train_ex, tqdm)
-    out, tmp = prepare_output(out_dir, overwrite)
+    out, tmp = prepare_output(out_dir, overwrite, resume=resume)
+    if resume:  # refused before anything in the partial run is touched
+        checkpoint.read(tmp, dump_recipe(recipe), str(tmp))
     handler = _setup_logging(tmp)
     try:
         (tmp / "recipe.yaml").write_text(dump_recipe(recipe))
         scheme.setup(lambda: set_seed(recipe.train.seed))
-        metrics = _loop(scheme, tmp, tqdm)
+        metrics = _loop(scheme, tmp, tqdm, resume=resume)
         metrics["data"] = {"train": scheme.train_ex.source, "dev": dev_ex.source, "labelled_train_rows": sum(y is not None for y in scheme.train_ex.labels or [])}
         (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
         log.removeHandler(handler)
         handler.close()
         commit_output(tmp, out)
-    except BaseException:
+    except BaseException as e:
         log.removeHandler(handler)
         handler.close()
+        if isinstance(e, KeyboardInterrupt) and (tmp / checkpoint.FOLDER).is_dir():
+            raise Interrupted(f"interrupted; the run and its last checkpoint are kept in {tmp}: continue it with "
+                              f"the same command and --resume") from None
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     log.info("wrote %s", out)
     return metrics
+
+
+class Interrupted(KeyboardInterrupt):
+    """An interrupted run whose checkpoint was kept (the message says where)."""
 
 
 def _chain(out_dir, overwrite: bool, names: list[str], make, finish=None) -> dict:
@@ -222,7 +234,7 @@ def cache_only(recipe: Recipe, out_dir: str | os.PathLike, overwrite: bool = Fal
     return manifest
 
 
-def _loop(scheme, tmp: Path, tqdm) -> dict:
+def _loop(scheme, tmp: Path, tqdm, resume: bool = False) -> dict:
     from accelerate import Accelerator
     from transformers import get_linear_schedule_with_warmup
 
@@ -230,6 +242,7 @@ def _loop(scheme, tmp: Path, tqdm) -> dict:
     accelerator = Accelerator(cpu=cfg.cpu, mixed_precision=cfg.mixed_precision)
     loader = train_loader(scheme.train_set, scheme.tokenizer, cfg.batch_size, cfg.seed, cfg.length_grouped,
                           pad_to=cfg.max_length if cfg.pad_to_max_length else None)
+    order = loader.sampler.generator  # draws each epoch's batch order (its state is checkpointed)
     total_steps = max(1, math.ceil(len(loader) * cfg.epochs))
     modules = scheme.modules()
     optimizer = _optimizer(modules.values(), cfg)
@@ -239,54 +252,94 @@ def _loop(scheme, tmp: Path, tqdm) -> dict:
     optimizer, loader, scheduler = prepared[len(modules):]
     params = [p for m in scheme.modules().values() for p in m.parameters() if p.requires_grad]
 
-    history, step, eval_seconds, step_seconds, t0 = [], 0, 0.0, [], time.perf_counter()
-    for epoch in range(math.ceil(cfg.epochs)):
+    # the loop's state: everything a checkpoint must carry to continue exactly where it stopped
+    run = {"epoch": 0, "batches": 0, "step": 0, "history": [], "sums": {}, "counts": {}, "step_seconds": [],
+           "eval_seconds": 0.0, "elapsed": 0.0}
+    recipe_text, rng_at_resume = dump_recipe(recipe), None
+    if resume:
+        state, tensors = checkpoint.read(tmp, recipe_text, str(tmp))
+        order.set_state(checkpoint.restore(state, tensors, modules=scheme.modules(), optimizer=optimizer,
+                                           scheduler=scheduler))
+        rng_at_resume = tensors["rng/torch"]
+        run.update(state["progress"])
+        log.info("resuming at epoch %d, step %d (%d batches of the epoch done)", run["epoch"] + 1, run["step"],
+                 run["batches"])
+
+    def save_checkpoint(epoch_start):
+        run["elapsed"] = time.perf_counter() - t0
+        checkpoint.save(tmp, modules={k: accelerator.unwrap_model(m) for k, m in scheme.modules().items()},
+                        optimizer=optimizer, scheduler=scheduler, sampler_state=epoch_start, progress=run,
+                        recipe_text=recipe_text)
+
+    t0 = time.perf_counter() - run["elapsed"]
+    for epoch in range(run["epoch"], math.ceil(cfg.epochs)):
         for line in scheme.set_epoch(epoch):
             log.info("epoch %d term %s", epoch + 1, line)
         scheme.train()
-        sums: dict[str, float] = {}
-        counts: dict[str, int] = {}
-        bar = tqdm(loader, desc=f"epoch {epoch + 1}", leave=False, mininterval=2,
-                   total=min(len(loader), total_steps - step))
+        epoch_start = order.get_state()
+        skip = run["batches"]
+        # the first batch of an epoch draws its order and, in torch's DataLoader, one number from the global
+        # RNG: a checkpoint from an epoch's end was taken before that draw, one from inside an epoch after it
+        if rng_at_resume is not None and skip == 0:
+            torch.set_rng_state(rng_at_resume)
+            rng_at_resume = None
+        batches = iter(loader)
+        for _ in range(skip):
+            next(batches)
+        if rng_at_resume is not None:
+            torch.set_rng_state(rng_at_resume)
+            rng_at_resume = None
+        bar = tqdm(batches, desc=f"epoch {epoch + 1}", leave=False, mininterval=2,
+                   total=min(len(loader) - skip, total_steps - run["step"]))
         t_prev = time.perf_counter()
         for batch in bar:
             parts = scheme.loss_parts(batch)
             loss = sum(w * v for w, v in parts.values())
             if not torch.isfinite(loss):
-                raise TextDistillError(f"loss became {loss.item()} at step {step + 1} (lower train.lr?)")
+                raise TextDistillError(f"loss became {loss.item()} at step {run['step'] + 1} (lower train.lr?)")
             accelerator.backward(loss)
             if cfg.grad_clip:
                 accelerator.clip_grad_norm_(params, cfg.grad_clip)
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad()
-            step += 1
+            run["step"] += 1
+            run["batches"] += 1
             now = time.perf_counter()
-            step_seconds.append(now - t_prev)  # batch loading included
+            run["step_seconds"].append(now - t_prev)  # batch loading included
             t_prev = now
+            sums, counts = run["sums"], run["counts"]
             for name, (_, v) in parts.items():  # a part may come every N-th step only: its own count
                 sums[name] = sums.get(name, 0.0) + v.item()
                 counts[name] = counts.get(name, 0) + 1
-            if step % 50 == 0:
+            if run["step"] % 50 == 0:
                 bar.set_postfix({k: f"{v / counts[k]:.4f}" for k, v in sums.items()})
-            if step >= total_steps:
+            if run["step"] >= total_steps:
                 break
+            if cfg.checkpoint_every and run["step"] % cfg.checkpoint_every == 0:
+                save_checkpoint(epoch_start)
         t_eval = time.perf_counter()
         result = scheme.evaluate()
-        eval_seconds += time.perf_counter() - t_eval
-        history.append({"epoch": epoch + 1, "step": step, "seconds": round(time.perf_counter() - t0, 1),
-                        "loss": {k: round(v / counts[k], 6) for k, v in sums.items()}, **result})
-        log.info("epoch %d step %d: loss %s dev %s", epoch + 1, step, history[-1]["loss"], result["dev"])
-    train_seconds = time.perf_counter() - t0 - eval_seconds  # dev evaluation after each epoch excluded
+        run["eval_seconds"] += time.perf_counter() - t_eval
+        run["history"].append({"epoch": epoch + 1, "step": run["step"], "seconds": round(time.perf_counter() - t0, 1),
+                               "loss": {k: round(v / run["counts"][k], 6) for k, v in run["sums"].items()}, **result})
+        log.info("epoch %d step %d: loss %s dev %s", epoch + 1, run["step"], run["history"][-1]["loss"], result["dev"])
+        run.update(epoch=epoch + 1, batches=0, sums={}, counts={})
+        if cfg.checkpoint and epoch + 1 < math.ceil(cfg.epochs):
+            save_checkpoint(order.get_state())
+    train_seconds = time.perf_counter() - t0 - run["eval_seconds"]  # dev evaluation after each epoch excluded
 
     saved = scheme.save(tmp, accelerator.unwrap_model)
+    shutil.rmtree(tmp / checkpoint.FOLDER, ignore_errors=True)
+    history, step_seconds = run["history"], run["step_seconds"]
     last = {k: v for k, v in history[-1].items() if k not in ("epoch", "step", "seconds", "loss", "terms")}
     return {
         "task": task.name, "method": recipe.method, "scheme": recipe.scheme, **saved, **last,
-        "main_metric": task.main_metric, "history": history, "train_rows": len(scheme.train_ex), "train_steps": step,
-        "train_seconds": round(train_seconds, 1), "eval_seconds": round(eval_seconds, 1),
+        "main_metric": task.main_metric, "history": history, "train_rows": len(scheme.train_ex),
+        "train_steps": run["step"], "train_seconds": round(train_seconds, 1),
+        "eval_seconds": round(run["eval_seconds"], 1),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "step_seconds": {"median": round(statistics.median(step_seconds), 4),
                          "p90": round(sorted(step_seconds)[int(0.9 * (len(step_seconds) - 1))], 4)},
-        "seed": cfg.seed, "versions": versions(),
+        "seed": cfg.seed, "versions": versions(), "resumed": resume,
     }

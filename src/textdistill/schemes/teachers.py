@@ -84,12 +84,19 @@ def cache_ready(folder: Path) -> bool:
     return (Path(folder) / MANIFEST).is_file()
 
 
-def prepare_output(out_dir, overwrite: bool) -> tuple[Path, Path]:
-    """``(out, tmp)``: results are written into the hidden ``.<out>.partial`` and renamed on success."""
+def prepare_output(out_dir, overwrite: bool, resume: bool = False) -> tuple[Path, Path]:
+    """``(out, tmp)``: results are written into the hidden ``.<out>.partial`` and renamed on success
+    (``resume``: the interrupted run's ``.partial`` is kept and continued)."""
     out = Path(out_dir)
+    tmp = out.parent / f".{out.name}.partial"
+    if resume:
+        if out.exists():
+            raise TextDistillError(f"--resume: {out} exists, the run is complete")
+        if not tmp.is_dir():
+            raise TextDistillError(f"--resume: no interrupted run of {out} (no {tmp})")
+        return out, tmp
     if out.exists() and not overwrite:
         raise TextDistillError(f"{out}: output folder exists (use --overwrite to replace it)")
-    tmp = out.parent / f".{out.name}.partial"
     if tmp.exists():
         shutil.rmtree(tmp)
     try:

@@ -1,0 +1,134 @@
+"""Checkpoints inside a run's ``.partial`` folder, so that an interrupted run continues (``--resume``) and
+ends with the same weights and metrics as an uninterrupted one.
+
+A checkpoint (``<.out.partial>/checkpoint/``, replaced atomically: written beside it, then renamed) holds
+
+* ``tensors.safetensors``: every trained module's state (``<module>/<key>``), the optimizer's per-parameter
+  state (``optimizer/<index>/<name>``), torch's global RNG state (dropout) and the training sampler's
+  generator state at the start of the current epoch (so the epoch's batch order is drawn again);
+* ``state.json``: step, epoch, batches done in the epoch, the loop's running sums, history and timings, the
+  optimizer's hyper-parameters, the scheduler's state, Python's RNG state, the resolved recipe and the
+  source hash of the code that wrote it.
+
+No pickle: tensors in safetensors, everything else JSON. A checkpoint written for another recipe or by
+another version of the code is refused, naming the difference.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import shutil
+from pathlib import Path
+
+import torch
+
+from . import TextDistillError
+
+FOLDER, TENSORS, STATE = "checkpoint", "tensors.safetensors", "state.json"
+
+
+def code_hash() -> str:
+    """SHA-256 over the package's source files: a checkpoint resumes only under the code that wrote it."""
+    h = hashlib.sha256()
+    root = Path(__file__).resolve().parent
+    for p in sorted(root.rglob("*.py")):
+        h.update(str(p.relative_to(root)).encode())
+        h.update(p.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def _json(x):
+    """Tuples (RNG state, betas) as lists, recursively; torch scalars as numbers."""
+    if isinstance(x, (list, tuple)):
+        return [_json(v) for v in x]
+    if isinstance(x, dict):
+        return {k: _json(v) for k, v in x.items()}
+    if isinstance(x, torch.Tensor):
+        return x.item()
+    return x
+
+
+def _tuples(x):
+    return tuple(_tuples(v) for v in x) if isinstance(x, list) else x
+
+
+def save(folder: Path, *, modules: dict, optimizer, scheduler, sampler_state: torch.Tensor, progress: dict,
+         recipe_text: str) -> None:
+    from safetensors.torch import save_file
+
+    tensors = {f"{name}/{k}": v.detach().contiguous().cpu() for name, m in modules.items()
+               for k, v in m.state_dict().items()}
+    opt = optimizer.state_dict()
+    scalars = {}
+    for pid, state in opt["state"].items():
+        for k, v in state.items():
+            if isinstance(v, torch.Tensor) and v.ndim > 0:
+                tensors[f"optimizer/{pid}/{k}"] = v.detach().contiguous().cpu()
+            else:
+                scalars[f"{pid}/{k}"] = _json(v)
+    tensors["rng/torch"] = torch.get_rng_state()
+    tensors["rng/sampler"] = sampler_state
+    state = {"progress": progress, "optimizer": {"param_groups": _json(opt["param_groups"]), "scalars": scalars},
+             "scheduler": _json(scheduler.state_dict()), "python_random": _json(random.getstate()),
+             "recipe": recipe_text, "code": code_hash()}
+    tmp, final = folder / f"{FOLDER}.tmp", folder / FOLDER
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    save_file(tensors, str(tmp / TENSORS))
+    (tmp / STATE).write_text(json.dumps(state) + "\n")
+    old = folder / f"{FOLDER}.old"
+    if final.exists():
+        final.rename(old)
+    tmp.rename(final)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def read(folder: Path, recipe_text: str, where: str) -> tuple[dict, dict]:
+    """``(state, tensors)`` of the checkpoint in ``folder``, checked against the recipe and the code."""
+    from safetensors.torch import load_file
+
+    ck = folder / FOLDER
+    if not (ck / STATE).is_file() and (folder / f"{FOLDER}.old" / STATE).is_file():
+        ck = folder / f"{FOLDER}.old"  # interrupted between the two renames
+    if not (ck / STATE).is_file():
+        raise TextDistillError(f"--resume: {where} has no checkpoint to resume (train.checkpoint_every was 0, or "
+                               f"the run never reached one)")
+    try:
+        state = json.loads((ck / STATE).read_text())
+        tensors = load_file(str(ck / TENSORS))
+    except Exception as e:  # noqa: BLE001 - json and safetensors raise several types
+        raise TextDistillError(f"--resume: {ck}: unreadable checkpoint ({type(e).__name__})") from None
+    if state.get("code") != code_hash():
+        raise TextDistillError(f"--resume: {where} was written by another version of textdistill (source hash "
+                               f"{state.get('code')}, now {code_hash()}); start it again without --resume")
+    if state.get("recipe") != recipe_text:
+        old, new = state.get("recipe", "").splitlines(), recipe_text.splitlines()
+        diff = next((f"'{a.strip()}' -> '{b.strip()}'" for a, b in zip(old, new) if a != b), "its length")
+        raise TextDistillError(f"--resume: {where} was started with another recipe (first difference: {diff})")
+    return state, tensors
+
+
+def restore(state: dict, tensors: dict, *, modules: dict, optimizer, scheduler) -> torch.Tensor:
+    """Load the checkpoint into the run's modules, optimizer, scheduler and RNGs; returns the sampler's
+    generator state at the start of the interrupted epoch."""
+    for name, m in modules.items():
+        prefix = f"{name}/"
+        m.load_state_dict({k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)})
+    opt_state: dict = {}
+    for k, v in tensors.items():
+        if k.startswith("optimizer/"):
+            _, pid, key = k.split("/", 2)
+            opt_state.setdefault(int(pid), {})[key] = v
+    for k, v in state["optimizer"]["scalars"].items():
+        pid, key = k.split("/", 1)
+        opt_state.setdefault(int(pid), {})[key] = torch.tensor(v) if key == "step" else v
+    groups = state["optimizer"]["param_groups"]
+    for g in groups:
+        if "betas" in g:
+            g["betas"] = tuple(g["betas"])
+    optimizer.load_state_dict({"state": opt_state, "param_groups": groups})
+    scheduler.load_state_dict(state["scheduler"])
+    torch.set_rng_state(tensors["rng/torch"])
+    random.setstate(_tuples(state["python_random"]))
+    return tensors["rng/sampler"]

@@ -1,0 +1,130 @@
+"""Checkpoints and --resume: a run interrupted mid-epoch and resumed ends with the same weights and metrics as
+an uninterrupted one; SIGTERM keeps the partial run; bad --resume input gives one line."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from conftest import ROOT
+from textdistill.cli import main
+from textdistill.schemes.offline import Offline
+
+# 200 rows, batch 16: 13 steps an epoch; a checkpoint every 3 steps and at the end of each epoch
+FAST = ["--set", "train.epochs=2", "--set", "train.batch_size=16", "--set", "train.eval_batch_size=50",
+        "--set", "train.checkpoint_every=3"]
+
+
+def _args(d, tiny_bert, out, recipe="pkd-skip"):
+    return ["distill", "-r", f"recipes/{recipe}.yaml", "-o", str(out), "--teacher", str(d / "teacher" / "model"),
+            "--data-dir", str(d / "sst2"), "--set", f"student.init={tiny_bert}", "--set", "student.layers=first:2",
+            *FAST]
+
+
+def _interrupt_at(monkeypatch, step):
+    real, calls = Offline.loss_parts, []
+
+    def loss_parts(self, batch):
+        calls.append(1)
+        if len(calls) == step:
+            raise KeyboardInterrupt
+        return real(self, batch)
+    monkeypatch.setattr(Offline, "loss_parts", loss_parts)
+
+
+def _same_run(a, b):
+    wa, wb = load_file(a / "model" / "model.safetensors"), load_file(b / "model" / "model.safetensors")
+    assert wa.keys() == wb.keys()
+    for k in wa:
+        torch.testing.assert_close(wb[k], wa[k], rtol=0, atol=0, msg=k)
+    ma, mb = (json.loads((x / "metrics.json").read_text()) for x in (a, b))
+    assert ma["dev"] == mb["dev"] and ma["train_steps"] == mb["train_steps"]
+    assert [h["loss"] for h in ma["history"]] == [h["loss"] for h in mb["history"]]
+    assert [h["dev"] for h in ma["history"]] == [h["dev"] for h in mb["history"]]
+    pa, pb = a / "projections.safetensors", b / "projections.safetensors"
+    if pa.exists():
+        for k, v in load_file(pa).items():
+            torch.testing.assert_close(load_file(pb)[k], v, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("stop, recipe", [(8, "pkd-skip"), (14, "pkd-skip"), (17, "rail-kd-l")])
+def test_resumed_run_equals_an_uninterrupted_one(tiny_teacher_run, tiny_bert, tmp_path, monkeypatch, capsys, stop,
+                                                 recipe):
+    """Stopped at step 8 (mid-epoch 1: last checkpoint at step 6), 14 (just after the epoch-1 checkpoint) and
+    17 in epoch 2 of RAIL-KD (its random layer draw is per epoch)."""
+    d = tiny_teacher_run
+    assert main(_args(d, tiny_bert, tmp_path / "full", recipe)) == 0
+    out = tmp_path / "cut"
+    with monkeypatch.context() as m:
+        _interrupt_at(m, stop)
+        assert main(_args(d, tiny_bert, out, recipe)) == 130
+    err = capsys.readouterr().err
+    assert "continue it with the same command and --resume" in err.splitlines()[-1]
+    assert not out.exists() and (tmp_path / ".cut.partial" / "checkpoint" / "state.json").is_file()
+    state = json.loads((tmp_path / ".cut.partial" / "checkpoint" / "state.json").read_text())
+    assert state["progress"]["step"] == {8: 6, 14: 13, 17: 15}[stop]
+    assert main([*_args(d, tiny_bert, out, recipe), "--resume"]) == 0
+    assert "resuming at epoch" in (out / "train.log").read_text()
+    assert not (out / "checkpoint").exists() and not (tmp_path / ".cut.partial").exists()
+    assert json.loads((out / "metrics.json").read_text())["resumed"] is True
+    _same_run(tmp_path / "full", out)
+
+
+def test_resume_bad_input(tiny_teacher_run, tiny_bert, tmp_path, monkeypatch, capsys):
+    d = tiny_teacher_run
+    out = tmp_path / "r"
+
+    def fails(argv, needle):
+        assert main(argv) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and needle in err, err
+
+    fails([*_args(d, tiny_bert, out), "--resume"], "--resume: no interrupted run of")
+    with monkeypatch.context() as m:
+        _interrupt_at(m, 8)
+        assert main(_args(d, tiny_bert, out)) == 130
+    capsys.readouterr()
+    fails([*_args(d, tiny_bert, out), "--resume", "--set", "train.lr=1e-3"],
+          "was started with another recipe (first difference: 'lr: 0.0001' -> 'lr: 0.001')")
+    state = tmp_path / ".r.partial" / "checkpoint" / "state.json"
+    s = json.loads(state.read_text())
+    state.write_text(json.dumps({**s, "code": "0123456789abcdef"}))
+    fails([*_args(d, tiny_bert, out), "--resume"], "was written by another version of textdistill")
+    state.unlink()
+    fails([*_args(d, tiny_bert, out), "--resume"], "has no checkpoint to resume")
+    assert (tmp_path / ".r.partial").is_dir()  # a refused --resume leaves the partial run alone
+
+
+def test_without_checkpoints_an_interrupt_leaves_nothing(tiny_teacher_run, tiny_bert, tmp_path, monkeypatch, capsys):
+    d = tiny_teacher_run
+    out = tmp_path / "n"
+    with monkeypatch.context() as m:
+        _interrupt_at(m, 8)
+        assert main([*_args(d, tiny_bert, out), "--set", "train.checkpoint=false", "--set",
+                     "train.checkpoint_every=0"]) == 130
+    assert "interrupted (nothing was written)" in capsys.readouterr().err
+    assert not out.exists() and not (tmp_path / ".n.partial").exists()
+
+
+def test_sigterm_keeps_the_partial_run(tiny_teacher_run, tiny_bert, tmp_path):
+    d = tiny_teacher_run
+    out = tmp_path / "t"
+    # many steps, so that the signal lands during training: 30 epochs of 13 steps, a checkpoint every step
+    cmd = [sys.executable, "-m", "textdistill", *_args(d, tiny_bert, out), "--set", "train.epochs=30",
+           "--set", "train.checkpoint_every=1"]
+    env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True)
+    state = tmp_path / ".t.partial" / "checkpoint" / "state.json"
+    deadline = time.time() + 120
+    while not state.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    err = proc.communicate(timeout=120)[1]
+    assert proc.returncode == 130, err
+    assert "continue it with the same command and --resume" in err.strip().splitlines()[-1]
+    assert not out.exists() and (tmp_path / ".t.partial" / "checkpoint").is_dir()
