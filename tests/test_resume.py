@@ -95,9 +95,14 @@ def test_resume_bad_input(tiny_teacher_run, tiny_bert, tmp_path, monkeypatch, ca
     s = json.loads(state.read_text())
     state.write_text(json.dumps({**s, "code": "0123456789abcdef"}))
     fails([*_args(d, tiny_bert, out), "--resume"], "was written by another version of textdistill")
-    state.unlink()
-    fails([*_args(d, tiny_bert, out), "--resume"], "has no checkpoint to resume")
     assert (tmp_path / ".r.partial").is_dir()  # a refused --resume leaves the partial run alone
+    assert main([*_args(d, tiny_bert, out), "--resume", "--resume-any-version"]) == 0  # accepted, and recorded
+    assert json.loads((out / "metrics.json").read_text())["resumed_across_code"][0] == "0123456789abcdef"
+    with monkeypatch.context() as m:
+        _interrupt_at(m, 8)
+        assert main(_args(d, tiny_bert, tmp_path / "r2")) == 130
+    (tmp_path / ".r2.partial" / "checkpoint" / "state.json").unlink()
+    fails([*_args(d, tiny_bert, tmp_path / "r2"), "--resume"], "has no checkpoint to resume")
 
 
 def test_without_checkpoints_an_interrupt_leaves_nothing(tiny_teacher_run, tiny_bert, tmp_path, monkeypatch, capsys):

@@ -84,8 +84,9 @@ def save(folder: Path, *, modules: dict, optimizer, scheduler, sampler_state: to
     shutil.rmtree(old, ignore_errors=True)
 
 
-def read(folder: Path, recipe_text: str, where: str) -> tuple[dict, dict]:
-    """``(state, tensors)`` of the checkpoint in ``folder``, checked against the recipe and the code."""
+def read(folder: Path, recipe_text: str, where: str, any_version: bool = False) -> tuple[dict, dict]:
+    """``(state, tensors)`` of the checkpoint in ``folder``, checked against the recipe and the code (with
+    ``any_version``, a checkpoint of other code is accepted: the run records both hashes)."""
     from safetensors.torch import load_file
 
     ck = folder / FOLDER
@@ -99,9 +100,10 @@ def read(folder: Path, recipe_text: str, where: str) -> tuple[dict, dict]:
         tensors = load_file(str(ck / TENSORS))
     except Exception as e:  # noqa: BLE001 - json and safetensors raise several types
         raise TextDistillError(f"--resume: {ck}: unreadable checkpoint ({type(e).__name__})") from None
-    if state.get("code") != code_hash():
+    if state.get("code") != code_hash() and not any_version:
         raise TextDistillError(f"--resume: {where} was written by another version of textdistill (source hash "
-                               f"{state.get('code')}, now {code_hash()}); start it again without --resume")
+                               f"{state.get('code')}, now {code_hash()}); start it again, or accept the mix with "
+                               f"--resume-any-version")
     if state.get("recipe") != recipe_text:
         old, new = state.get("recipe", "").splitlines(), recipe_text.splitlines()
         diff = next((f"'{a.strip()}' -> '{b.strip()}'" for a, b in zip(old, new) if a != b), "its length")

@@ -23,6 +23,8 @@ def _recipe_args(p: argparse.ArgumentParser):
     p.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
     p.add_argument("--resume", action="store_true",
                    help="continue an interrupted run from its last checkpoint (its .OUTPUT.partial folder)")
+    p.add_argument("--resume-any-version", action="store_true",
+                   help="with --resume: accept a checkpoint written by other textdistill code (recorded in metrics)")
 
 
 def _train(args, distill: bool) -> int:
@@ -36,7 +38,8 @@ def _train(args, distill: bool) -> int:
             overrides.append((key, value))
     overrides += parse_overrides(args.overrides)
     recipe = load_recipe(args.recipe, overrides)
-    metrics = run(recipe, args.output, overwrite=args.overwrite, distill=distill, resume=args.resume)
+    metrics = run(recipe, args.output, overwrite=args.overwrite, distill=distill, resume=args.resume,
+                  any_version=args.resume_any_version)
     print(json.dumps({"output": args.output, "dev": metrics["dev"], "train_seconds": metrics["train_seconds"]}))
     return 0
 

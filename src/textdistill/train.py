@@ -83,7 +83,7 @@ def check_command(recipe: Recipe, distill: bool | None) -> None:
 
 
 def run(recipe: Recipe, out_dir: str | os.PathLike, overwrite: bool = False, distill: bool | None = None,
-        resume: bool = False) -> dict:
+        resume: bool = False, any_version: bool = False) -> dict:
     """Train (distil, or fine-tune when the recipe has no teacher); returns metrics. With
     ``generations: N`` the run is repeated N times, each generation taught by the one before
     (``<out>/gen-1`` ... ``<out>/gen-N``, and a ``metrics.json`` over them)."""
@@ -107,12 +107,12 @@ def run(recipe: Recipe, out_dir: str | os.PathLike, overwrite: bool = False, dis
     scheme.train_ex = transfer.extend(recipe, train_ex, tqdm)
     out, tmp = prepare_output(out_dir, overwrite, resume=resume)
     if resume:  # refused before anything in the partial run is touched
-        checkpoint.read(tmp, dump_recipe(recipe), str(tmp))
+        checkpoint.read(tmp, dump_recipe(recipe), str(tmp), any_version)
     handler = _setup_logging(tmp)
     try:
         (tmp / "recipe.yaml").write_text(dump_recipe(recipe))
         scheme.setup(lambda: set_seed(recipe.train.seed))
-        metrics = _loop(scheme, tmp, tqdm, resume=resume)
+        metrics = _loop(scheme, tmp, tqdm, resume=resume, any_version=any_version)
         metrics["data"] = {"train": scheme.train_ex.source, "dev": dev_ex.source, "labelled_train_rows": sum(y is not None for y in scheme.train_ex.labels or [])}
         (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
         log.removeHandler(handler)
@@ -234,7 +234,7 @@ def cache_only(recipe: Recipe, out_dir: str | os.PathLike, overwrite: bool = Fal
     return manifest
 
 
-def _loop(scheme, tmp: Path, tqdm, resume: bool = False) -> dict:
+def _loop(scheme, tmp: Path, tqdm, resume: bool = False, any_version: bool = False) -> dict:
     from accelerate import Accelerator
     from transformers import get_linear_schedule_with_warmup
 
@@ -255,9 +255,13 @@ def _loop(scheme, tmp: Path, tqdm, resume: bool = False) -> dict:
     # the loop's state: everything a checkpoint must carry to continue exactly where it stopped
     run = {"epoch": 0, "batches": 0, "step": 0, "history": [], "sums": {}, "counts": {}, "step_seconds": [],
            "eval_seconds": 0.0, "elapsed": 0.0}
-    recipe_text, rng_at_resume = dump_recipe(recipe), None
+    recipe_text, rng_at_resume, run_codes = dump_recipe(recipe), None, None
     if resume:
-        state, tensors = checkpoint.read(tmp, recipe_text, str(tmp))
+        state, tensors = checkpoint.read(tmp, recipe_text, str(tmp), any_version)
+        if state["code"] != checkpoint.code_hash():
+            log.warning("resuming a checkpoint of other code (source hash %s, now %s)", state["code"],
+                        checkpoint.code_hash())
+            run_codes = [state["code"], checkpoint.code_hash()]
         order.set_state(checkpoint.restore(state, tensors, modules=scheme.modules(), optimizer=optimizer,
                                            scheduler=scheduler))
         rng_at_resume = tensors["rng/torch"]
@@ -342,4 +346,5 @@ def _loop(scheme, tmp: Path, tqdm, resume: bool = False) -> dict:
         "step_seconds": {"median": round(statistics.median(step_seconds), 4),
                          "p90": round(sorted(step_seconds)[int(0.9 * (len(step_seconds) - 1))], 4)},
         "seed": cfg.seed, "versions": versions(), "resumed": resume,
+        **({"resumed_across_code": run_codes} if run_codes else {}),
     }
