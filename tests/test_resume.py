@@ -102,6 +102,7 @@ def test_resume_bad_input(tiny_teacher_run, tiny_bert, tmp_path, monkeypatch, ca
         _interrupt_at(m, 8)
         assert main(_args(d, tiny_bert, tmp_path / "r2")) == 130
     (tmp_path / ".r2.partial" / "checkpoint" / "state.json").unlink()
+    capsys.readouterr()
     fails([*_args(d, tiny_bert, tmp_path / "r2"), "--resume"], "has no checkpoint to resume")
 
 
