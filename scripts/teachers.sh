@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Fine-tune the teachers the result sections use, one after the other, skipping finished ones:
-#   nice -n 19 scripts/teachers.sh [GLUE_DIR] > runs/teachers.log 2>&1 &
-# One thread (the other core stays free for work beside it). Teachers land in runs/teachers/NAME.
+#   nice -n 19 scripts/teachers.sh [GLUE_DIR] >> runs/teachers.log 2>&1 &
+# One thread (the other core stays free for work beside it). Teachers land in runs/teachers/NAME; a
+# checkpoint every 50 steps, and an interrupted teacher continues (--resume) when the script runs again.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
@@ -10,9 +11,11 @@ GLUE=${1:-../shared/data/glue}
 teacher() {  # NAME TASK ARGS...
   local name=$1 task=$2; shift 2
   [ -f "runs/teachers/$name/metrics.json" ] && { echo "skip $name (done)"; return; }
-  echo "=== $name $(date -u +%H:%M:%S)"
+  local again=(--overwrite)  # an interrupted run (kept with its checkpoint) continues where it stopped
+  [ -d "runs/teachers/.$name.partial/checkpoint" ] && again=(--resume --resume-any-version)
+  echo "=== $name $(date -u +%H:%M:%S) ${again[*]}"
   .venv/bin/textdistill finetune -r recipes/teacher.yaml -o "runs/teachers/$name" --task "$task" \
-    --data-dir "$GLUE" --overwrite "$@"
+    --data-dir "$GLUE" "${again[@]}" --set train.checkpoint_every=50 "$@"
 }
 # MiniLM-L6 (6 x 384): minutes each; three SST-2 seeds for the multi-teacher runs
 teacher minilm-rte rte
