@@ -1,6 +1,7 @@
 """The README demo: fine-tune a MiniLM-L6 teacher on the shipped SST-2 rows, distil 3-layer students
-with FT (no teacher), vanilla KD and PKD-Skip, evaluate them on the real SST-2 dev set (872 rows)
-and print a table with accuracy, size and measured speed-up over the teacher."""
+with FT (no teacher), vanilla KD, PKD-Skip and TinyBERT-style distillation on a transfer set augmented
+with Tang et al.'s rules (5 teacher-labelled variants per row), evaluate them on the real SST-2 dev set
+(872 rows) and print a table with accuracy, size and measured speed-up over the teacher, and what it says."""
 from __future__ import annotations
 
 import json
@@ -13,7 +14,10 @@ from .report import markdown_table, speed_table
 from .train import run
 
 RECIPES = Path(__file__).resolve().parents[2] / "recipes"
-STUDENTS = [("FT", "ft", False), ("KD", "kd", True), ("PKD-Skip", "pkd-skip", True)]
+# (label, recipe, distil?, overrides)
+STUDENTS = [("FT", "ft", False, []), ("KD", "kd", True, []), ("PKD-Skip", "pkd-skip", True, []),
+            ("TinyBERT + augmented", "tinybert", True,
+             [("transfer.augment", {"method": "tang", "copies": 5}), ("train.epochs", 2)])]
 
 
 def main(out: str = "runs/demo", overwrite: bool = False) -> int:
@@ -27,10 +31,12 @@ def main(out: str = "runs/demo", overwrite: bool = False) -> int:
         run(load_recipe(str(RECIPES / "teacher.yaml"), common + [("train.epochs", 2)]), out / "teacher", overwrite=True)
     teacher = out / "teacher" / "model"
     results["Teacher (MiniLM-L6)"] = json.loads((out / "teacher" / "metrics.json").read_text())
-    for label, name, distill in STUDENTS:
-        folder = out / name
+    for label, name, distill, overrides in STUDENTS:
+        folder = out / (name if not overrides else f"{name}-augmented")
         if not (folder / "metrics.json").is_file() or overwrite:
             extra = [("teacher", str(teacher))] if distill else []
+            if overrides:  # the generated rows live beside the runs, reused by a second demo
+                extra += [("transfer.dir", str(out / "transfer-tang"))] + overrides
             run(load_recipe(str(RECIPES / f"{name}.yaml"), common + extra), folder, overwrite=True, distill=distill)
         results[label] = json.loads((folder / "metrics.json").read_text())
 
@@ -38,7 +44,8 @@ def main(out: str = "runs/demo", overwrite: bool = False) -> int:
     tok = AutoTokenizer.from_pretrained(teacher)
     sentences = [line.split("\t")[0] for line in (data / "dev.tsv").read_text().splitlines()[1:33]]
     batch = dict(tok(sentences, padding=True, truncation=True, max_length=128, return_tensors="pt"))
-    folders = {"Teacher (MiniLM-L6)": teacher} | {label: out / name / "model" for label, name, _ in STUDENTS}
+    folders = {"Teacher (MiniLM-L6)": teacher} | {
+        label: out / (name if not o else f"{name}-augmented") / "model" for label, name, _, o in STUDENTS}
     models = {k: AutoModelForSequenceClassification.from_pretrained(v).eval() for k, v in folders.items()}
     with torch.inference_mode():
         seconds = speed_table(models, batch)
@@ -57,9 +64,31 @@ def main(out: str = "runs/demo", overwrite: bool = False) -> int:
                         "train_seconds": m["train_seconds"]})
     table = markdown_table(["model", "layers", "SST-2 dev acc", "% of teacher", "params", "ms / batch of 32",
                             "speed-up"], rows)
-    (out / "summary.md").write_text(table + "\n")
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    verdict = _verdict(summary)
+    (out / "summary.md").write_text(table + "\n\n" + verdict + "\n")
     print("\n" + table)
+    print("\n" + verdict)
     print(f"\n(dev = the real SST-2 dev set, 872 rows; latency = median forward time of a batch of 32 dev "
           f"sentences padded to {batch['input_ids'].shape[1]} tokens, tokenization excluded; written to {out})")
     return 0
+
+
+def _verdict(summary: list[dict]) -> str:
+    """What the table says, from its own numbers (one seed: differences under 1 point are noise here)."""
+    acc = {row["model"]: 100 * row["dev_accuracy"] for row in summary}
+    ft = acc["FT"]
+
+    def versus(label):
+        d = acc[label] - ft
+        return (f"{label} {acc[label]:.2f} is {abs(d):.2f} points {'above' if d > 0 else 'below'} FT" if abs(d) >= 1
+                else f"{label} {acc[label]:.2f} is level with FT ({d:+.2f}, inside one seed's noise)")
+    text = "; ".join(versus(x) for x in ("KD", "PKD-Skip", "TinyBERT + augmented")) + ". "
+    if acc["TinyBERT + augmented"] - ft >= 1:
+        text += ("Soft targets on the same 4,000 labelled rows add little over the labels; the teacher pays off "
+                 "when it labels rows the student would not see otherwise (5 augmented variants of each row, Tang "
+                 "et al. 2019) and shows its hidden states and attention (TinyBERT).")
+    else:
+        text += ("In this run no student beats FT by more than one seed's noise: with 4,000 rows and a teacher only "
+                 "a few points above FT there is little for distillation to add.")
+    return text + " One seed."
