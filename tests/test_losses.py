@@ -111,3 +111,31 @@ def test_bad_loss_inputs():
         kd_kl(torch.tensor(S), torch.tensor(T), temperature=0)
     with pytest.raises(TextDistillError, match="reduction"):
         pkd_mse(torch.ones(1, 1, 2), torch.ones(1, 1, 2), reduction="avg")
+
+
+def test_pkd_authors_reduction_averages_over_classes_too():
+    """PKD's code: nn.KLDivLoss(reduction='mean') * T^2 -- the mean over examples and classes."""
+    torch.manual_seed(0)
+    s, t = torch.randn(6, 3), torch.randn(6, 3)
+    T = 4.0
+    p, log_q = torch.softmax(t / T, -1), torch.log_softmax(s / T, -1)
+    per_element = p * (p.log() - log_q)
+    assert kd_kl(s, t, temperature=T, reduction="mean").item() == pytest.approx(per_element.mean().item() * T * T,
+                                                                                 rel=1e-5)
+    assert kd_kl(s, t, temperature=T, reduction="mean").item() == pytest.approx(
+        kd_kl(s, t, temperature=T).item() / 3, rel=1e-5)
+    ce = -(p * log_q).sum(-1).mean()
+    assert soft_ce(s, t, temperature=T, reduction="mean").item() == pytest.approx(ce.item() / 3 * T * T, rel=1e-5)
+    with pytest.raises(TextDistillError, match="reduction must be"):
+        kd_kl(s, t, reduction="sum")
+
+
+def test_mse_on_sequences_averages_over_real_tokens_only():
+    torch.manual_seed(1)
+    s, t = torch.randn(2, 3, 5, 4), torch.randn(2, 3, 5, 4)
+    mask = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]])
+    s, t = s * mask[:, None, :, None], t * mask[:, None, :, None]  # taps zero the padding, as tap_layers does
+    real = [(b, layer, i) for b in range(2) for layer in range(3) for i in range(5) if mask[b, i]]
+    expected = sum(((s[b, layer, i] - t[b, layer, i]) ** 2).sum() for b, layer, i in real) / (len(real) * 4)
+    assert mse(s, t, mask=mask).item() == pytest.approx(expected.item(), rel=1e-5)
+    assert mse(s, t).item() < expected.item()  # the plain mean counts the zeroed padding positions

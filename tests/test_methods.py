@@ -125,7 +125,11 @@ def test_teacher_projections_train_only_when_asked():
         s, t = _outputs(dim=6, seed=1), _outputs(dim=8, seed=2)
         term(s, t, torch.ones(4, 5, dtype=torch.long)).backward()
         grads = [p.grad for p in term.teacher_proj.parameters()]
-        assert len(grads) == 4 and all((g is not None and g.abs().sum() > 0) if trained else g is None for g in grads)
+        # two teacher layers: trained projections have weight and bias, frozen ones a weight only (a fixed random
+        # bias would shift every target alike)
+        assert len(grads) == (4 if trained else 2)
+        assert all((g is not None and g.abs().sum() > 0) if trained else g is None for g in grads)
+        assert all((m.bias is not None) == trained for m in term.teacher_proj.values())
 
 
 def test_width_free_losses_need_no_projection():
@@ -225,3 +229,21 @@ def test_fused_adamw_makes_the_same_update_as_the_per_tensor_loop(tiny_bert):
     for (name, a), b, a0 in zip(models[0].named_parameters(), models[1].parameters(), start):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=name)
         assert not torch.equal(a, a0), name  # every parameter moved
+
+
+def test_ckd_linear_fusion_is_a_trained_map_of_the_concatenated_group():
+    """CKD's paper: F(h_a, h_b, ...) = W [h_a; h_b; ...] + b per group (6 -> 3: groups {1,2,3} and {4,5})."""
+    term = _term(n_teacher=6, n_student=3, name="x", tap="cls", map="ckd", loss="mse", fuse="linear")
+    assert [tuple(term.fuse[k].weight.shape) for k in ("0", "1")] == [(8, 24), (8, 16)]
+    s, t = _outputs(layers=3, dim=8, seed=1), _outputs(layers=6, dim=8, seed=2)
+    s.hidden_states = tuple(h.requires_grad_() for h in s.hidden_states)
+    loss = term(s, t, torch.ones(4, 5, dtype=torch.long))
+    groups = [[1, 2, 3], [4, 5]]
+    target = [term.fuse[str(i)](torch.cat([t.hidden_states[layer][:, 0] for layer in g], -1)) for i, g in enumerate(groups)]
+    expected = torch.stack([((s.hidden_states[j][:, 0] - target[j - 1]) ** 2).mean() for j in (1, 2)]).mean()
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
+    loss.backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in term.fuse.parameters())
+    assert "fuse linear" in term.describe()
+    with pytest.raises(TextDistillError, match="fuses the layer groups of the ckd map"):
+        _term(name="x", tap="cls", map="pkd-skip", loss="mse", fuse="linear")

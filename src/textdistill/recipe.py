@@ -48,6 +48,9 @@ class TermCfg(_Strict):
     # proj_dim's teacher-side projections: kept at their random initialisation (default) or trained with the
     # student; trained, they can squeeze the teacher's vectors into one direction (docs/results.md, section 2)
     train_teacher_proj: bool = False
+    # how a map that groups teacher layers (ckd) fuses a group: the mean of its vectors, or (CKD's paper) a
+    # learned linear map of their concatenation, trained with the student
+    fuse: Literal["mean", "linear"] = "mean"
     # with several teachers: the name of the teacher an intermediate term reads (logit terms read the
     # combined teachers, or each teacher with combine: per-teacher)
     teacher: str | None = None

@@ -75,26 +75,43 @@ def _check_t(temperature: float):
         raise TextDistillError(f"temperature must be positive, got {temperature}")
 
 
+def _check_reduction(reduction: str):
+    if reduction not in ("batchmean", "mean"):
+        raise TextDistillError(f"reduction must be 'batchmean' (sum over classes, mean over examples) or 'mean' "
+                               f"(mean over examples and classes, as the PKD authors' code), got '{reduction}'")
+
+
 @loss("kd_kl", ["logits"])
-def kd_kl(student: torch.Tensor, teacher: torch.Tensor, *, temperature: float = 1.0) -> torch.Tensor:
+def kd_kl(student: torch.Tensor, teacher: torch.Tensor, *, temperature: float = 1.0,
+          reduction: str = "batchmean") -> torch.Tensor:
+    """T^2 * KL(softmax(t/T) || softmax(s/T)); ``reduction: mean`` also averages over the C classes (the PKD
+    authors' ``nn.KLDivLoss(reduction='mean')``: the batchmean value / C)."""
     _check_t(temperature)
+    _check_reduction(reduction)
     log_p_s = F.log_softmax(student / temperature, dim=-1)
     p_t = F.softmax(teacher / temperature, dim=-1)
-    return F.kl_div(log_p_s, p_t, reduction="batchmean") * temperature ** 2
+    return F.kl_div(log_p_s, p_t, reduction=reduction) * temperature ** 2
 
 
 @loss("soft_ce", ["logits"])
 def soft_ce(student: torch.Tensor, teacher: torch.Tensor, *, temperature: float = 1.0,
-            t2: bool = True) -> torch.Tensor:
+            t2: bool = True, reduction: str = "batchmean") -> torch.Tensor:
     _check_t(temperature)
+    _check_reduction(reduction)
     p_t = F.softmax(teacher / temperature, dim=-1)
     loss = -(p_t * F.log_softmax(student / temperature, dim=-1)).sum(-1).mean()
+    if reduction == "mean":
+        loss = loss / student.shape[-1]
     return loss * temperature ** 2 if t2 else loss
 
 
 @loss("mse", ["logits", *VECTOR, *SEQUENCE, "attention"])
-def mse(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
-    """Mean squared error over all elements (regression logits, or hidden states)."""
+def mse(student: torch.Tensor, teacher: torch.Tensor, *, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean squared error over all elements (regression logits, pooled vectors); for full sequences
+    (batch, layers, seq, dim) the mean over the real tokens only (padding positions excluded)."""
+    if student.dim() == 4 and mask is not None:
+        w = _token_weights(mask, student[..., 0]).unsqueeze(-1)
+        return ((student - teacher).pow(2) * w).sum() / (w.sum() * student.shape[-1]).clamp(min=1)
     return F.mse_loss(student, teacher)
 
 

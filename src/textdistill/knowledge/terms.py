@@ -102,6 +102,10 @@ def check_term(cfg, where: str) -> None:
         raise TextDistillError(f"{where}.concat: concatenation needs a cls or mean tap, not '{cfg.tap}'")
     if cfg.concat and cfg.map and cfg.map in COMBINE:
         raise TextDistillError(f"{where}.concat: not with the '{cfg.map}' map, which combines layers itself")
+    if cfg.fuse != "mean" and COMBINE.get(cfg.map) != "mean":
+        raise TextDistillError(f"{where}.fuse: fuses the layer groups of the ckd map, not '{cfg.map}'")
+    if cfg.fuse == "linear" and cfg.proj_dim:
+        raise TextDistillError(f"{where}.fuse: linear fusion maps a group to the teacher's width; not with proj_dim")
 
 
 def teacher_layers_read(cfg, n_teacher: int, n_student: int) -> list[int]:
@@ -123,7 +127,7 @@ def term_where(i: int, cfg) -> str:
 def _projection(kind: str, d_in: int, d_out: int) -> torch.nn.Module:
     if kind == "mlp":
         return torch.nn.Sequential(torch.nn.Linear(d_in, d_out), torch.nn.GELU(), torch.nn.Linear(d_out, d_out))
-    return torch.nn.Linear(d_in, d_out)
+    return torch.nn.Linear(d_in, d_out, bias=kind != "linear-nobias")
 
 
 class Term(torch.nn.Module):
@@ -140,9 +144,12 @@ class Term(torch.nn.Module):
         self.n_teacher, self.n_student = n_teacher, n_student
         self.map_name, self.concat = cfg.map, cfg.concat
         self.combine = COMBINE.get(cfg.map)
+        if self.combine == "mean" and cfg.fuse == "linear":
+            self.combine = "linear"
         self.pairs: list[tuple[int, int | list[int]]] | None = None
         self.student_proj = torch.nn.ModuleDict()
         self.teacher_proj = torch.nn.ModuleDict()
+        self.fuse = torch.nn.ModuleDict()  # CKD's linear fusion of each group of teacher layers
         if self.tap == "logits":
             if regression and cfg.loss in ("kd_kl", "soft_ce"):
                 raise TextDistillError(f"{where}.loss: '{cfg.loss}' needs class logits; use 'mse' for a regression task")
@@ -170,15 +177,21 @@ class Term(torch.nn.Module):
         kind = "mlp" if cfg.proj == "mlp" else "linear"
         width_free = self.loss_fn.width_free
         k = len(self.pairs)
+        if self.combine == "linear":  # CKD: W [t_a; t_b; ...] + b per group, trained with the student
+            for i, (_, group) in enumerate(self.pairs):
+                self.fuse[str(i)] = torch.nn.Linear(len(group) * d_teacher, d_teacher)
         if cfg.proj_dim:  # both sides into one space (RAIL-KD)
+            # a frozen teacher-side projection is a random linear map without bias (a random offset would
+            # only shift every target alike)
+            teacher_kind = kind if cfg.train_teacher_proj else "linear-nobias"
             if self.concat:
                 self.student_proj["cat"] = _projection(kind, k * d_student, cfg.proj_dim)
-                self.teacher_proj["cat"] = _projection(kind, k * d_teacher, cfg.proj_dim)
+                self.teacher_proj["cat"] = _projection(teacher_kind, k * d_teacher, cfg.proj_dim)
             else:
                 for s, _ in self.pairs:
                     self.student_proj[str(s)] = _projection(kind, d_student, cfg.proj_dim)
                 for t in self.teacher_layers:
-                    self.teacher_proj[str(t)] = _projection(kind, d_teacher, cfg.proj_dim)
+                    self.teacher_proj[str(t)] = _projection(teacher_kind, d_teacher, cfg.proj_dim)
             # a fixed random teacher projection keeps the target's geometry (up to a random map); a trained
             # one can minimise the term by making every teacher vector alike
             self.teacher_proj.requires_grad_(cfg.train_teacher_proj)
@@ -210,7 +223,9 @@ class Term(torch.nn.Module):
                 return f"T{e}"
             return f"T{{{','.join(map(str, e))}}}" + (f" ({self.combine})" if self.combine else "")
         pairs = ", ".join(f"S{s}<-{src(t)}" for s, t in self.pairs)
-        extra = " concat" if self.concat else ""
+        extra = (" concat" if self.concat else "") + (" fuse linear" if self.combine == "linear" else "")
+        if len(self.teacher_proj):
+            extra += " teacher-proj " + ("trained" if next(self.teacher_proj.parameters()).requires_grad else "frozen")
         return f"{self.name}: {self.tap}{extra} [{pairs}], {self.loss_name} {self.args or ''} x {self.weight}"
 
     def _teacher(self, teacher_out, mask) -> tuple[torch.Tensor | None, list[torch.Tensor] | None]:
@@ -246,8 +261,9 @@ class Term(torch.nn.Module):
                     candidates = [self._project_teacher(c, e) for c, (_, e) in zip(candidates, self.pairs)]
                 else:
                     t = self._project_teacher(t, [p[1] for p in self.pairs])
-        if candidates is not None:  # CKD: the group's mean; ALP-KD: per-example attention over the layers
-            combine = (lambda i, c: c.mean(1)) if self.combine == "mean" else (lambda i, c: alp_target(s[:, i], c))
+        if candidates is not None:  # CKD: the group's mean or linear fusion; ALP-KD: attention over the layers
+            combine = {"mean": lambda i, c: c.mean(1), "linear": lambda i, c: self.fuse[str(i)](c.flatten(1)),
+                       "attention": lambda i, c: alp_target(s[:, i], c)}[self.combine]
             t = torch.stack([combine(i, c) for i, c in enumerate(candidates)], dim=1)
         if s.shape[2:] != t.shape[2:] and not self.loss_fn.width_free or s.shape[:2] != t.shape[:2]:
             raise TextDistillError(f"{self.where}: student {tuple(s.shape)} and teacher {tuple(t.shape)} "
