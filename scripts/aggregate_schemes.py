@@ -1,8 +1,8 @@
 #!/usr/bin/env python
-"""Summarise runs/schemes (written by scripts/scheme_results.sh) as the markdown of docs/results.md
+"""Summarise results/schemes (scripts/scheme_results.sh, kept by scripts/keep_results.sh) as the markdown of docs/results.md
 section 4: FT vs offline KD vs online DML, self-distillation exits and early exit, born-again
 generations, several teachers. Dev metric x 100, mean ± sd over seeds (number of seeds in brackets).
-    .venv/bin/python scripts/aggregate_schemes.py [runs/schemes] [runs/teachers]"""
+    .venv/bin/python scripts/aggregate_schemes.py [results/schemes] [results/teachers]"""
 import json
 import re
 import statistics
@@ -12,8 +12,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 from textdistill.report import markdown_table, mean_cell  # noqa: E402
 
-root = Path(sys.argv[1] if len(sys.argv) > 1 else "runs/schemes")
-troot = Path(sys.argv[2] if len(sys.argv) > 2 else "runs/teachers")
+root = Path(sys.argv[1] if len(sys.argv) > 1 else "results/schemes")
+troot = Path(sys.argv[2] if len(sys.argv) > 2 else "results/teachers")
 TASKS = {"sst2": "minilm-sst2-20k", "mrpc": "minilm-mrpc", "rte": "minilm-rte"}
 
 

@@ -10,7 +10,7 @@ export HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false OMP_NUM_THREADS=${OMP_NUM_T
 GLUE=${1:-../shared/data/glue}
 teacher() {  # NAME TASK ARGS...
   local name=$1 task=$2; shift 2
-  [ -f "runs/teachers/$name/metrics.json" ] && { echo "skip $name (done)"; return; }
+  [ -f "runs/teachers/$name/metrics.json" ] && { echo "skip $name (done)"; return; }  # (a student needs the model: results/ is not enough)
   local again=(--overwrite)  # an interrupted run (kept with its checkpoint) continues where it stopped
   [ -d "runs/teachers/.$name.partial/checkpoint" ] && again=(--resume --resume-any-version)
   echo "=== $name $(date -u +%H:%M:%S) ${again[*]}"

@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# docs/results.md section 5 (transfer sets): 3-layer MiniLM students (layers 2, 4, 6) of a MiniLM-L6 teacher,
+# KD on the training rows vs KD on rows + Tang-augmented / TinyBERT-style-augmented rows vs KD + adversarial
+# rows vs data-free KD (no real row) vs two-stage TinyBERT (general + task). Resumable: a run whose
+# metrics.json is in runs/ or results/ is skipped; finished runs are copied to results/ (scripts/keep_results.sh).
+#   nice -n 19 scripts/transfer_results.sh [GLUE_DIR] [SEEDS] > runs/transfer.log 2>&1 &
+# Augmentation copies per row: 20 on the 2k-row SST-2 sample (Tang's n_iter), 2 on the 20k sample and 5 on
+# MRPC/RTE (CPU time). Generated sets and teacher caches are built once and shared by the seeds.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup.sh
+export HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
+GLUE=${1:-../shared/data/glue}
+SEEDS=${2:-1 2 3}
+OUT=runs/transfer
+T=runs/teachers
+job() {  # OUTPUT COMMAND RECIPE ARGS...
+  local out=$1 cmd=$2 recipe=$3; shift 3
+  [ -f "$out/metrics.json" ] || [ -f "results/${out#runs/}/metrics.json" ] && return
+  echo "=== $out $(date -u +%H:%M:%S)"
+  .venv/bin/textdistill "$cmd" -r "$recipe" -o "$out" --data-dir "$GLUE" --overwrite "$@" 2>&1 | tr '\r' '\n' \
+    | grep -v -E '^\s*(epoch|evaluate|augment|teacher cache)[^:]*:\s+[0-9]+%' || true
+  [ -f "$out/metrics.json" ] || echo "FAILED $out"
+  scripts/keep_results.sh transfer teachers > /dev/null
+}
+teacher() {  # NAME TASK ARGS...
+  local name=$1 task=$2; shift 2
+  [ -f "$T/$name/metrics.json" ] && return
+  echo "=== teacher $name $(date -u +%H:%M:%S)"
+  .venv/bin/textdistill finetune -r recipes/teacher.yaml -o "$T/$name" --task "$task" --data-dir "$GLUE" \
+    --overwrite "$@" 2>&1 | tr '\r' '\n' | grep -E "epoch . step|error|wrote" || true
+}
+[ -f runs/corpus/general.txt ] || .venv/bin/python scripts/make_corpus.py "$GLUE" runs/corpus/general.txt --exclude SST-2
+teacher minilm-sst2-2k sst2 --set data.train_rows=2000
+declare -A SETS=([sst2-2k]="sst2|--set data.train_rows=2000|minilm-sst2-2k|20"
+                 [rte]="rte||minilm-rte|5" [mrpc]="mrpc||minilm-mrpc|5"
+                 [sst2-20k]="sst2|--set data.train_rows=20000|minilm-sst2-20k|2")
+for seed in $SEEDS; do
+  for set in sst2-2k rte mrpc sst2-20k; do
+    IFS='|' read -r task rows tname copies <<< "${SETS[$set]}"
+    d=$OUT/$set c=$OUT/cache/$set tm=$T/$tname/model
+    [ -f "$T/$tname/metrics.json" ] || { echo "skip $set: teacher $tname absent (scripts/teachers.sh)"; continue; }
+    common=(--task "$task" --seed "$seed" $rows)
+    job "$d/ft-s$seed" finetune recipes/ft.yaml "${common[@]}"
+    job "$d/kd-s$seed" distill recipes/kd.yaml "${common[@]}" --teacher "$tm" --set teacher_cache.dir="$c/kd"
+    job "$d/kd-tang-s$seed" distill recipes/kd-tang.yaml "${common[@]}" --teacher "$tm" \
+      --set transfer.dir="$OUT/sets/$set-tang" --set transfer.augment.copies="$copies" --set teacher_cache.dir="$c/tang"
+    job "$d/kd-tinybert-aug-s$seed" distill recipes/kd-tinybert-aug.yaml "${common[@]}" --teacher "$tm" \
+      --set transfer.dir="$OUT/sets/$set-tinybert" --set transfer.augment.copies="$copies" \
+      --set teacher_cache.dir="$c/tinybert-aug"
+    job "$d/kd-adversarial-s$seed" distill recipes/kd.yaml "${common[@]}" --teacher "$tm" \
+      --set "transfer.adversarial={flips: 2, every: 1}"
+    if [ "$task" = sst2 ]; then  # data-free synthesis makes single sentences
+      job "$d/kd-datafree-s$seed" distill recipes/kd.yaml "${common[@]}" --teacher "$tm" --set hard_weight=0 \
+        --set terms.kd.weight=1 --set "transfer={dir: $OUT/sets/$set-synthetic, train_rows: false, synthetic: {per_class: 1000, steps: 30}}"
+    fi
+    job "$d/tinybert-s$seed" distill recipes/tinybert.yaml "${common[@]}" --teacher "$tm"
+    job "$d/tinybert-2stage-s$seed" distill recipes/tinybert-2stage.yaml "${common[@]}" --teacher "$tm" \
+      --set stages.general.data.train_rows=20000
+  done
+done
+echo "=== all done $(date -u +%H:%M:%S)"
