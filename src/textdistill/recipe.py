@@ -32,6 +32,9 @@ class DataCfg(_Strict):
 class StudentCfg(_Strict):
     init: str | None = None  # model whose layers the student copies (default: the teacher)
     layers: str | int | list[int] = "all"
+    # transformer: a slice of init's layers; bilstm: Tang et al.'s BiLSTM on init's tokenizer and embeddings
+    arch: Literal["transformer", "bilstm"] = "transformer"
+    options: dict[str, Any] = Field(default_factory=dict)  # of the arch (bilstm: hidden_size, num_layers, ...)
 
 
 class TermCfg(_Strict):

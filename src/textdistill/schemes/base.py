@@ -53,15 +53,28 @@ def outputs_needed(term_cfgs) -> tuple[bool, bool]:
             any(t.tap == "attention" for t in term_cfgs))
 
 
-def build_model(init: str, layers, task, attentions: bool = False, source=None, what: str = "student"):
+def build_model(init: str, layers, task, attentions: bool = False, source=None, what: str = "student",
+                arch: str = "transformer", options: dict | None = None):
     """A model keeping ``layers`` of ``init`` (or of the already loaded ``source``), with the task's
-    labels. Returns ``(model, mapping)``; the mapping is logged."""
+    labels; or (``arch: bilstm``) a BiLSTM on ``init``'s tokenizer and input embeddings. Returns
+    ``(model, mapping)``; the mapping (teacher layer of each student layer) is logged."""
+    id2label = dict(enumerate(task.labels)) if task.labels else {0: "score"}
     if source is None:
         source, head_new = load_model(init, task.num_labels, task.labels, attentions=attentions, new_head_ok=True)
-        if head_new:
+        if head_new and arch == "transformer":
             log.info("%s init %s: new classification head for %d labels", what, init, task.num_labels)
+    if arch == "bilstm":
+        from ..models.bilstm import build_bilstm
+
+        model = build_bilstm(load_tokenizer(init), source.get_input_embeddings().weight.detach(),
+                             num_labels=task.num_labels, pair=len(task.text_columns) > 1, options=options or {},
+                             id2label=id2label)
+        c = model.config
+        log.info("%s: BiLSTM (%s x %d, %d layer(s), %s pooling%s) on the tokenizer and embeddings of %s", what,
+                 c.embedding_dim, c.hidden_size, c.num_layers, c.pool, ", siamese" if c.siamese else "", init)
+        return model, {}
     model, mapping = build_student(source, layers)
-    model.config.id2label = dict(enumerate(task.labels)) if task.labels else {0: "score"}
+    model.config.id2label = id2label
     model.config.label2id = {v: k for k, v in model.config.id2label.items()}
     log.info("%s from %s: %s", what, init, ", ".join(f"S{s}<-T{t}" for s, t in mapping.items()))
     return model, mapping

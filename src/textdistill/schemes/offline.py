@@ -71,6 +71,16 @@ class Offline(Scheme):
                 raise TextDistillError(f"{where}.teacher: with several teachers an intermediate term names the "
                                        f"teacher it reads (one of {names})")
         self.init = r.student.init or self.teacher_cfgs[0]["model"]
+        if r.student.arch == "bilstm":
+            for i, term in enumerate(r.terms):
+                if term.tap != "logits":
+                    raise TextDistillError(f"{term_where(i, term)}.tap: a BiLSTM student has no layers, attention maps "
+                                           f"or hidden states to match; only logit terms apply, not '{term.tap}'")
+            if r.transfer.adversarial is not None:
+                raise TextDistillError("transfer.adversarial: needs a transformer student (embeddings of the "
+                                       "teacher's width)")
+        elif r.student.options:
+            raise TextDistillError("student.options: only for student.arch: bilstm")
         if r.transfer.adversarial is not None:
             if len(self.teacher_cfgs) != 1 or self.teacher_cfgs[0]["cache"]:
                 raise TextDistillError("transfer.adversarial: needs one live teacher (the adversarial rows are new "
@@ -92,12 +102,13 @@ class Offline(Scheme):
         seed_fn()
         source = next((models[t["name"]] for t in self.teacher_cfgs if t["model"] == self.init), None)
         self.student, self.mapping = build_model(self.init, r.student.layers, task, attentions=self.need_attn,
-                                                 source=source)
+                                                 source=source, arch=r.student.arch, options=r.student.options)
         self.tokenizer = self.load_tokenizer(self.init)
         self.train_set, self.dev_set = self.encode(self.tokenizer, self.train_ex), self.encode(self.tokenizer, self.dev_ex)
         log.info("task %s: %d train rows (%s), %d dev rows (%s)", task.name, len(self.train_ex), self.train_ex.source,
                  len(self.dev_ex), self.dev_ex.source)
-        warn_flat_cls(self.student, self.train_set, self.tokenizer, self.init, r.student.layers)
+        if r.student.arch == "transformer":
+            warn_flat_cls(self.student, self.train_set, self.tokenizer, self.init, r.student.layers)
 
         n_student = self.student.config.num_hidden_layers
         self.teachers = []
