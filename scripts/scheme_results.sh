@@ -11,16 +11,8 @@ GLUE=${1:-../shared/data/glue}
 SEEDS=${2:-1 2 3}
 OUT=runs/schemes
 T=runs/teachers
-job() {  # OUTPUT COMMAND RECIPE ARGS...
-  local out=$1 cmd=$2 recipe=$3; shift 3
-  [ -f "$out/metrics.json" ] || [ -f "results/${out#runs/}/metrics.json" ] && return  # done here, or kept
-  [ -f "$recipe" ] || { echo "skip $out ($recipe absent)"; return; }
-  echo "=== $out $(date -u +%H:%M:%S)"
-  .venv/bin/textdistill "$cmd" -r "$recipe" -o "$out" --data-dir "$GLUE" --overwrite "$@" 2>&1 | tr '\r' '\n' \
-    | grep -v -E '^\s*(epoch|evaluate|teacher cache)[^:]*:\s+[0-9]+%' || true
-  [ -f "$out/metrics.json" ] || echo "FAILED $out"
-  scripts/keep_results.sh schemes teachers > /dev/null
-}
+KEEP="schemes teachers"
+source scripts/grid.sh
 declare -A ROWS=([sst2]="--set data.train_rows=20000" [mrpc]="" [rte]="")
 for seed in $SEEDS; do
   for task in rte mrpc sst2; do

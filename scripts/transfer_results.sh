@@ -14,15 +14,8 @@ GLUE=${1:-../shared/data/glue}
 SEEDS=${2:-1 2 3}
 OUT=runs/transfer
 T=runs/teachers
-job() {  # OUTPUT COMMAND RECIPE ARGS...
-  local out=$1 cmd=$2 recipe=$3; shift 3
-  [ -f "$out/metrics.json" ] || [ -f "results/${out#runs/}/metrics.json" ] && return
-  echo "=== $out $(date -u +%H:%M:%S)"
-  .venv/bin/textdistill "$cmd" -r "$recipe" -o "$out" --data-dir "$GLUE" --overwrite "$@" 2>&1 | tr '\r' '\n' \
-    | grep -v -E '^\s*(epoch|evaluate|augment|teacher cache)[^:]*:\s+[0-9]+%' || true
-  [ -f "$out/metrics.json" ] || echo "FAILED $out"
-  scripts/keep_results.sh transfer teachers > /dev/null
-}
+KEEP="transfer teachers"
+source scripts/grid.sh
 teacher() {  # NAME TASK ARGS...
   local name=$1 task=$2; shift 2
   [ -f "$T/$name/metrics.json" ] && return

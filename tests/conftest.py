@@ -76,3 +76,15 @@ def shared_glue():
     if not SHARED_GLUE.is_dir():
         pytest.skip(f"{SHARED_GLUE} is absent (the real GLUE data lives beside the repo in ../shared)")
     return SHARED_GLUE
+
+
+def fails_one_line(argv, capsys, needle, *absent):
+    """``textdistill argv`` exits 2 with one line on stderr containing ``needle``, and leaves none of the
+    ``absent`` output folders (nor their ``.NAME.partial``) behind."""
+    from textdistill.cli import main
+
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and needle in err, err
+    for path in absent:
+        assert not Path(path).exists() and not (Path(path).parent / f".{Path(path).name}.partial").exists()

@@ -1,12 +1,12 @@
 """Schemes beyond one frozen teacher: online mutual learning (DML), several teachers, a teacher with
 another tokenizer, born-again generations; each against an independent computation or a known equality."""
 import json
-from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
 
+from conftest import fails_one_line
 from textdistill.cli import main
 from textdistill.evaluate import model_inputs
 from textdistill.recipe import load_recipe
@@ -29,12 +29,6 @@ def _batch(scheme, n=8):
     return next(iter(eval_loader(scheme.train_set, scheme.tokenizer, n)))
 
 
-def _fails(argv, capsys, needle, *absent):
-    assert main(argv) == 2
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and needle in err, err
-    for path in absent:
-        assert not Path(path).exists() and not (Path(path).parent / f".{Path(path).name}.partial").exists()
 
 
 # ---------------------------------------------------------------- online (deep mutual learning)
@@ -92,13 +86,13 @@ def test_online_bad_input(tiny_teacher_run, tiny_bert, tmp_path, capsys):
     d = tiny_teacher_run
     out = tmp_path / "o"
     base = ["distill", "-r", "recipes/dml.yaml", "-o", str(out), "--data-dir", str(d / "sst2")]
-    _fails(base + ["--set", f"peers=[{{init: {tiny_bert}}}]"], capsys, "peers: online (mutual) learning needs at "
+    fails_one_line(base + ["--set", f"peers=[{{init: {tiny_bert}}}]"], capsys, "peers: online (mutual) learning needs at "
            "least 2 peers", out)
-    _fails(base + ["--set", f"peers=[{{init: {tiny_bert}}}, {{init: {tiny_bert}}}]", "--teacher",
+    fails_one_line(base + ["--set", f"peers=[{{init: {tiny_bert}}}, {{init: {tiny_bert}}}]", "--teacher",
                    str(d / "teacher" / "model")], capsys, "teacher: not used by scheme 'online'", out)
-    _fails(base + ["--set", f"peers=[{{name: x, init: {tiny_bert}}}, {{name: x, init: {tiny_bert}}}]"], capsys,
+    fails_one_line(base + ["--set", f"peers=[{{name: x, init: {tiny_bert}}}, {{name: x, init: {tiny_bert}}}]"], capsys,
            "peers[1].name: duplicate peer name 'x'", out)
-    _fails(base + ["--set", f"peers=[{{init: {tiny_bert}}}, {{init: {tiny_bert}}}]", "--set",
+    fails_one_line(base + ["--set", f"peers=[{{init: {tiny_bert}}}, {{init: {tiny_bert}}}]", "--set",
                    "terms=[{name: h, tap: cls, map: pkd-skip, loss: pkd_mse}]"], capsys,
            "terms[0] (h).tap: online learning compares the peers' logits only", out)
 
@@ -154,19 +148,19 @@ def test_several_teachers_bad_input(tiny_teacher_run, tiny_bert, tmp_path, capsy
     d = tiny_teacher_run
     t = str(d / "teacher" / "model")
     out = tmp_path / "m"
-    _fails(["distill", "-r", "recipes/kd.yaml", "-o", str(out), "--data-dir", str(d / "sst2"), "--set", "teacher=null",
+    fails_one_line(["distill", "-r", "recipes/kd.yaml", "-o", str(out), "--data-dir", str(d / "sst2"), "--set", "teacher=null",
             "--set", f"teachers=[{{model: {t}, weight: -1}}, {{model: {t}}}]"], capsys,
            "teachers[0].weight: -1.0 is negative", out)
-    _fails(["distill", "-r", "recipes/kd.yaml", "-o", str(out), "--data-dir", str(d / "sst2"), "--set", "teacher=null",
+    fails_one_line(["distill", "-r", "recipes/kd.yaml", "-o", str(out), "--data-dir", str(d / "sst2"), "--set", "teacher=null",
             "--set", f"teachers=[{{model: {t}, weight: 0}}, {{model: {t}, weight: 0}}]"], capsys,
            "teachers: the weights sum to 0", out)
-    _fails(["distill", "-r", "recipes/kd.yaml", "-o", str(out), "--data-dir", str(d / "sst2"), "--teacher", t,
+    fails_one_line(["distill", "-r", "recipes/kd.yaml", "-o", str(out), "--data-dir", str(d / "sst2"), "--teacher", t,
             "--set", f"teachers=[{{model: {t}}}]"], capsys, "teacher, teachers: give one teacher or a list", out)
     two = f"teachers=[{{model: {t}}}, {{model: {t}}}]"
     null = ["--set", "teacher=null"]
-    _fails(["distill", "-r", "recipes/pkd-skip.yaml", "-o", str(out), "--data-dir", str(d / "sst2"),
+    fails_one_line(["distill", "-r", "recipes/pkd-skip.yaml", "-o", str(out), "--data-dir", str(d / "sst2"),
             *null, "--set", two], capsys, "terms[1] (pt).teacher: with several teachers an intermediate term names", out)
-    _fails(["distill", "-r", "recipes/pkd-skip.yaml", "-o", str(out), "--data-dir", str(d / "sst2"),
+    fails_one_line(["distill", "-r", "recipes/pkd-skip.yaml", "-o", str(out), "--data-dir", str(d / "sst2"),
             *null, "--set", two, "--set", "terms.pt.teacher=t9"], capsys, "terms[1] (pt).teacher: no teacher named 't9'", out)
 
 

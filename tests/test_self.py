@@ -2,12 +2,12 @@
 computation, the early-exit rule (threshold 0 = the plain model, a huge one = the first exit), the real
 batch-1 early stop against the simulated rule, the CLI sweep and plot, and one-line errors."""
 import json
-from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
 
+from conftest import fails_one_line
 from textdistill.cli import main
 from textdistill.data.batching import Collator, eval_loader
 from textdistill.evaluate import model_inputs, predict
@@ -178,12 +178,6 @@ def test_exit_sweep_and_plot(self_run, tiny_teacher_run, tmp_path, capsys):
     assert "threshold" in captured.err and "mean layers" in captured.err
 
 
-def _fails(argv, capsys, needle, *absent):
-    assert main(argv) == 2
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and needle in err, err
-    for path in absent:
-        assert not Path(path).exists() and not (Path(path).parent / f".{Path(path).name}.partial").exists()
 
 
 def test_bad_input_gives_one_line_and_writes_nothing(tiny_teacher_run, tiny_bert, self_run, tmp_path, capsys):
@@ -191,24 +185,24 @@ def test_bad_input_gives_one_line_and_writes_nothing(tiny_teacher_run, tiny_bert
     out = tmp_path / "out"
     base = ["distill", "-r", "recipes/self-distill.yaml", "-o", str(out), "--data-dir", str(d / "sst2"),
             "--set", f"student.init={tiny_bert}", *FAST]
-    _fails([*base, "--set", "exits.layers=[1,9]"], capsys, "exits.layers=[1, 9]: the model has 4 layers", out)
-    _fails([*base, "--set", "student.layers=first:2", "--set", "exits.layers=3"], capsys,
+    fails_one_line([*base, "--set", "exits.layers=[1,9]"], capsys, "exits.layers=[1, 9]: the model has 4 layers", out)
+    fails_one_line([*base, "--set", "student.layers=first:2", "--set", "exits.layers=3"], capsys,
            "exits.layers=3: the model has 2 layers", out)
-    _fails([*base, "--teacher", str(d / "teacher" / "model")], capsys,
+    fails_one_line([*base, "--teacher", str(d / "teacher" / "model")], capsys,
            "teacher: scheme self: the model teaches itself; remove 'teacher'", out)
-    _fails([*base, "--set", "student.init=null"], capsys, "student.init:", out)
-    _fails([*base, "--set", "exits.layers=4"], capsys, "exits.layers: no exit below the last layer", out)
-    _fails([*base, "--set", "terms=[{name: att, tap: attention, loss: attention_kl, pairs: [[1, 4]]}]"], capsys,
+    fails_one_line([*base, "--set", "student.init=null"], capsys, "student.init:", out)
+    fails_one_line([*base, "--set", "exits.layers=4"], capsys, "exits.layers: no exit below the last layer", out)
+    fails_one_line([*base, "--set", "terms=[{name: att, tap: attention, loss: attention_kl, pairs: [[1, 4]]}]"], capsys,
            "terms[0] (att).tap: scheme self compares", out)
-    _fails([*base, "--set", "terms=[{name: h, tap: cls, loss: mse, pairs: [[1, 3]]}]"], capsys,
+    fails_one_line([*base, "--set", "terms=[{name: h, tap: cls, loss: mse, pairs: [[1, 3]]}]"], capsys,
            "terms[0] (h).pairs: [1, 3]: scheme self pairs a lower layer 1..3 with the last layer 4", out)
-    _fails([*base, "--set", "terms=[{name: h, tap: cls, loss: mse, map: uniform}]"], capsys,
+    fails_one_line([*base, "--set", "terms=[{name: h, tap: cls, loss: mse, map: uniform}]"], capsys,
            "terms[0] (h).map: scheme self takes explicit pairs", out)
     # early exit on a model trained without exits; --plot without --exit-sweep
     report = tmp_path / "report.json"
     evaluate = ["evaluate", "--task", "sst2", "--data-dir", str(d / "sst2"), "--output", str(report)]
-    _fails([*evaluate, "--model", str(d / "teacher" / "model"), "--exit-threshold", "0.3"], capsys,
+    fails_one_line([*evaluate, "--model", str(d / "teacher" / "model"), "--exit-threshold", "0.3"], capsys,
            "no exits.safetensors beside the model", report)
-    _fails([*evaluate, "--model", str(d / "teacher" / "model"), "--exit-sweep"], capsys, "exits.safetensors", report)
-    _fails([*evaluate, "--model", str(self_run / "model"), "--plot", str(tmp_path / "p.png")], capsys,
+    fails_one_line([*evaluate, "--model", str(d / "teacher" / "model"), "--exit-sweep"], capsys, "exits.safetensors", report)
+    fails_one_line([*evaluate, "--model", str(self_run / "model"), "--plot", str(tmp_path / "p.png")], capsys,
            "--plot: draws the --exit-sweep curve", report, tmp_path / "p.png")

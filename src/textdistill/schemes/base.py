@@ -145,7 +145,11 @@ class Scheme:
         raise NotImplementedError
 
     def set_epoch(self, epoch: int) -> list[str]:
-        return []
+        """Before each epoch: the terms re-draw random layer maps (RAIL-KD); their descriptions are logged."""
+        terms = getattr(self, "terms", ())
+        for term in terms:
+            term.set_epoch(epoch)
+        return [term.describe() for term in terms]
 
     def train(self) -> None:
         for m in self.modules().values():

@@ -126,11 +126,6 @@ class General(Scheme):
         self.student, self.terms = prepared["student"], prepared["terms"]
         self.teacher.to(next(self.student.parameters()).device)
 
-    def set_epoch(self, epoch: int) -> list[str]:
-        for term in self.terms:
-            term.set_epoch(epoch)
-        return [term.describe() for term in self.terms]
-
     def loss_parts(self, batch):
         inputs = model_inputs(batch)
         kw = {"output_hidden_states": self.need_hidden, "output_attentions": self.need_attn}

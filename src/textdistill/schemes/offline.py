@@ -170,11 +170,6 @@ class Offline(Scheme):
         for t in self.teachers:
             t.to(device)
 
-    def set_epoch(self, epoch: int) -> list[str]:
-        for term in self.terms:
-            term.set_epoch(epoch)
-        return [term.describe() for term in self.terms]
-
     def loss_parts(self, batch):
         inputs = model_inputs(batch)
         s_out = self.student(**inputs, output_hidden_states=self.need_hidden, output_attentions=self.need_attn)

@@ -104,9 +104,6 @@ class SelfDistill(Scheme):
     def bind(self, prepared) -> None:
         self.model, self.heads, self.terms = prepared["model"], prepared["exits"], prepared["terms"]
 
-    def set_epoch(self, epoch: int) -> list[str]:
-        return [term.describe() for term in self.terms]
-
     def loss_parts(self, batch):
         r, task = self.recipe, self.task
         inputs = model_inputs(batch)

@@ -1,0 +1,14 @@
+# Shared by the result grids (scheme_results.sh, transfer_results.sh): source it after setting GLUE.
+#   job OUTPUT COMMAND RECIPE ARGS...   runs `textdistill COMMAND -r RECIPE -o OUTPUT ...` unless its metrics.json
+#                                       is in runs/ or kept in results/; keeps the metrics (keep_results.sh)
+# Progress bars are filtered out of the log. KEEP lists the runs/ folders to keep (default: all grids).
+job() {
+  local out=$1 cmd=$2 recipe=$3; shift 3
+  [ -f "$out/metrics.json" ] || [ -f "results/${out#runs/}/metrics.json" ] && return
+  [ -f "$recipe" ] || { echo "skip $out ($recipe absent)"; return; }
+  echo "=== $out $(date -u +%H:%M:%S)"
+  .venv/bin/textdistill "$cmd" -r "$recipe" -o "$out" --data-dir "$GLUE" --overwrite "$@" 2>&1 | tr '\r' '\n' \
+    | grep -v -E '^\s*(epoch|evaluate|augment|teacher cache)[^:]*:\s+[0-9]+%' || true
+  [ -f "$out/metrics.json" ] || echo "FAILED $out"
+  scripts/keep_results.sh ${KEEP:-} > /dev/null
+}
