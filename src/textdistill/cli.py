@@ -1,4 +1,4 @@
-"""Command line: textdistill finetune | distill | cache | augment | evaluate | layer-map | demo"""
+"""Command line: textdistill finetune | distill | cache | augment | evaluate | export | layer-map | demo"""
 from __future__ import annotations
 
 import argparse
@@ -102,6 +102,12 @@ def _evaluate(args) -> int:
     else:
         raise TextDistillError("evaluate: give --file or --data-dir")
     examples = load_examples(task, path)
+    from .models.export import is_onnx_model
+
+    if is_onnx_model(args.model):  # an export (textdistill export): predictions through ONNX Runtime
+        if exits:
+            raise TextDistillError("--exit-threshold/--exit-sweep: not available for an ONNX model")
+        return _evaluate_onnx(args, task, path, examples)
     heads = None
     if exits:
         from .models.exits import load_exits
@@ -132,6 +138,42 @@ def _evaluate(args) -> int:
         with open(args.output, "w") as f:
             json.dump(result, f, indent=2)
     print(json.dumps(result))
+    return 0
+
+
+def _evaluate_onnx(args, task, path, examples) -> int:
+    from .data.batching import encode, eval_loader
+    from .evaluate import compute_metrics
+    from .models.export import check_labels, load_onnx, onnx_parameters, onnx_predict
+    from .models.loading import load_tokenizer
+
+    session, onnx_path = load_onnx(args.model)
+    check_labels(onnx_path.parent, task, args.model)
+    tokenizer = load_tokenizer(str(onnx_path.parent))
+    loader = eval_loader(encode(tokenizer, examples, args.max_length, task.is_regression), tokenizer, args.batch_size)
+    result = {"model": args.model, "task": task.name, "file": str(path), "rows": len(examples),
+              "metrics": compute_metrics(task, onnx_predict(session, loader), examples.labels),
+              "params": onnx_parameters(onnx_path), "runtime": "onnxruntime"}
+    if args.output:
+        with open(args.output, "w") as f:
+            json.dump(result, f, indent=2)
+    print(json.dumps(result))
+    return 0
+
+
+def _export(args) -> int:
+    from .models.export import export
+
+    info = export(args.model, args.output, int8=args.int8, task=args.task, data_dir=args.data_dir, file=args.file,
+                  calibration=args.calibration, calibration_rows=args.calibration_rows,
+                  min_agreement=args.min_agreement, opset=args.opset, batch_size=args.batch_size,
+                  max_length=args.max_length, overwrite=args.overwrite)
+    check = info["check"]
+    print(json.dumps({"output": args.output, "int8": info["int8"], "data": check["data"], "rows": check["rows"],
+                      "pytorch_metrics": check.get("pytorch_metrics"),
+                      "check": {k: {m: check[k][m] for m in ("agreement", "max_abs_logit_diff", "metrics")
+                                    if m in check[k]} for k in ("fp32", "int8") if k in check},
+                      "sizes": info["sizes"]}))
     return 0
 
 
@@ -278,6 +320,25 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"early exit at thresholds {', '.join(map(str, SWEEP))}: main metric and mean layers")
     p.add_argument("--plot", metavar="PNG", help="with --exit-sweep: plot the metric against mean layers")
     p.set_defaults(fn=_evaluate)
+    p = sub.add_parser("export", help="export a saved student to ONNX (optionally int8), checked against PyTorch")
+    p.add_argument("--model", required=True, help="a saved student folder (config.json, model.safetensors, tokenizer)")
+    p.add_argument("--output", "-o", required=True, help="folder: model.onnx, config.json, tokenizer, export.json")
+    p.add_argument("--format", choices=["onnx"], default="onnx")
+    p.add_argument("--int8", choices=["dynamic", "static"],
+                   help="ONNX Runtime int8 quantization; static calibrates on training texts")
+    p.add_argument("--task", help="with --data-dir or --file: check the export on these rows (else a built-in sample)")
+    p.add_argument("--data-dir", help="the task's data: the check runs on its dev file, static calibration on train")
+    p.add_argument("--file", help="the rows of the check (a task file)")
+    p.add_argument("--calibration", metavar="FILE", help="--int8 static: calibration texts (default: the train file "
+                                                           "under --data-dir)")
+    p.add_argument("--calibration-rows", type=int, default=200, metavar="N", help="calibration rows (default 200)")
+    p.add_argument("--min-agreement", type=float, default=0.97,
+                   help="refuse an int8 model whose argmax agrees with PyTorch's on fewer rows (default 0.97)")
+    p.add_argument("--opset", type=int, default=17)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--max-length", type=int, default=128)
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
+    p.set_defaults(fn=_export)
     p = sub.add_parser("layer-map", help="show which teacher layer each student layer learns from")
     p.add_argument("--strategy", required=True, help="a map name, or 'all'")
     p.add_argument("--teacher-layers", type=int, required=True)
