@@ -15,6 +15,7 @@ student: latency and SST-2 dev accuracy before and after.
 from __future__ import annotations
 
 import argparse
+import os
 import json
 import statistics
 import sys
@@ -119,7 +120,7 @@ def main():
         lq1 = speed_table({"fp32": student, "int8": q}, one, rounds=args.rounds, repeats=args.repeats)
         lq32 = speed_table({"fp32": student, "int8": q}, many, rounds=args.rounds, repeats=args.repeats)
     qrows = [[k, f"{100 * acc[k]:.2f}", f"{1000 * lq1[k]:.1f}", f"{1000 * lq32[k]:.0f}"] for k in ("fp32", "int8")]
-    print(f"\nint8 dynamic quantisation of {args.student} (SST-2 dev, 872 rows): accuracy change "
+    print(f"\nint8 dynamic quantisation of {os.path.relpath(args.student)} (SST-2 dev, 872 rows): accuracy change "
           f"{100 * (acc['int8'] - acc['fp32']):+.2f} points, speed-up b=32 {lq32['fp32'] / lq32['int8']:.2f}x\n")
     print(markdown_table(["student", "dev acc", "ms b=1", "ms b=32"], qrows))
     if args.json:

@@ -33,7 +33,7 @@ def predict(model, loader, device=None, logits_fn=None) -> np.ndarray:
     model.eval()
     device = device or next(model.parameters()).device
     out, idx = [], []
-    for batch in tqdm(loader, desc="evaluate", leave=False, mininterval=2):
+    for batch in tqdm(loader, desc="evaluate", leave=False, mininterval=2, disable=None):  # no bar off a terminal
         inputs = {k: v.to(device) for k, v in model_inputs(batch).items()}
         logits = logits_fn(model, inputs) if logits_fn else model(**inputs).logits
         out.append(logits.float().cpu())

@@ -102,6 +102,8 @@ def run(recipe: Recipe, out_dir: str | os.PathLike, overwrite: bool = False, dis
     scheme_cls = SCHEMES.get_or_fail(recipe.scheme, "scheme")
     train_ex, dev_ex = scheme_cls.load_data(recipe, task)
     transfer.check(recipe)
+    if recipe.train.tensorboard:
+        _summary_writer()
     scheme = scheme_cls(recipe, task, train_ex, dev_ex, tqdm=tqdm)
     # the transfer set: the training rows, then generated rows only the teacher labels (built once, reused)
     scheme.train_ex = transfer.extend(recipe, train_ex, tqdm)
@@ -234,6 +236,16 @@ def cache_only(recipe: Recipe, out_dir: str | os.PathLike, overwrite: bool = Fal
     return manifest
 
 
+def _summary_writer():
+    """torch's SummaryWriter class (``train.tensorboard``), or a one-line error without the tensorboard package."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise TextDistillError("train.tensorboard: needs the 'tensorboard' package (pip install "
+                               "'tensorboard>=2.15')") from None
+    return SummaryWriter
+
+
 def _loop(scheme, tmp: Path, tqdm, resume: bool = False, any_version: bool = False) -> dict:
     from accelerate import Accelerator
     from transformers import get_linear_schedule_with_warmup
@@ -275,6 +287,9 @@ def _loop(scheme, tmp: Path, tqdm, resume: bool = False, any_version: bool = Fal
                         optimizer=optimizer, scheduler=scheduler, sampler_state=epoch_start, progress=run,
                         recipe_text=recipe_text)
 
+    # a resumed run drops the events written after its checkpoint (purge_step)
+    writer = _summary_writer()(str(tmp / "tensorboard"), purge_step=run["step"] if resume else None) \
+        if cfg.tensorboard else None
     t0 = time.perf_counter() - run["elapsed"]
     for epoch in range(run["epoch"], math.ceil(cfg.epochs)):
         for line in scheme.set_epoch(epoch):
@@ -293,7 +308,7 @@ def _loop(scheme, tmp: Path, tqdm, resume: bool = False, any_version: bool = Fal
         if rng_at_resume is not None:
             torch.set_rng_state(rng_at_resume)
             rng_at_resume = None
-        bar = tqdm(batches, desc=f"epoch {epoch + 1}", leave=False, mininterval=2,
+        bar = tqdm(batches, desc=f"epoch {epoch + 1}", leave=False, mininterval=2, disable=None,
                    total=min(len(loader) - skip, total_steps - run["step"]))
         t_prev = time.perf_counter()
         for batch in bar:
@@ -314,8 +329,14 @@ def _loop(scheme, tmp: Path, tqdm, resume: bool = False, any_version: bool = Fal
             t_prev = now
             sums, counts = run["sums"], run["counts"]
             for name, (_, v) in parts.items():  # a part may come every N-th step only: its own count
-                sums[name] = sums.get(name, 0.0) + v.item()
+                value = v.item()
+                sums[name] = sums.get(name, 0.0) + value
                 counts[name] = counts.get(name, 0) + 1
+                if writer:
+                    writer.add_scalar(f"loss/{name}", value, run["step"])
+            if writer:
+                writer.add_scalar("loss/total", loss.item(), run["step"])
+                writer.add_scalar("lr", scheduler.get_last_lr()[0], run["step"])
             if run["step"] % 50 == 0:
                 bar.set_postfix({k: f"{v / counts[k]:.4f}" for k, v in sums.items()})
             if run["step"] >= total_steps:
@@ -328,11 +349,17 @@ def _loop(scheme, tmp: Path, tqdm, resume: bool = False, any_version: bool = Fal
         run["history"].append({"epoch": epoch + 1, "step": run["step"], "seconds": round(time.perf_counter() - t0, 1),
                                "loss": {k: round(v / run["counts"][k], 6) for k, v in run["sums"].items()}, **result})
         log.info("epoch %d step %d: loss %s dev %s", epoch + 1, run["step"], run["history"][-1]["loss"], result["dev"])
+        if writer:
+            for name, value in result["dev"].items():
+                writer.add_scalar(f"dev/{name}", value, run["step"])
+            writer.flush()
         run.update(epoch=epoch + 1, batches=0, sums={}, counts={})
         if cfg.checkpoint and epoch + 1 < math.ceil(cfg.epochs):
             save_checkpoint(order.get_state())
     train_seconds = time.perf_counter() - t0 - run["eval_seconds"]  # dev evaluation after each epoch excluded
 
+    if writer:
+        writer.close()
     saved = scheme.save(tmp, accelerator.unwrap_model)
     shutil.rmtree(tmp / checkpoint.FOLDER, ignore_errors=True)
     history, step_seconds = run["history"], run["step_seconds"]

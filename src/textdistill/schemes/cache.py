@@ -110,7 +110,7 @@ def build_cache(folder: Path, *, teacher_model, key: dict, data, tokenizer, batc
     teacher_model.eval()
     loader = eval_loader(data, tokenizer, batch_size)
     device = next(teacher_model.parameters()).device
-    for batch in (tqdm(loader, desc="teacher cache", mininterval=2) if tqdm else loader):
+    for batch in (tqdm(loader, desc="teacher cache", mininterval=2, disable=None) if tqdm else loader):
         inputs = {k: v.to(device) for k, v in model_inputs(batch).items()}
         out = teacher_model(**inputs, output_hidden_states=bool(plan))
         idx = batch["idx"]

@@ -153,7 +153,7 @@ def augment_examples(examples, augmenter, copies: int, seed: int, tqdm=None):
     rng = random.Random(seed)
     text_a, text_b, rows = [], [] if examples.text_b is not None else None, []
     it = range(len(examples))
-    for i in (tqdm(it, desc="augment", mininterval=2) if tqdm else it):
+    for i in (tqdm(it, desc="augment", mininterval=2, disable=None) if tqdm else it):
         norm = lambda t: " ".join(t.split())  # noqa: E731 - the rules rejoin words with single spaces
         seen = {(norm(examples.text_a[i]), norm(examples.text_b[i]) if text_b is not None else None)}
         for _ in range(copies):
