@@ -147,6 +147,9 @@ class TrainCfg(_Strict):
     # an interrupted run continues with --resume
     checkpoint: bool = True
     checkpoint_every: int = Field(0, ge=0)
+    # TensorBoard scalars in <run>/tensorboard/: each loss part and the learning rate every step, dev metrics
+    # every epoch (needs the tensorboard package)
+    tensorboard: bool = False
     mixed_precision: Literal["no", "fp16", "bf16"] = "no"
     cpu: bool = False
 
@@ -212,6 +215,16 @@ def parse_overrides(items: list[str]) -> list[tuple[str, Any]]:
     return out
 
 
+def _yaml_where(e: yaml.YAMLError) -> str:
+    """``:line:column: invalid YAML: problem (context on line L)`` of a YAML error, on one line."""
+    mark = getattr(e, "problem_mark", None)
+    where = f":{mark.line + 1}:{mark.column + 1}" if mark is not None else ""
+    problem = getattr(e, "problem", None) or (str(e).splitlines() or ["?"])[0]
+    context, cmark = getattr(e, "context", None), getattr(e, "context_mark", None)
+    more = f" ({context}{f' on line {cmark.line + 1}' if cmark is not None else ''})" if context else ""
+    return f"{where}: invalid YAML: {problem}{more}"
+
+
 def load_recipe(path: str | None, overrides: list[tuple[str, Any]] = ()) -> Recipe:
     where = path or "command line"
     data: dict = {}
@@ -222,7 +235,9 @@ def load_recipe(path: str | None, overrides: list[tuple[str, Any]] = ()) -> Reci
         try:
             data = yaml.safe_load(p.read_text()) or {}
         except yaml.YAMLError as e:
-            raise TextDistillError(f"{path}: invalid YAML: {str(e).splitlines()[0]}") from None
+            raise TextDistillError(f"{path}{_yaml_where(e)}") from None
+        except UnicodeDecodeError as e:
+            raise TextDistillError(f"{path}: not UTF-8 (byte 0x{e.object[e.start]:02x} at offset {e.start})") from None
         if not isinstance(data, dict):
             raise TextDistillError(f"{path}: a recipe is a mapping of keys to values")
     for key, value in overrides:
