@@ -9,7 +9,9 @@ Offline aliases:
 from __future__ import annotations
 
 import importlib
+import json
 import os
+import re
 from pathlib import Path
 
 from .. import TextDistillError
@@ -38,6 +40,23 @@ def _mpnet() -> Path:
 ALIASES = {"minilm-l6": _minilm, "mpnet-12": _mpnet}
 
 
+HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?")
+
+
+def _offline() -> bool:
+    return any(os.environ.get(k, "").strip().upper() in ("1", "ON", "YES", "TRUE")
+               for k in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+
+
+def _hub_cached(name: str) -> bool:
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        return isinstance(try_to_load_from_cache(name, "config.json"), str)
+    except Exception:  # noqa: BLE001 - an unusable cache is the same as none
+        return False
+
+
 def resolve_model_path(name: str) -> str:
     """A local folder, an alias (resolved to its folder) or a hub id (returned unchanged)."""
     if name in ALIASES:
@@ -47,27 +66,101 @@ def resolve_model_path(name: str) -> str:
         if not (path / "config.json").is_file():
             raise TextDistillError(f"{path}: not a model folder (no config.json)")
         return str(path)
-    if name.startswith((".", "/", "~")) or name.count("/") > 1:
-        raise TextDistillError(f"{name}: model folder not found")
+    first = Path(name).parts[0] if Path(name).parts else name
+    # a path: absolute, relative (./x, ../x, x/y/z), one whose first folder exists here, or no valid hub id
+    if (name.startswith((".", "/", "~")) or name.count("/") > 1 or ("/" in name and Path(first).is_dir())
+            or os.sep != "/" and os.sep in name or not HUB_ID.fullmatch(name)):
+        raise TextDistillError(f"{name}: model folder not found (no {path.resolve()})")
     return name  # a hub id: transformers downloads it (or finds it in the HF cache)
 
 
 def _hub_error(name: str, err: Exception) -> TextDistillError:
-    return TextDistillError(f"could not load model '{name}': {type(err).__name__}: {str(err).splitlines()[0]} "
-                            f"(offline? use a local folder or one of the aliases: {', '.join(ALIASES)})")
+    detail = f"{type(err).__name__}: {(str(err).splitlines() or [''])[0]}"
+    if Path(name).expanduser().is_dir() or name in ALIASES:
+        return TextDistillError(f"{name}: cannot load the model folder ({detail})")
+    where = Path(name).expanduser().resolve()
+    if _offline() and not _hub_cached(name):
+        return TextDistillError(f"{name}: model not found: no folder {where}, and no hub model '{name}' in the "
+                                f"local cache (offline: HF_HUB_OFFLINE=1); give a model folder or an alias "
+                                f"({', '.join(ALIASES)})")
+    return TextDistillError(f"{name}: model not found: no folder {where}, and the hub could not give it ({detail}); "
+                            f"give a model folder or an alias ({', '.join(ALIASES)})")
+
+
+# files a Hugging Face tokenizer is built from; a folder with none of them gets an empty tokenizer (every word
+# [UNK]) from transformers, without a word
+TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "spiece.model", "sentencepiece.bpe.model",
+                   "tokenizer.model")
+
+
+def _config_vocab_size(path: str) -> int | None:
+    try:
+        config = json.loads((Path(path) / "config.json").read_text()) if Path(path).is_dir() else None
+    except (OSError, ValueError):
+        return None
+    size = (config or {}).get("vocab_size")
+    return size if isinstance(size, int) and size > 0 else None
 
 
 def load_tokenizer(name: str):
+    """The model's fast tokenizer. A local folder must hold tokenizer files, and the tokenizer must fit the
+    model's vocabulary (``config.json`` ``vocab_size``)."""
     from transformers import AutoTokenizer
 
     path = resolve_model_path(name)
+    if Path(path).is_dir() and not any((Path(path) / f).is_file() for f in TOKENIZER_FILES):
+        raise TextDistillError(f"{name}: no tokenizer in the model folder (none of {', '.join(TOKENIZER_FILES[:2])}, "
+                               f"...); save the tokenizer of the model it came from into it "
+                               f"(AutoTokenizer.from_pretrained(source).save_pretrained(folder))")
     try:
         tok = AutoTokenizer.from_pretrained(path, use_fast=True)
     except (OSError, ValueError) as e:
         raise _hub_error(name, e) from e
+    except Exception as e:  # noqa: BLE001 - the tokenizers library raises plain Exceptions on a damaged file
+        if not Path(path).is_dir():
+            raise
+        raise TextDistillError(f"{name}: unreadable tokenizer ({type(e).__name__}: "
+                               f"{(str(e).splitlines() or [''])[0]})") from None
     if not tok.is_fast:
         raise TextDistillError(f"{name}: no fast tokenizer available")
+    vocab = _config_vocab_size(path)
+    if vocab is not None and not vocab // 2 <= len(tok) <= vocab:
+        raise TextDistillError(f"{name}: the tokenizer has {len(tok)} tokens but the model's vocabulary "
+                               f"(config.json vocab_size) has {vocab}: they do not belong together (copy the "
+                               f"tokenizer of the model it came from)")
     return tok
+
+
+def _safetensors_problem(path: Path) -> str | None:
+    """Why a .safetensors file cannot be read (truncated, not safetensors), or None. Reads its header only."""
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        head = f.read(8)
+        if len(head) < 8:
+            return f"truncated ({size} bytes)"
+        n = int.from_bytes(head, "little")
+        if n > size - 8:
+            return (f"truncated or not a safetensors file (its header says {n} bytes, the file has {size})"
+                    if n < 1 << 30 else "not a safetensors file (garbage header)")
+        try:
+            header = json.loads(f.read(n))
+        except (ValueError, UnicodeDecodeError):
+            return "not a safetensors file (unreadable header)"
+    if not isinstance(header, dict):
+        return "not a safetensors file (unreadable header)"
+    ends = [v.get("data_offsets", [0, 0])[1] for k, v in header.items() if k != "__metadata__" and isinstance(v, dict)]
+    need = 8 + n + max(ends, default=0)
+    if size < need:
+        return f"truncated ({size} of {need} bytes)"
+    return None
+
+
+def check_weight_files(path: str) -> None:
+    """A local model folder's weight files (``model*.safetensors``) must be complete."""
+    for f in sorted(Path(path).glob("model*.safetensors")) if Path(path).is_dir() else ():
+        problem = _safetensors_problem(f)
+        if problem:
+            raise TextDistillError(f"{f}: {problem}; the model's weights are damaged (copy or save it again)")
 
 
 def load_model(name: str, num_labels: int, labels: tuple[str, ...] | None = None, attentions: bool = False,
@@ -87,6 +180,7 @@ def load_model(name: str, num_labels: int, labels: tuple[str, ...] | None = None
         config = AutoConfig.from_pretrained(path)
     except (OSError, ValueError) as e:
         raise _hub_error(name, e) from e
+    check_weight_files(path)
     saved = [str(v) for _, v in sorted((int(k), v) for k, v in (config.id2label or {}).items())]
     named = saved and not all(v == f"LABEL_{i}" for i, v in enumerate(saved))
     if not new_head_ok and named and labels is not None and len(saved) == len(labels) and tuple(saved) != labels:
@@ -115,6 +209,11 @@ def load_model(name: str, num_labels: int, labels: tuple[str, ...] | None = None
                                    f"the task needs {num_labels}") from None
     except (OSError, ValueError) as e:
         raise _hub_error(name, e) from e
+    except Exception as e:  # noqa: BLE001 - safetensors' own error type (a damaged weights file)
+        if type(e).__name__ != "SafetensorError":
+            raise
+        raise TextDistillError(f"{name}: unreadable weights ({(str(e).splitlines() or [''])[0]}); the model's "
+                               f"weights are damaged (copy or save it again)") from None
     finally:
         hf_logging.set_verbosity(verbosity)
         if bars:

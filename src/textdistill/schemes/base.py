@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from .. import TextDistillError
 from ..data.batching import IGNORE, encode, eval_loader
 from ..evaluate import compute_metrics, model_inputs, predict
+from ..models.checks import check_finite_parameters, check_recipe_lengths
 from ..models.loading import load_model, load_tokenizer
 from ..models.student import build_student, cls_spread
 from ..registry import Registry
@@ -90,6 +91,7 @@ def warn_flat_cls(model, data, tokenizer, init: str, layers) -> None:
 
 def save_model(model, tokenizer, folder: Path, init: str, mapping: dict) -> None:
     """A plain Hugging Face folder (``folder/model``) and which teacher layers the model kept."""
+    check_finite_parameters(model, "the trained model")  # a run that went NaN on its last steps saves nothing
     model.save_pretrained(folder / "model")
     tokenizer.save_pretrained(folder / "model")
     (folder / "student_layers.json").write_text(json.dumps({"init": init, "student_from_teacher_layers":
@@ -113,6 +115,7 @@ class Scheme:
         self.recipe, self.task, self.train_ex, self.dev_ex, self.tqdm = recipe, task, train_ex, dev_ex, tqdm
         self.cfg = recipe.train
         self.check()
+        check_recipe_lengths(recipe)  # train.max_length within every named model's positions
 
     def check(self) -> None:
         """Recipe checks that need no model (one-line errors naming the key); run before anything is written."""

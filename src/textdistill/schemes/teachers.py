@@ -16,6 +16,7 @@ Every teacher is checked the same way: it must have a fine-tuned classification 
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 from pathlib import Path
 from types import SimpleNamespace
@@ -84,10 +85,28 @@ def cache_ready(folder: Path) -> bool:
     return (Path(folder) / MANIFEST).is_file()
 
 
+def check_output_path(out: Path) -> None:
+    """An output folder must be a new or replaceable folder: not a file, not the current folder or one above it
+    (``--overwrite`` would delete it), and its parent must be creatable."""
+    where = Path.cwd().resolve()
+    resolved = out.expanduser().resolve()
+    if out.name in ("", ".", "..") or resolved == where or resolved in where.parents or resolved == Path.home():
+        raise TextDistillError(f"{out}: cannot be an output folder (it is the current folder, one above it or your "
+                               f"home, which --overwrite would delete); name a new folder, e.g. runs/x")
+    if out.exists() and not out.is_dir():
+        raise TextDistillError(f"{out}: cannot be an output folder (a file of that name exists)")
+    parent = next((p for p in [out.parent, *out.parent.parents] if p.exists()), None)
+    if parent is not None and not parent.is_dir():
+        raise TextDistillError(f"{out}: cannot be created ({parent} is a file, not a folder)")
+    if parent is not None and not os.access(parent, os.W_OK | os.X_OK):
+        raise TextDistillError(f"{out}: cannot be created (no permission to write in {parent})")
+
+
 def prepare_output(out_dir, overwrite: bool, resume: bool = False) -> tuple[Path, Path]:
     """``(out, tmp)``: results are written into the hidden ``.<out>.partial`` and renamed on success
     (``resume``: the interrupted run's ``.partial`` is kept and continued)."""
     out = Path(out_dir)
+    check_output_path(out)
     tmp = out.parent / f".{out.name}.partial"
     if resume:
         if out.exists():

@@ -90,9 +90,9 @@ def build(recipe, examples, folder: Path, tqdm=None) -> dict:
     if aug is not None:
         text_a, text_b, rows = augment_examples(examples, augmenter, aug.copies, aug.seed, tqdm=tqdm)
     seconds = time.perf_counter() - t0
-    tmp = folder.parent / f".{folder.name}.partial"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
+    from ...schemes.teachers import prepare_output
+
+    _, tmp = prepare_output(folder, overwrite=True)  # checks the path; the hidden .<folder>.partial, emptied
     try:
         with open(tmp / TEXTS, "w") as f:
             for i, a in enumerate(text_a):
