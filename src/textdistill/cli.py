@@ -1,4 +1,4 @@
-"""Command line: textdistill finetune | distill | cache | augment | evaluate | export | layer-map | demo"""
+"""Command line: textdistill finetune | distill | cache | augment | evaluate | export | layer-map | report | demo"""
 from __future__ import annotations
 
 import argparse
@@ -86,9 +86,12 @@ def _evaluate(args) -> int:
     from .data.readers import load_examples, resolve_file
     from .data.tasks import get_task
     from .evaluate import compute_metrics, predict
+    from .models.checks import NONFINITE_CAUSES, check_finite_logits, check_max_length, nonfinite_parameters
     from .models.loading import count_parameters, load_model, load_tokenizer
 
     task = get_task(args.task)
+    if args.output:
+        _check_writable(args.output, "--output")
     exits = args.exit_threshold is not None or args.exit_sweep
     if args.plot and not args.exit_sweep:
         raise TextDistillError("--plot: draws the --exit-sweep curve; add --exit-sweep")
@@ -118,12 +121,18 @@ def _evaluate(args) -> int:
         raise TextDistillError(f"{args.model}: the model has no classification head (not fine-tuned)")
     if heads is not None:
         heads.check(model.config, args.model)
+    check_max_length(model.config, args.max_length, "--max-length", args.model)
     tokenizer = load_tokenizer(args.model)
     data = encode(tokenizer, examples, args.max_length, task.is_regression)
     loader = eval_loader(data, tokenizer, args.batch_size)
     result = {"model": args.model, "task": task.name, "file": str(path), "rows": len(examples)}
     if heads is None:
-        result["metrics"] = compute_metrics(task, predict(model, loader), examples.labels)
+        logits = predict(model, loader)
+        bad = nonfinite_parameters(model)
+        check_finite_logits(logits, f"{args.model}: its logits on {path}", cause=(
+            f"its weights are not finite ({len(bad)} tensors, first: {bad[0]}): it was saved by a run that went NaN "
+            f"(likely {NONFINITE_CAUSES})" if bad else "its weights are finite but overflow on these inputs"))
+        result["metrics"] = compute_metrics(task, logits, examples.labels)
     else:
         result.update(_early_exit(args, task, model, heads, loader, examples.labels))
         if args.exit_threshold is not None:  # the real early stop, one example at a time
@@ -135,10 +144,31 @@ def _evaluate(args) -> int:
             result["early_exit"]["latency"] = exit_latency(model, heads, rows, args.exit_threshold)
     result["params"] = count_parameters(model)
     if args.output:
-        with open(args.output, "w") as f:
-            json.dump(result, f, indent=2)
+        _write_json(args.output, result, "--output")
     print(json.dumps(result))
     return 0
+
+
+def _check_writable(path: str, option: str) -> None:
+    """Before the work: ``path`` can be created (its folder exists and is writable, it is no folder itself)."""
+    from pathlib import Path
+
+    p = Path(path).expanduser()
+    parent = p.parent
+    if p.is_dir():
+        raise TextDistillError(f"{option} {path}: is a folder (give a file name)")
+    if not parent.is_dir():
+        raise TextDistillError(f"{option} {path}: cannot be created ({parent} is not an existing folder)")
+    if not os.access(parent, os.W_OK) or (p.exists() and not os.access(p, os.W_OK)):
+        raise TextDistillError(f"{option} {path}: cannot be written (permission denied)")
+
+
+def _write_json(path: str, result: dict, option: str) -> None:
+    try:
+        with open(path, "w") as f:
+            json.dump(result, f, indent=2)
+    except OSError as e:
+        raise TextDistillError(f"{option} {path}: cannot be written ({e.strerror})") from None
 
 
 def _evaluate_onnx(args, task, path, examples) -> int:
@@ -237,6 +267,38 @@ def _plot_sweep(path: str, sweep: list[dict], exits: dict, main: str, title: str
         plt.close(fig)
 
 
+def _int_at_least(low: int):
+    """An argparse type: an integer >= ``low`` (a bad value is one line naming the option, exit code 2)."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be at least {low}, got {value}")
+        return value
+    parse.__name__ = f"integer >= {low}"
+    return parse
+
+
+POSITIVE, NATURAL = _int_at_least(1), _int_at_least(0)
+
+
+class _Parser(argparse.ArgumentParser):
+    """Usage errors as one line (``textdistill: error: evaluate: argument --batch-size: ...``), exit code 2."""
+
+    def error(self, message):
+        command = self.prog.split(" ", 1)[1] + ": " if " " in self.prog else ""
+        raise TextDistillError(f"{command}{message} (see {self.prog} --help)")
+
+
+def _suite(args) -> int:
+    from .suite import describe, run_suite
+
+    print(json.dumps(describe(run_suite(args.suite, only=args.only, dry_run=args.dry_run))))
+    return 0
+
+
 def _layer_map(args) -> int:
     from .knowledge.maps import COMBINE, MAPS, RANDOM, layer_map
 
@@ -267,6 +329,14 @@ def _layer_map(args) -> int:
     return 0
 
 
+def _report(args) -> int:
+    from .report import write_report
+
+    print(json.dumps(write_report(args.runs, args.output, title=args.title, teacher=args.teacher,
+                                  measure=args.measure_speed)))
+    return 0
+
+
 def _demo(args) -> int:
     from .demo import main as demo_main
 
@@ -274,7 +344,7 @@ def _demo(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="textdistill", description=__doc__)
+    parser = _Parser(prog="textdistill", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("finetune", help="fine-tune a model (a teacher, or a student baseline) on a task")
     _recipe_args(p)
@@ -310,8 +380,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir")
     p.add_argument("--split", default="dev")
     p.add_argument("--file")
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--max-length", type=int, default=128)
+    p.add_argument("--batch-size", type=POSITIVE, default=64)
+    p.add_argument("--max-length", type=_int_at_least(2), default=128, help="tokens per text (at least 2: [CLS] "
+                   "and [SEP]; at most what the model's positions allow)")
     p.add_argument("--output", help="also write the result as JSON to this file")
     p.add_argument("--exit-threshold", type=float, metavar="H",
                    help="early exit (a 'scheme: self' model): each example stops at the first exit whose normalised "
@@ -339,15 +410,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-length", type=int, default=128)
     p.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
     p.set_defaults(fn=_export)
+    p = sub.add_parser("suite", help="run a suite file: tasks x methods x seeds (x a grid), resumable, one table")
+    p.add_argument("suite", help="the suite YAML (see src/textdistill/suite.py)")
+    p.add_argument("--only", metavar="NAME", help="run only the entry of this name")
+    p.add_argument("--dry-run", action="store_true", help="list the runs (done / todo) and stop")
+    p.set_defaults(fn=_suite)
     p = sub.add_parser("layer-map", help="show which teacher layer each student layer learns from")
     p.add_argument("--strategy", required=True, help="a map name, or 'all'")
-    p.add_argument("--teacher-layers", type=int, required=True)
-    p.add_argument("--student-layers", type=int, required=True)
-    p.add_argument("--epoch", type=int, default=0, help="first epoch to show (0-based), for random maps")
-    p.add_argument("--epochs", type=int, default=3, help="how many epochs of draws to show for random maps")
+    p.add_argument("--teacher-layers", type=POSITIVE, required=True)
+    p.add_argument("--student-layers", type=POSITIVE, required=True)
+    p.add_argument("--epoch", type=NATURAL, default=0, help="first epoch to show (0-based), for random maps")
+    p.add_argument("--epochs", type=POSITIVE, default=3, help="how many epochs of draws to show for random maps")
     p.add_argument("--seed", type=int, default=0, help="seed of random maps (a run uses train.seed)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(fn=_layer_map)
+    p = sub.add_parser("report", help="a markdown report with plots (Pareto, learning curves, %% of teacher) of "
+                                      "finished runs")
+    p.add_argument("runs", nargs="+", metavar="RUNS", help="run folders (metrics.json), or folders of them "
+                                                           "(searched recursively)")
+    p.add_argument("--output", "-o", required=True, help="folder: report.md, results.csv and the PNG plots")
+    p.add_argument("--title", help="the report's heading")
+    p.add_argument("--teacher", metavar="RUN", help="the teacher run of its task (default: the run whose method "
+                                                    "is 'teacher')")
+    p.add_argument("--measure-speed", action="store_true",
+                   help="time the teacher and each student (batch of 32 dev texts) instead of using the "
+                        "parameter ratio as speed-up")
+    p.set_defaults(fn=_report)
     p = sub.add_parser("demo", help="the README demo: teacher, FT/KD/PKD-Skip 3-layer students on SST-2")
     p.add_argument("--output", "-o", default="runs/demo")
     p.add_argument("--overwrite", action="store_true")
@@ -361,7 +449,11 @@ def _terminate(signum, frame):
 
 def main(argv=None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except TextDistillError as e:  # a usage error (_Parser): one line, like every other bad input
+        print(f"textdistill: error: {e}", file=sys.stderr)
+        return 2
     if threading.current_thread() is threading.main_thread():  # SIGTERM (a scheduler, kill) as Ctrl-C
         signal.signal(signal.SIGTERM, _terminate)
     from transformers.utils import logging as hf_logging

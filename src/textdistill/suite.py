@@ -1,0 +1,299 @@
+"""Suites: many runs from one file -- tasks x methods x seeds (x a hyper-parameter grid) -- resumable, with
+the teachers fine-tuned and their output caches built once, and one table at the end.
+
+    textdistill suite suites/example.yaml [--only NAME] [--dry-run]
+
+A suite file::
+
+    out: runs/suite-example              # run folders: <out>/<task>/<name>[-<grid point>]-s<seed>
+    data_dir: ../shared/data/glue
+    seeds: [1, 2, 3]
+    teachers:                            # fine-tuned into <out>/teachers/<name> if absent (or a ready folder)
+      minilm-rte: {task: rte}            #   recipe: recipes/teacher.yaml unless given; set: overrides
+    runs:
+      - name: kd
+        recipe: recipes/kd.yaml
+        tasks: {rte: minilm-rte}         # task -> its teacher (name above, or a model folder; null: none)
+        set: {train.epochs: 3}           # overrides for every run of the entry
+        grid: {terms.kd.args.temperature: [5, 10, 20], hard_weight: [0.5, 0.3]}   # every combination
+        # tied keys: {"hard_weight,terms.kd.weight": [[0.5, 0.5], [0.3, 0.7]]}
+        cache: true                      # logit/vector teacher outputs cached once per (task, teacher)
+    ood: {sst2: [imdb]}                  # also evaluate the runs of a task on another task's dev set
+
+A run whose ``metrics.json`` exists is skipped; an interrupted one (a ``.partial`` with a checkpoint)
+continues with ``--resume``. The summary (``<out>/summary.md``, ``summary.csv``) holds, per task and entry
+(and grid point), the main dev metric as mean ± sd over seeds, % of the teacher, parameters, seconds and
+the out-of-domain metrics; with a grid, the points ranked by mean dev metric and the best point's recipe
+(``<out>/best-<entry>-<task>.yaml``).
+"""
+from __future__ import annotations
+
+import csv
+import itertools
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from . import TextDistillError
+from .report import markdown_table, mean_std
+
+log = logging.getLogger("textdistill")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class TeacherEntry(_Strict):
+    task: str
+    recipe: str = "recipes/teacher.yaml"
+    set: dict[str, Any] = Field(default_factory=dict)
+
+
+class RunEntry(_Strict):
+    name: str
+    recipe: str
+    tasks: dict[str, str | None]
+    set: dict[str, Any] = Field(default_factory=dict)
+    grid: dict[str, list[Any]] = Field(default_factory=dict)
+    cache: bool = False
+
+
+class Suite(_Strict):
+    out: str
+    data_dir: str | None = None
+    seeds: list[int] = Field(default_factory=lambda: [42], min_length=1)
+    teachers: dict[str, TeacherEntry] = Field(default_factory=dict)
+    runs: list[RunEntry] = Field(min_length=1)
+    ood: dict[str, list[str]] = Field(default_factory=dict)
+
+
+def load_suite(path: str) -> Suite:
+    p = Path(path)
+    if not p.is_file():
+        raise TextDistillError(f"{path}: suite file not found")
+    try:
+        data = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise TextDistillError(f"{path}: invalid YAML: {str(e).splitlines()[0]}") from None
+    try:
+        suite = Suite.model_validate(data)
+    except ValidationError as e:
+        err = e.errors()[0]
+        loc = ".".join(str(x) for x in err["loc"])
+        what = "unknown key" if err["type"] == "extra_forbidden" else "missing key" if err["type"] == "missing" else None
+        raise TextDistillError(f"{path}: {what} '{loc}'" if what else f"{path}: {loc}: {err['msg']}") from None
+    from .data.tasks import get_task
+
+    names = set()
+    for i, entry in enumerate(suite.runs):
+        if entry.name in names:
+            raise TextDistillError(f"{path}: runs[{i}].name: duplicate entry '{entry.name}'")
+        names.add(entry.name)
+        if not Path(entry.recipe).is_file():
+            raise TextDistillError(f"{path}: runs[{i}] ({entry.name}).recipe: {entry.recipe}: not found")
+        for task, teacher in entry.tasks.items():
+            get_task(task)  # unknown task: one line
+            if teacher and teacher not in suite.teachers and not Path(teacher).is_dir():
+                raise TextDistillError(f"{path}: runs[{i}] ({entry.name}).tasks.{task}: '{teacher}' is neither a "
+                                       f"teacher of the suite nor a model folder")
+    for task, others in suite.ood.items():
+        for t in [task, *others]:
+            get_task(t)
+    return suite
+
+
+def grid_points(grid: dict[str, list]) -> list[dict[str, Any]]:
+    """Every combination of the grid's values, in order (one empty point without a grid)."""
+    keys = list(grid)
+    return [dict(zip(keys, values)) for values in itertools.product(*(grid[k] for k in keys))]
+
+
+def point_name(point: dict) -> str:
+    """``kd.temperature=5-hard_weight=0.5`` (term keys without ``terms.`` and ``args.``; tied keys by the first)."""
+    def one(k, v):
+        if "," in k:
+            k, v = k.split(",")[0].strip(), v[0]
+        return f"{k.removeprefix('terms.').replace('.args.', '.')}={v}"
+    return "-".join(one(k, v) for k, v in point.items())
+
+
+def point_overrides(point: dict) -> list[tuple[str, Any]]:
+    """A grid key may tie several recipe keys, ``"hard_weight,terms.ds.weight": [[0.5, 0.5], [0.3, 0.7]]``
+    (PKD's alpha sets both); its values then set them together."""
+    out = []
+    for key, value in point.items():
+        keys = [k.strip() for k in key.split(",")]
+        if len(keys) == 1:
+            out.append((key, value))
+        elif not isinstance(value, list) or len(value) != len(keys):
+            raise TextDistillError(f"grid.{key}: each value must list {len(keys)} values, got {value!r}")
+        else:
+            out += list(zip(keys, value))
+    return out
+
+
+def plan(suite: Suite) -> list[dict]:
+    """Every run of the suite: ``{entry, task, teacher, seed, point, out}``."""
+    out = Path(suite.out)
+    runs = []
+    for entry in suite.runs:
+        for task, teacher in entry.tasks.items():
+            for point in grid_points(entry.grid):
+                for seed in suite.seeds:
+                    name = entry.name + (f"-{point_name(point)}" if point else "") + f"-s{seed}"
+                    runs.append({"entry": entry, "task": task, "teacher": teacher, "seed": seed, "point": point,
+                                 "out": out / task / name})
+    return runs
+
+
+def _teacher_folder(suite: Suite, name: str | None) -> str | None:
+    if name is None:
+        return None
+    return str(Path(suite.out) / "teachers" / name / "model") if name in suite.teachers else name
+
+
+def _overrides(suite: Suite, run: dict) -> list[tuple[str, Any]]:
+    entry, task = run["entry"], run["task"]
+    sets = [("task", task), ("train.seed", run["seed"])]
+    if suite.data_dir:
+        sets.append(("data.dir", suite.data_dir))
+    teacher = _teacher_folder(suite, run["teacher"])
+    if teacher:
+        sets.append(("teacher", teacher))
+    sets += list(entry.set.items()) + point_overrides(run["point"])
+    if entry.cache and teacher:
+        sets.append(("teacher_cache.dir", str(Path(suite.out) / "cache" / f"{task}-{run['teacher']}-{entry.name}")))
+    return sets
+
+
+def run_suite(path: str, only: str | None = None, dry_run: bool = False) -> dict:
+    from .recipe import dump_recipe, load_recipe
+    from .train import run
+
+    suite = load_suite(path)
+    runs = [r for r in plan(suite) if only is None or r["entry"].name == only]
+    if only is not None and not runs:
+        raise TextDistillError(f"--only {only}: no run entry of that name in {path}")
+    # check every recipe before anything runs
+    recipes = [load_recipe(r["entry"].recipe, _overrides(suite, r)) for r in runs]
+    needed = {r["teacher"] for r in runs if r["teacher"] in suite.teachers}
+    if dry_run:
+        for r in runs:
+            print(f"{'done' if (r['out'] / 'metrics.json').is_file() else 'todo'} {r['out']}")
+        return {"runs": len(runs)}
+    for name in sorted(needed):
+        t = suite.teachers[name]
+        folder = Path(suite.out) / "teachers" / name
+        if not (folder / "metrics.json").is_file():
+            sets = [("task", t.task)] + ([("data.dir", suite.data_dir)] if suite.data_dir else []) + list(t.set.items())
+            log.info("suite: fine-tuning teacher %s", name)
+            run(load_recipe(t.recipe, sets), folder, overwrite=True, resume=_resumable(folder))
+    for r, recipe in zip(runs, recipes):
+        if (r["out"] / "metrics.json").is_file():
+            continue
+        log.info("suite: %s", r["out"])
+        distill = bool(recipe.teacher or recipe.teachers or recipe.scheme != "offline")
+        run(recipe, r["out"], overwrite=True, distill=distill, resume=_resumable(r["out"]))
+    summary = summarise(suite, runs)
+    for (entry, task), best in summary["best"].items():
+        r = next(x for x, rec in zip(runs, recipes) if x["entry"].name == entry and x["task"] == task
+                 and x["point"] == best["point"])
+        (Path(suite.out) / f"best-{entry}-{task}.yaml").write_text(dump_recipe(recipes[runs.index(r)]))
+    return summary
+
+
+def _resumable(out: Path) -> bool:
+    from .checkpoint import FOLDER
+
+    return (out.parent / f".{out.name}.partial" / FOLDER).is_dir() and not out.exists()
+
+
+def _ood(suite: Suite, r: dict, metrics: dict) -> dict:
+    """Metrics of the run's model on the dev sets of the suite's out-of-domain tasks (computed once, kept)."""
+    from .data.batching import encode, eval_loader
+    from .data.readers import load_examples, resolve_file
+    from .data.tasks import get_task
+    from .evaluate import compute_metrics, predict
+    from .models.loading import load_model, load_tokenizer
+
+    cache = r["out"] / "ood.json"
+    done = json.loads(cache.read_text()) if cache.is_file() else {}
+    for name in suite.ood.get(r["task"], []):
+        if name in done or not (r["out"] / "model").is_dir():
+            continue
+        task = get_task(name)
+        examples = load_examples(task, resolve_file(task, "dev", suite.data_dir or "."))
+        model = load_model(str(r["out"] / "model"), task.num_labels, task.labels)[0]
+        tok = load_tokenizer(str(r["out"] / "model"))
+        logits = predict(model, eval_loader(encode(tok, examples, 128, task.is_regression), tok, 64))
+        done[name] = compute_metrics(task, logits, examples.labels)
+        cache.write_text(json.dumps(done, indent=2) + "\n")
+    return done
+
+
+def summarise(suite: Suite, runs: list[dict]) -> dict:
+    """``summary.md`` / ``summary.csv`` over the finished runs; returns the best grid point per (entry, task)."""
+    groups: dict[tuple, list[tuple[dict, dict]]] = {}
+    for r in runs:
+        f = r["out"] / "metrics.json"
+        if f.is_file():
+            groups.setdefault((r["task"], r["entry"].name, point_name(r["point"])), []).append(
+                (r, json.loads(f.read_text())))
+    teachers = {}
+    for name in suite.teachers:
+        f = Path(suite.out) / "teachers" / name / "metrics.json"
+        if f.is_file():
+            teachers[name] = json.loads(f.read_text())
+    header = ["task", "run", "grid point", "seeds", "dev (main metric)", "% of teacher", "params", "train s"]
+    oods = sorted({o for v in suite.ood.values() for o in v})
+    header += [f"OOD {o}" for o in oods]
+    rows, csv_rows, ranked, best = [], [], {}, {}
+    for (task, entry, point), items in sorted(groups.items()):
+        main = items[0][1]["main_metric"]
+        values = [100 * m["dev"][main] for _, m in items]
+        mean, sd = mean_std(values)
+        teacher = teachers.get(items[0][0]["teacher"])
+        pct = f"{100 * mean / (100 * teacher['dev'][main]):.1f}%" if teacher else ""
+        ood_cells = []
+        for o in oods:
+            vals = [100 * d[o][next(iter(d[o]))] for d in (_ood(suite, r, m) for r, m in items) if o in d]
+            ood_cells.append(f"{mean_std(vals)[0]:.2f}" if vals else "")
+        params = items[0][1].get("params_student")
+        seconds = mean_std([m["train_seconds"] for _, m in items])[0]
+        rows.append([task, entry, point or "-", len(items), f"{mean:.2f} ± {sd:.2f} ({main})", pct,
+                     f"{params / 1e6:.1f}M" if params else "", f"{seconds:.0f}", *ood_cells])
+        csv_rows.append({"task": task, "run": entry, "point": point, "seeds": len(items), "metric": main,
+                         "mean": round(mean, 4), "sd": round(sd, 4), "of_teacher": pct, "params": params,
+                         "train_seconds": round(seconds, 1), **{f"ood_{o}": c for o, c in zip(oods, ood_cells)}})
+        ranked.setdefault((entry, task), []).append((mean, point, items[0][0]["point"], seconds))
+    text = [f"# Suite {suite.out}\n", markdown_table(header, rows)] if rows else [f"# Suite {suite.out}\n", "no run done"]
+    for (entry, task), points in sorted(ranked.items()):
+        if len(points) < 2:
+            continue
+        points.sort(key=lambda x: -x[0])
+        best[(entry, task)] = {"point": points[0][2], "mean": points[0][0]}
+        text.append(f"\n## {entry} on {task}: grid points ranked by mean dev metric\n")
+        text.append(markdown_table(["rank", "grid point", "mean dev", "train s"],
+                                   [[i + 1, p, f"{m:.2f}", f"{s:.0f}"] for i, (m, p, _, s) in enumerate(points)]))
+        text.append(f"\nbest recipe: best-{entry}-{task}.yaml")
+    out = Path(suite.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "summary.md").write_text("\n".join(text) + "\n")
+    with open(out / "summary.csv", "w", newline="") as f:
+        if csv_rows:
+            w = csv.DictWriter(f, fieldnames=list(csv_rows[0]))
+            w.writeheader()
+            w.writerows(csv_rows)
+    return {"runs": len(runs), "done": sum(len(v) for v in groups.values()), "best": best,
+            "summary": str(out / "summary.md")}
+
+
+def describe(summary: dict) -> dict:
+    """The summary as JSON (best points keyed ``entry/task``)."""
+    return {**summary, "best": {f"{e}/{t}": {"point": point_name(b["point"]), "mean": round(b["mean"], 4)}
+                                for (e, t), b in summary.get("best", {}).items()}}

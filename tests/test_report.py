@@ -1,0 +1,153 @@
+"""textdistill report (markdown + PNG plots of finished runs) and train.tensorboard, on tiny runs."""
+import csv
+import json
+import sys
+
+import pytest
+
+from textdistill.cli import main
+from textdistill.plots import frontier
+
+from conftest import ROOT
+
+FAST = ["--set", "train.epochs=2", "--set", "train.batch_size=16", "--set", "train.eval_batch_size=50"]
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def _student(d, command, recipe, out, seed, *extra):
+    model = str(d / "teacher" / "model")
+    args = [command, "-r", str(ROOT / "recipes" / f"{recipe}.yaml"), "-o", str(out), "--seed", str(seed),
+            "--set", f"student.init={model}", "--set", "student.layers=first:2", "--data-dir", str(d / "sst2"),
+            *FAST, *extra]
+    if command == "distill":
+        args += ["--teacher", model]
+    assert main(args) == 0
+
+
+@pytest.fixture(scope="module")
+def runs(tiny_teacher_run):
+    """``report-runs/`` beside the tiny teacher: KD (seeds 1, 2; seed 2 with TensorBoard scalars), FT (seed 1), and
+    an unfinished hidden run the report must skip."""
+    d = tiny_teacher_run
+    base = d / "report-runs"
+    if not base.is_dir():
+        _student(d, "distill", "kd", base / "kd-s1", 1)
+        _student(d, "distill", "kd", base / "kd-s2", 2, "--set", "train.tensorboard=true")
+        _student(d, "finetune", "ft", base / "ft" / "s1", 1)
+        partial = base / ".kd-s3.partial"
+        partial.mkdir()
+        (partial / "metrics.json").write_text("{not json")
+    return d
+
+
+def _report(d, monkeypatch, *extra):
+    monkeypatch.chdir(d)
+    assert main(["report", "report-runs", "teacher", "-o", "out", *extra]) == 0
+    return (d / "out" / "report.md").read_text()
+
+
+def _rows(text: str) -> dict[str, list[str]]:
+    rows = [[c.strip() for c in line.strip("|").split("|")] for line in text.splitlines() if line.startswith("| ")]
+    return {r[0]: r for r in rows[1:]}
+
+
+def test_report_writes_tables_and_plots(runs, monkeypatch, capsys):
+    d = runs
+    text = _report(d, monkeypatch, "--title", "Tiny runs")
+    printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert printed["report"] == "out/report.md" and printed["runs"] == 4
+    assert text.startswith("# Tiny runs\n") and "## sst2" in text
+    rows = _rows(text)
+    assert set(rows) == {"teacher", "kd", "ft"}
+    header = [c.strip() for c in next(line for line in text.splitlines() if line.startswith("| method")).strip("|")
+              .split("|")]
+    assert header == ["method", "layers", "seeds", "dev accuracy ×100", "% of teacher", "params", "speed-up",
+                      "train s"]
+    teacher = json.loads((d / "teacher" / "metrics.json").read_text())
+    kd = [json.loads((d / "report-runs" / f"kd-s{s}" / "metrics.json").read_text()) for s in (1, 2)]
+    assert rows["teacher"][1:3] == ["4", "42"] and rows["teacher"][4] == "100.0"
+    assert rows["kd"][1:3] == ["2", "1, 2"] and rows["ft"][1:3] == ["2", "1"]
+    mean = sum(m["dev"]["accuracy"] for m in kd) / 2
+    assert rows["kd"][3].startswith(f"{100 * mean:.2f} ± ")
+    assert rows["kd"][4] == f"{100 * mean / teacher['dev']['accuracy']:.1f}"
+    ratio = teacher["params_student"] / kd[0]["params_student"]
+    assert rows["kd"][6] == f"{ratio:.2f}×" and rows["teacher"][6] == "1.00×"
+    assert "parameters of the teacher / of the student" in text  # not measured: the axis says what it is
+    # the plots: Pareto, % of teacher kept, a learning curve per group; valid PNGs, linked from the report
+    names = {"pareto-sst2.png", "kept-sst2.png", "curves-sst2-teacher.png", "curves-sst2-kd.png", "curves-sst2-ft.png"}
+    assert {p.name for p in (d / "out").glob("*.png")} == names
+    for name in names:
+        assert (d / "out" / name).read_bytes()[:8] == PNG
+        assert f"]({name})" in text
+    # relative paths only, no terminal residue; the unfinished hidden run is skipped
+    assert str(d) not in text and "/tmp" not in text and "\r" not in text and "it/s" not in text
+    assert "`report-runs/kd-s1`, `report-runs/kd-s2`" in text and "`report-runs/ft/s1`" in text
+    assert ".partial" not in text and "`textdistill report report-runs teacher -o out --title 'Tiny runs'`" in text
+    table = list(csv.DictReader((d / "out" / "results.csv").open()))
+    assert {r["method"]: r["seeds"] for r in table} == {"teacher": "1", "kd": "2", "ft": "1"}
+
+
+def test_report_measures_speed_on_the_models(runs, monkeypatch):
+    text = _report(runs, monkeypatch, "--measure-speed")
+    assert "measured: median forward time of a batch of 32 dev texts" in text
+    assert "parameters of the teacher / of the student" not in text
+    rows = _rows(text)
+    assert rows["teacher"][6] == "1.00×" and all(float(rows[m][6].rstrip("×")) > 0 for m in ("kd", "ft"))
+    assert (runs / "out" / "pareto-sst2.png").read_bytes()[:8] == PNG
+
+
+def test_report_teacher_option(runs, monkeypatch):
+    monkeypatch.chdir(runs)
+    assert main(["report", "report-runs", "-o", "out-t", "--teacher", "teacher"]) == 0
+    text = (runs / "out-t" / "report.md").read_text()
+    assert _rows(text)["teacher"][4] == "100.0" and "--teacher teacher" in text
+
+
+def test_tensorboard_scalars_per_loss_term(runs):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    folder = runs / "report-runs" / "kd-s2" / "tensorboard"
+    assert any(p.name.startswith("events.out.tfevents") for p in folder.iterdir())
+    events = EventAccumulator(str(folder))
+    events.Reload()
+    tags = set(events.Tags()["scalars"])
+    assert {"loss/task", "loss/kd", "loss/total", "lr", "dev/accuracy"} <= tags
+    m = json.loads((runs / "report-runs" / "kd-s2" / "metrics.json").read_text())
+    assert len(events.Scalars("loss/kd")) == m["train_steps"]
+    assert [e.step for e in events.Scalars("dev/accuracy")] == [h["step"] for h in m["history"]]
+    assert events.Scalars("dev/accuracy")[-1].value == pytest.approx(m["dev"]["accuracy"])
+    assert not (runs / "report-runs" / "kd-s1" / "tensorboard").exists()  # off by default
+
+
+def test_tensorboard_missing_is_one_line(tiny_teacher_run, tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # import fails as without the package
+    d = tiny_teacher_run
+    assert main(["distill", "-r", str(ROOT / "recipes" / "kd.yaml"), "-o", str(tmp_path / "kd"),
+                 "--teacher", str(d / "teacher" / "model"), "--set", f"student.init={d / 'teacher' / 'model'}",
+                 "--data-dir", str(d / "sst2"), "--set", "train.tensorboard=true", *FAST]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "'tensorboard' package" in err[0]
+    assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("case", ["no-runs", "missing", "bad-output", "bad-teacher"])
+def test_bad_input_is_one_line(case, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "empty" / "sub").mkdir(parents=True)
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "metrics.json").write_text(json.dumps(
+        {"task": "sst2", "method": "kd", "main_metric": "accuracy", "dev": {"accuracy": 0.8}, "seed": 1}))
+    (tmp_path / "file").write_text("")
+    args = {"no-runs": ["empty", "-o", "out"], "missing": ["nowhere", "-o", "out"],
+            "bad-output": ["run", "-o", "file/out"], "bad-teacher": ["run", "-o", "out", "--teacher", "empty"]}[case]
+    assert main(["report", *args]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("textdistill: error: "), err
+    assert {"no-runs": "no metrics.json", "missing": "no such folder", "bad-output": "cannot create",
+            "bad-teacher": "not a run folder"}[case] in err[0]
+    assert not (tmp_path / "out").exists()
+
+
+def test_frontier_keeps_the_undominated_points():
+    pts = [{"x": 1, "y": 90}, {"x": 2, "y": 88}, {"x": 2, "y": 85}, {"x": 3, "y": 80}, {"x": 1.5, "y": 80}]
+    assert [(p["x"], p["y"]) for p in frontier(pts)] == [(1, 90), (2, 88), (3, 80)]

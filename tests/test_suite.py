@@ -1,0 +1,100 @@
+"""Suites: tasks x methods x seeds x grid in one command; finished runs skipped, interrupted ones resumed,
+teachers fine-tuned once, a ranked grid and the best recipe, out-of-domain columns, bad suite files."""
+import json
+
+import pytest
+import yaml
+
+from conftest import fails_one_line
+from textdistill.cli import main
+
+FAST = {"train.epochs": 1, "train.batch_size": 16, "train.eval_batch_size": 50}
+
+
+def _suite(tmp_path, d, tiny_bert, **extra):
+    suite = {"out": str(tmp_path / "out"), "data_dir": str(d / "sst2"), "seeds": [1, 2],
+             "teachers": {"tiny": {"task": "sst2", "set": {"student.init": str(tiny_bert), "train.lr": 1e-3, **FAST}}},
+             "runs": [{"name": "ft", "recipe": "recipes/ft.yaml", "tasks": {"sst2": None},
+                       "set": {"student.init": str(tiny_bert), "student.layers": "first:2", **FAST}},
+                      {"name": "kd", "recipe": "recipes/kd.yaml", "tasks": {"sst2": "tiny"}, "cache": True,
+                       "set": {"student.init": str(tiny_bert), "student.layers": "first:2", **FAST},
+                       "grid": {"terms.kd.args.temperature": [2, 5]}}],
+             "ood": {"sst2": ["sst2"]}, **extra}
+    path = tmp_path / "suite.yaml"
+    path.write_text(yaml.safe_dump(suite))
+    return path
+
+
+def test_a_suite_runs_skips_and_summarises(tiny_teacher_run, tiny_bert, tmp_path, capsys, monkeypatch):
+    d = tiny_teacher_run
+    path = _suite(tmp_path, d, tiny_bert)
+    assert main(["suite", str(path)]) == 0
+    info = json.loads(capsys.readouterr().out)
+    out = tmp_path / "out"
+    assert info["runs"] == info["done"] == 2 + 4  # ft x 2 seeds, kd x 2 temperatures x 2 seeds
+    assert (out / "teachers" / "tiny" / "metrics.json").is_file()
+    names = sorted(p.name for p in (out / "sst2").iterdir())
+    assert names == ["ft-s1", "ft-s2", "kd-kd.temperature=2-s1", "kd-kd.temperature=2-s2",
+                     "kd-kd.temperature=5-s1", "kd-kd.temperature=5-s2"]
+    kd = json.loads((out / "sst2" / "kd-kd.temperature=5-s2" / "metrics.json").read_text())
+    assert kd["seed"] == 2 and kd["terms"][0].startswith("kd: logits, kd_kl {'temperature': 5}")
+    assert kd["teacher_cache"] == str(out / "cache" / "sst2-tiny-kd")
+    summary = (out / "summary.md").read_text()
+    table = [[c.strip() for c in line.split("|")[1:-1]] for line in summary.splitlines() if line.startswith("| sst2")]
+    assert [(r[1], r[2], r[3]) for r in table] == [("ft", "-", "2"), ("kd", "kd.temperature=2", "2"),
+                                                   ("kd", "kd.temperature=5", "2")]
+    assert all(r[5].endswith("%") for r in table[1:]) and table[0][5] == ""  # % of the teacher where there is one
+    assert "grid points ranked by mean dev metric" in summary and "best recipe: best-kd-sst2.yaml" in summary
+    best = yaml.safe_load((out / "best-kd-sst2.yaml").read_text())
+    assert best["terms"][0]["args"]["temperature"] in (2, 5) and info["best"]["kd/sst2"]["point"].startswith("kd.")
+    assert (out / "sst2" / "ft-s1" / "ood.json").is_file() and "OOD sst2" in summary
+    rows = (out / "summary.csv").read_text().splitlines()
+    assert len(rows) == 1 + 3 and rows[0].startswith("task,run,point,seeds,metric,mean,sd")
+    # a second call runs nothing
+    import textdistill.train as train
+
+    monkeypatch.setattr(train, "run", lambda *a, **k: pytest.fail("a finished run ran again"))
+    assert main(["suite", str(path)]) == 0
+
+
+def test_an_interrupted_suite_run_is_resumed(tiny_teacher_run, tiny_bert, tmp_path, capsys, monkeypatch):
+    from textdistill.schemes.offline import Offline
+
+    d = tiny_teacher_run
+    path = _suite(tmp_path, d, tiny_bert, seeds=[1])
+    s = yaml.safe_load(path.read_text())
+    s["runs"][0]["set"]["train.checkpoint_every"] = 3  # a checkpoint at step 6, the stop at step 8
+    path.write_text(yaml.safe_dump(s))
+    real, calls = Offline.loss_parts, []
+
+    def stop_once(self, batch):
+        calls.append(1)
+        if len(calls) == 8:
+            raise KeyboardInterrupt
+        return real(self, batch)
+    with monkeypatch.context() as m:
+        m.setattr(Offline, "loss_parts", stop_once)
+        assert main(["suite", str(path), "--only", "ft"]) == 130
+    assert (tmp_path / "out" / "sst2" / ".ft-s1.partial" / "checkpoint").is_dir()
+    capsys.readouterr()
+    assert main(["suite", str(path), "--dry-run"]) == 0
+    assert "todo" in capsys.readouterr().out
+    assert main(["suite", str(path), "--only", "ft"]) == 0
+    assert json.loads((tmp_path / "out" / "sst2" / "ft-s1" / "metrics.json").read_text())["resumed"] is True
+
+
+def test_bad_suite_files(tiny_teacher_run, tiny_bert, tmp_path, capsys):
+    d = tiny_teacher_run
+    path = _suite(tmp_path, d, tiny_bert)
+    s = yaml.safe_load(path.read_text())
+    for change, needle in ((lambda x: x["runs"][0]["tasks"].update({"sst5": None}), "unknown task 'sst5'"),
+                           (lambda x: x["runs"][1].update({"recipe": "recipes/kd-fast.yaml"}),
+                            "runs[1] (kd).recipe: recipes/kd-fast.yaml: not found"),
+                           (lambda x: x["runs"][1]["tasks"].update({"sst2": "big"}),
+                            "runs[1] (kd).tasks.sst2: 'big' is neither a teacher"),
+                           (lambda x: x.update({"sedes": [1]}), "unknown key 'sedes'"),
+                           (lambda x: x["runs"][0].update({"set": {"train.lr": -1}}), "train.lr")):
+        bad = yaml.safe_load(yaml.safe_dump(s))
+        change(bad)
+        path.write_text(yaml.safe_dump(bad))
+        fails_one_line(["suite", str(path)], capsys, needle, tmp_path / "out")
