@@ -20,12 +20,11 @@ teacher() {  # NAME TASK ARGS...
 # MiniLM-L6 (6 x 384): minutes each; three SST-2 seeds for the multi-teacher runs
 teacher minilm-rte rte
 teacher minilm-mrpc mrpc
+teacher minilm-sst2-20k sst2 --set data.train_rows=20000
+for s in 1 2; do teacher "minilm-sst2-20k-s$s" sst2 --set data.train_rows=20000 --seed "$s"; done
 # MPNet-12 (12 x 768, 110M): ~16 s per step of 16 RTE pairs on one thread, ~40 min per RTE epoch
 MPNET=(--set student.init=mpnet-12 --set train.lr=2e-5 --set train.batch_size=16)
 teacher mpnet-rte rte "${MPNET[@]}" --set train.epochs=2
-# MiniLM SST-2 teachers, then the other MPNet ones
-teacher minilm-sst2-20k sst2 --set data.train_rows=20000
-for s in 1 2; do teacher "minilm-sst2-20k-s$s" sst2 --set data.train_rows=20000 --seed "$s"; done
 teacher mpnet-mrpc mrpc "${MPNET[@]}"
 teacher mpnet-sst2-20k sst2 --set data.train_rows=20000 "${MPNET[@]}"
 teacher mpnet-qnli qnli "${MPNET[@]}"
