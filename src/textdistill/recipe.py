@@ -164,6 +164,9 @@ class Recipe(_Strict):
     # intermediate layers on unlabelled text, TinyBERT's first stage)
     scheme: Literal["offline", "online", "self", "general"] = "offline"
     teachers: list[TeacherCfg] = Field(default_factory=list)  # several teachers instead of 'teacher'
+    # a teacher is scored on (a sample of) the dev rows before it teaches: near chance it is refused (a saved but
+    # never trained head) unless this is true (--allow-weak-teacher)
+    allow_weak_teacher: bool = False
     combine: Literal["average", "per-teacher"] = "average"  # how logit terms use several teachers
     peers: list[PeerCfg] = Field(default_factory=list)  # scheme: online
     exits: ExitsCfg = Field(default_factory=ExitsCfg)  # scheme: self

@@ -30,12 +30,13 @@ from .data import transfer
 from .data.batching import train_loader
 from .data.splits import data_file, load_split, resolve_task  # noqa: F401 - part of this module's interface
 from .knowledge.terms import check_term, term_where
+from .models.checks import check_finite_parameters, nonfinite_parameters
 from .models.loading import load_tokenizer
 from .recipe import Recipe, dump_recipe, resolve_references, stage_recipes
 from .schemes import SCHEMES
 from .schemes.base import outputs_needed, task_loss  # noqa: F401 - part of this module's interface
 from .schemes.offline import teacher_list
-from .schemes.teachers import commit_output, open_cache, prepare_output
+from .schemes.teachers import cache_ready, check_teacher, commit_output, load_teacher, open_cache, prepare_output
 
 log = logging.getLogger("textdistill")
 
@@ -229,8 +230,13 @@ def cache_only(recipe: Recipe, out_dir: str | os.PathLike, overwrite: bool = Fal
     n_student = len(parse_layer_spec(recipe.student.layers,
                                      AutoConfig.from_pretrained(resolve_model_path(init)).num_hidden_layers))
     folder = Path(out_dir)
-    _, manifest = open_cache(teacher=recipe.teacher, task=task, folder=folder, train_ex=train_ex,
-                             tokenizer=load_tokenizer(recipe.teacher), term_cfgs=recipe.terms, n_student=n_student,
+    tokenizer, model = load_tokenizer(recipe.teacher), None
+    if overwrite or not cache_ready(folder):  # the teacher is scored before its outputs are stored
+        model = load_teacher(recipe.teacher, task)
+        check_teacher(model, recipe.teacher, tokenizer, load_split(task, recipe, "dev"), task,
+                      recipe.train.max_length, recipe.allow_weak_teacher)
+    _, manifest = open_cache(teacher=recipe.teacher, task=task, folder=folder, train_ex=train_ex, model=model,
+                             tokenizer=tokenizer, term_cfgs=recipe.terms, n_student=n_student,
                              max_length=recipe.train.max_length, dtype=recipe.teacher_cache.dtype,
                              batch_size=recipe.train.eval_batch_size, tqdm=tqdm, rebuild=overwrite and folder.exists())
     return manifest
@@ -315,7 +321,8 @@ def _loop(scheme, tmp: Path, tqdm, resume: bool = False, any_version: bool = Fal
             parts = scheme.loss_parts(batch)
             loss = sum(w * v for w, v in parts.values())
             if not torch.isfinite(loss):
-                raise TextDistillError(f"loss became {loss.item()} at step {run['step'] + 1} (lower train.lr?)")
+                raise TextDistillError(f"loss became {loss.item()} at step {run['step'] + 1}; nothing was saved; "
+                                       f"{scheme.nonfinite_cause()}")
             accelerator.backward(loss)
             if cfg.grad_clip:
                 accelerator.clip_grad_norm_(params, cfg.grad_clip)
@@ -343,6 +350,10 @@ def _loop(scheme, tmp: Path, tqdm, resume: bool = False, any_version: bool = Fal
                 break
             if cfg.checkpoint_every and run["step"] % cfg.checkpoint_every == 0:
                 save_checkpoint(epoch_start)
+        for name, module in scheme.modules().items():  # weights a step made NaN: stop here, save nothing
+            if nonfinite_parameters(module):
+                check_finite_parameters(module, f"after epoch {epoch + 1}, the {name}",
+                                        cause=scheme.nonfinite_cause())
         t_eval = time.perf_counter()
         result = scheme.evaluate()
         run["eval_seconds"] += time.perf_counter() - t_eval

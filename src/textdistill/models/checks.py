@@ -71,6 +71,7 @@ def check_finite_logits(logits, what: str = "dev logits", cause: str | None = No
 
 
 # ----------------------------------------------------------------------------------------------- weak teachers
+ROWS_CHECKED = 256  # dev rows a teacher is scored on before it teaches
 WEAK_MARGIN = 0.05  # a teacher whose main metric is below chance + this margin is "near chance"
 
 

@@ -161,6 +161,14 @@ class Scheme:
     def loss_parts(self, batch) -> dict[str, tuple[float, torch.Tensor]]:
         raise NotImplementedError
 
+    def nonfinite_cause(self) -> str:
+        """The likely reason the loss or the weights went non-finite (a NaN label, non-finite teacher weights,
+        else the learning rate), for the one-line error."""
+        from ..models.checks import likely_nonfinite_cause
+
+        teachers = [(t.model_name, t.model) for t in getattr(self, "teachers", [])]
+        return likely_nonfinite_cause(labels=self.train_ex.labels, teachers=teachers, lr=self.cfg.lr)
+
     def evaluate(self) -> dict:
         raise NotImplementedError
 

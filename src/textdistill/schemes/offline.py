@@ -22,6 +22,7 @@ from .. import TextDistillError
 from ..evaluate import model_inputs
 from ..knowledge.terms import build_terms, check_term, term_where
 from ..models.loading import count_parameters
+from ..models.checks import check_student_depth
 from .base import SCHEMES, Scheme, build_model, outputs_needed, reject, save_model, save_state, task_loss, \
     warn_flat_cls
 from .teachers import LiveTeacher, MixedTeachers, Teacher, cache_ready, load_teacher
@@ -118,7 +119,7 @@ class Offline(Scheme):
                               train_ex=self.train_ex, student_tokenizer=self.tokenizer, term_cfgs=reads,
                               n_student=n_student, cfg=self.cfg, cache_dtype=r.teacher_cache.dtype,
                               hidden=self.need_hidden, attentions=self.need_attn, model=models.get(t["name"]),
-                              tqdm=self.tqdm)
+                              tqdm=self.tqdm, dev_ex=self.dev_ex, allow_weak=r.allow_weak_teacher)
             if teacher.own_tokens:
                 for i, c in enumerate(r.terms):
                     if c.tap != "logits" and c.teacher in (None, t["name"]):
@@ -129,6 +130,8 @@ class Offline(Scheme):
                 raise TextDistillError(f"teacher {t['model']} and student init {self.init} have different "
                                        f"vocabularies (teacher and student must share one tokenizer)")
             self.teachers.append(teacher)
+        if r.student.arch == "transformer":
+            check_student_depth(self.student.config, [(t.model_name, t.config) for t in self.teachers], self.init)
         self.mixer = None
         if len(self.teachers) > 1:
             self.mixer = MixedTeachers({t.name: t.source for t in self.teachers},

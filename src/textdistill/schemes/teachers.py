@@ -26,6 +26,7 @@ import torch
 from .. import TextDistillError
 from ..data.batching import Collator, encode
 from ..evaluate import model_inputs
+from ..models.checks import check_finite_parameters
 from ..models.loading import count_parameters, load_model, load_tokenizer, resolve_model_path
 
 log = logging.getLogger("textdistill")
@@ -36,6 +37,8 @@ def load_teacher(name: str, task, attentions: bool = False):
     if head_new:
         raise TextDistillError(f"teacher {name}: its classification head is missing, so it was never "
                                f"fine-tuned on the task; fine-tune it first (textdistill finetune)")
+    check_finite_parameters(teacher, f"teacher {name}", cause="it was saved by a run that went NaN; fine-tune it "
+                                                              "again (a lower train.lr?)")
     return teacher.eval().requires_grad_(False)
 
 
@@ -114,7 +117,7 @@ def prepare_output(out_dir, overwrite: bool, resume: bool = False) -> tuple[Path
         if not tmp.is_dir():
             raise TextDistillError(f"--resume: no interrupted run of {out} (no {tmp})")
         return out, tmp
-    if out.exists() and not overwrite:
+    if out.exists() and not overwrite and not (out.is_dir() and not any(out.iterdir())):  # (an empty one is used)
         raise TextDistillError(f"{out}: output folder exists (use --overwrite to replace it)")
     if tmp.exists():
         shutil.rmtree(tmp)
@@ -168,16 +171,39 @@ def open_cache(*, teacher: str, task, folder: Path, train_ex, tokenizer, term_cf
     return CachedTeacher(folder, manifest), manifest
 
 
+def check_teacher(model, name: str, tokenizer, dev_ex, task, max_length: int, allow_weak: bool) -> None:
+    """Score the teacher on a sample of the dev rows; near chance (:func:`~..models.checks.is_near_chance`) it is
+    refused with one line, or only warned about with ``allow_weak`` (``--allow-weak-teacher``) or the environment
+    variable ``TEXTDISTILL_ALLOW_WEAK_TEACHER=1`` (smoke tests on tiny random models: the test suite sets it)."""
+    from ..models.checks import ROWS_CHECKED, is_near_chance, teacher_near_chance, weak_teacher_message
+
+    if dev_ex.labels is None or task.is_regression and len(dev_ex) < 3:
+        return
+    score, chance = teacher_near_chance(model, tokenizer, dev_ex, task, rows=ROWS_CHECKED, max_length=max_length)
+    rows = min(ROWS_CHECKED, len(dev_ex))
+    log.info("teacher %s: %s %.3f on %d dev rows (chance %.3f)", name, task.main_metric, score, rows, chance)
+    if is_near_chance(score, chance):
+        message = weak_teacher_message(name, task, score, chance, rows)
+        if not (allow_weak or os.environ.get("TEXTDISTILL_ALLOW_WEAK_TEACHER") == "1"):
+            raise TextDistillError(message)
+        log.warning("teacher %s scores near chance (%s %.3f, chance %.3f); accepted (allow_weak_teacher)", name,
+                    task.main_metric, score, chance)
+
+
 class Teacher:
     """One teacher of a run: its name, weight, tokenizer, config, parameter count and output source."""
 
     def __init__(self, *, name: str, model_name: str, weight: float, cache: str | None, task, train_ex,
                  student_tokenizer, term_cfgs, n_student: int, cfg, cache_dtype: str, hidden: bool,
-                 attentions: bool, model=None, tqdm=None):
+                 attentions: bool, model=None, tqdm=None, dev_ex=None, allow_weak: bool = False):
         self.name, self.model_name, self.weight, self.cache = name, model_name, weight, cache
         self.tokenizer = load_tokenizer(model_name)
         self.own_tokens = not same_vocabulary(self.tokenizer, student_tokenizer)
+        if model is None and (cache is None or not cache_ready(Path(cache))):
+            model = load_teacher(model_name, task, attentions=attentions)
         self.model = model
+        if model is not None and dev_ex is not None:  # (a ready cache was checked when it was built)
+            check_teacher(model, model_name, self.tokenizer, dev_ex, task, cfg.max_length, allow_weak)
         if cache is not None:
             self.source, manifest = open_cache(
                 teacher=model_name, task=task, folder=Path(cache), train_ex=train_ex, tokenizer=self.tokenizer,
