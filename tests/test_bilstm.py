@@ -93,3 +93,28 @@ def test_distill_and_evaluate_a_bilstm(tiny_teacher_run, tmp_path, capsys):
         err = capsys.readouterr().err.strip()
         assert len(err.splitlines()) == 1 and needle in err, err
         assert not (tmp_path / "bad").exists() and not (tmp_path / ".bad.partial").exists()
+
+
+@pytest.mark.parametrize("pair,pool", [(False, "max"), (True, "max"), (True, "last")])
+def test_onnx_export_matches_pytorch(minilm_tokenizer, tmp_path, pair, pool):
+    """Single sentences and the siamese pair path, dynamic batch and length: ONNX Runtime gives PyTorch's logits."""
+    pytest.importorskip("onnxruntime")
+    import numpy as np
+    import onnxruntime as ort
+
+    from textdistill.models.export import export_onnx
+
+    model, _ = _model(minilm_tokenizer, pair=pair, pool=pool)
+    model.eval()
+    names = export_onnx(model, minilm_tokenizer, tmp_path / "m.onnx")
+    sess = ort.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"])
+    first = ["the cat sat", "a dull , lifeless and long story about nothing at all", "good"]
+    second = ["a cat was sitting", "the dog barks", "bad , really bad , from the first scene to the last"]
+    for rows in (1, 3):
+        enc = minilm_tokenizer(first[:rows], second[:rows] if pair else None, padding=True, return_tensors="pt")
+        with torch.no_grad():
+            expected = model(**enc).logits.numpy()
+        feeds = {i.name: enc[i.name].numpy().astype(np.int64) for i in sess.get_inputs()}  # (unused inputs dropped)
+        assert set(feeds) <= set(names)
+        got = sess.run(["logits"], feeds)[0]
+        np.testing.assert_allclose(got, expected, atol=1e-5)

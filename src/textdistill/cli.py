@@ -200,7 +200,7 @@ def _export(args) -> int:
     info = export(args.model, args.output, int8=args.int8, task=args.task, data_dir=args.data_dir, file=args.file,
                   calibration=args.calibration, calibration_rows=args.calibration_rows,
                   min_agreement=args.min_agreement, opset=args.opset, batch_size=args.batch_size,
-                  max_length=args.max_length, overwrite=args.overwrite)
+                  max_length=args.max_length, overwrite=args.overwrite, per_channel=args.per_channel)
     check = info["check"]
     print(json.dumps({"output": args.output, "int8": info["int8"], "data": check["data"], "rows": check["rows"],
                       "pytorch_metrics": check.get("pytorch_metrics"),
@@ -402,6 +402,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=["onnx"], default="onnx")
     p.add_argument("--int8", choices=["dynamic", "static"],
                    help="ONNX Runtime int8 quantization; static calibrates on training texts")
+    p.add_argument("--per-channel", action=argparse.BooleanOptionalAction, default=None,
+                   help="--int8 dynamic: one weight scale per output channel (default: as the student was trained "
+                        "with student.quantize, else per tensor)")
     p.add_argument("--task", help="with --data-dir or --file: check the export on these rows (else a built-in sample)")
     p.add_argument("--data-dir", help="the task's data: the check runs on its dev file, static calibration on train")
     p.add_argument("--file", help="the rows of the check (a task file)")

@@ -29,12 +29,20 @@ class DataCfg(_Strict):
     sample_seed: int = 0
 
 
+class QuantCfg(_Strict):
+    """Quantization-aware training of the student (models/qat.py)."""
+    weights: Literal[8, 4, 2] = 8  # bits of the Linear weights (2: ternary, TernaryBERT)
+    activations: Literal[8] | None = 8  # inputs of the Linear layers as ONNX Runtime's dynamic uint8, or fp32
+    per_channel: bool = True  # one weight scale per output channel (else per tensor)
+
+
 class StudentCfg(_Strict):
     init: str | None = None  # model whose layers the student copies (default: the teacher)
     layers: str | int | list[int] = "all"
     # transformer: a slice of init's layers; bilstm: Tang et al.'s BiLSTM on init's tokenizer and embeddings
     arch: Literal["transformer", "bilstm"] = "transformer"
     options: dict[str, Any] = Field(default_factory=dict)  # of the arch (bilstm: hidden_size, num_layers, ...)
+    quantize: QuantCfg | None = None  # fake-quantized Linear layers while distilling (quantization-aware KD)
 
 
 class TermCfg(_Strict):

@@ -71,21 +71,30 @@ class BiLSTMForSequenceClassification(PreTrainedModel):
         """Real, non-special tokens."""
         keep = attention_mask.bool()
         if self.config.special_token_ids:
-            keep &= ~torch.isin(input_ids, torch.tensor(self.config.special_token_ids, device=input_ids.device))
+            special = torch.tensor(self.config.special_token_ids, device=input_ids.device)
+            keep = keep & ~(input_ids[..., None] == special).any(-1)  # (torch.isin has no ONNX export)
         return keep
 
     def encode(self, input_ids: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
         """(batch, 2 * hidden): the BiLSTM over the kept tokens of each row (gathered to the left), pooled."""
         lengths = keep.sum(1).clamp(min=1)
-        order = torch.argsort((~keep).to(torch.int8), dim=1, stable=True)  # kept positions first, in order
-        ids = torch.gather(input_ids, 1, order)[:, : int(lengths.max())]
+        # kept positions first, in order: output position j reads the position of the (j+1)-th kept token, i.e.
+        # the number of positions whose running count of kept tokens is <= j (sort-free, and traceable to ONNX with
+        # dynamic lengths)
+        count = keep.long().cumsum(1)
+        j = torch.arange(input_ids.shape[1], device=input_ids.device)
+        order = (count[:, None, :] <= j[None, :, None]).sum(-1).clamp(max=input_ids.shape[1] - 1)
+        ids = torch.gather(input_ids, 1, order)
         valid = torch.arange(ids.shape[1], device=ids.device)[None] < lengths[:, None]
         x = self.dropout(self.embeddings(ids.masked_fill(~valid, self.config.pad_token_id)))
         packed = nn.utils.rnn.pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
-        out, (h, _) = self.lstm(packed)
-        if self.config.pool == "last":  # the last layer's final states of both directions
-            return torch.cat([h[-2], h[-1]], dim=-1)
+        out, _ = self.lstm(packed)
         out, _ = nn.utils.rnn.pad_packed_sequence(out, batch_first=True, total_length=ids.shape[1])
+        if self.config.pool == "last":  # the last layer's final states of both directions: the forward one at
+            # the last real token, the backward one at the first (read from the outputs: h_n does not export)
+            half = self.config.hidden_size
+            rows = torch.arange(out.shape[0], device=out.device)
+            return torch.cat([out[rows, lengths - 1, :half], out[:, 0, half:]], dim=-1)
         return out.masked_fill(~valid[..., None], float("-inf")).max(1).values
 
     def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, labels=None, **kwargs):

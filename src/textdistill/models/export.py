@@ -221,7 +221,8 @@ class _Calibration:
         self.it = iter(self.batches)
 
 
-def quantize(fp32_path: Path, out_path: Path, mode: str, work: Path, calibration: _Calibration | None = None) -> None:
+def quantize(fp32_path: Path, out_path: Path, mode: str, work: Path, calibration: _Calibration | None = None,
+             per_channel: bool = False) -> None:
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_dynamic, \
         quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -233,7 +234,7 @@ def quantize(fp32_path: Path, out_path: Path, mode: str, work: Path, calibration
             # optimisation of the pre-processing still apply
             quant_pre_process(str(fp32_path), str(pre), skip_symbolic_shape=True)
             if mode == "dynamic":
-                quantize_dynamic(str(pre), str(out_path), weight_type=QuantType.QInt8)
+                quantize_dynamic(str(pre), str(out_path), weight_type=QuantType.QInt8, per_channel=per_channel)
             else:
                 class Reader(CalibrationDataReader):
                     def get_next(self):
@@ -296,7 +297,8 @@ def _calibration_rows(task, data_dir, calibration, rows: int, seed: int = 0):
 
 def export(model_dir, out_dir, *, int8: str | None = None, task: str | None = None, data_dir=None, file=None,
            split: str = "dev", calibration=None, calibration_rows: int = 200, min_agreement: float = 0.97,
-           opset: int = MIN_OPSET, batch_size: int = 32, max_length: int = 128, overwrite: bool = False) -> dict:
+           opset: int = MIN_OPSET, batch_size: int = 32, max_length: int = 128, overwrite: bool = False,
+           per_channel: bool | None = None) -> dict:
     """Export the student in ``model_dir`` to ``out_dir`` (see the module's docstring); returns export.json."""
     from ..data.batching import encode, eval_loader
     from ..data.tasks import get_task
@@ -321,6 +323,11 @@ def export(model_dir, out_dir, *, int8: str | None = None, task: str | None = No
     if int8 == "static" and not (calibration or data_dir):
         raise TextDistillError("--int8 static: needs calibration texts: --task T with --data-dir D (its train file) "
                                "or --calibration FILE")
+    qat_scheme = json.loads((src / "config.json").read_text()).get("textdistill_quantization")
+    if per_channel is None:  # a quantization-aware student: the scheme it was trained with
+        per_channel = bool(qat_scheme) and "per output channel" in str(qat_scheme.get("weights"))
+    if per_channel and int8 != "dynamic":
+        raise TextDistillError("--per-channel: only for --int8 dynamic (static is always per channel)")
     if int8 != "static" and calibration:
         raise TextDistillError("--calibration: only used by --int8 static")
     task_obj = get_task(task) if task else None
@@ -372,7 +379,7 @@ def export(model_dir, out_dir, *, int8: str | None = None, task: str | None = No
         if int8:
             t1 = time.perf_counter()
             calib = _Calibration(tokenizer, calib_ex, names, max_length) if int8 == "static" else None
-            quantize(fp32, final, int8, work, calib)
+            quantize(fp32, final, int8, work, calib, per_channel=per_channel)
             export_seconds += time.perf_counter() - t1
             check["int8"] = compare(reference, onnx_predict(_session(final), loader), task_obj, labels)
             if check["int8"]["agreement"] < min_agreement:
@@ -403,7 +410,8 @@ def export(model_dir, out_dir, *, int8: str | None = None, task: str | None = No
                 "exporter": "torch.onnx.export (TorchScript, dynamo=False)", "inputs": names, "outputs": ["logits"],
                 "dynamic_axes": {"batch": 0, "sequence": 1}, "int8": int8,
                 "int8_detail": None if not int8 else (
-                    {"method": "onnxruntime.quantization.quantize_dynamic", "weights": "int8"} if int8 == "dynamic"
+                    {"method": "onnxruntime.quantization.quantize_dynamic", "weights": "int8",
+                     "per_channel": per_channel, "quantization_aware": qat_scheme} if int8 == "dynamic"
                     else {"method": "onnxruntime.quantization.quantize_static", **calib_info}),
                 "min_agreement": {"fp32": FP32_AGREEMENT, **({"int8": min_agreement} if int8 else {})},
                 "check": check, "sizes": sizes, "export_seconds": round(export_seconds, 2),

@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from .. import TextDistillError
 from ..data.batching import IGNORE, encode, eval_loader
 from ..evaluate import compute_metrics, model_inputs, predict
+from ..models import qat
 from ..models.checks import check_finite_parameters, check_recipe_lengths
 from ..models.loading import load_model, load_tokenizer
 from ..models.student import build_student, cls_spread
@@ -92,6 +93,8 @@ def warn_flat_cls(model, data, tokenizer, init: str, layers) -> None:
 def save_model(model, tokenizer, folder: Path, init: str, mapping: dict) -> None:
     """A plain Hugging Face folder (``folder/model``) and which teacher layers the model kept."""
     check_finite_parameters(model, "the trained model")  # a run that went NaN on its last steps saves nothing
+    if qat.is_prepared(model):  # quantization-aware: plain Linear layers holding the quantized weights
+        model = qat.convert(model)
     model.save_pretrained(folder / "model")
     tokenizer.save_pretrained(folder / "model")
     (folder / "student_layers.json").write_text(json.dumps({"init": init, "student_from_teacher_layers":

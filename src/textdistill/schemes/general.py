@@ -90,7 +90,8 @@ class General(Scheme):
         r = self.recipe
         reject(r, {"teachers": bool(r.teachers), "peers": bool(r.peers), "exits": "exits" in r.model_fields_set,
                    "transfer": r.transfer.augment is not None or r.transfer.adversarial is not None,
-                   "teacher_cache": bool(r.teacher_cache.dir)}, "general")
+                   "teacher_cache": bool(r.teacher_cache.dir),
+                   "student.quantize": r.student.quantize is not None}, "general")
         if not r.teacher or not r.terms:
             raise TextDistillError("scheme general: needs a pre-trained 'teacher' and intermediate 'terms'")
         if not r.student.init:

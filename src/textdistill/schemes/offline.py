@@ -22,6 +22,7 @@ from .. import TextDistillError
 from ..evaluate import model_inputs
 from ..knowledge.terms import build_terms, check_term, term_where
 from ..models.loading import count_parameters
+from ..models import qat
 from ..models.checks import check_student_depth
 from .base import SCHEMES, Scheme, build_model, outputs_needed, reject, save_model, save_state, task_loss, \
     warn_flat_cls
@@ -72,6 +73,7 @@ class Offline(Scheme):
                 raise TextDistillError(f"{where}.teacher: with several teachers an intermediate term names the "
                                        f"teacher it reads (one of {names})")
         self.init = r.student.init or self.teacher_cfgs[0]["model"]
+        qat.check(r.student.quantize, r.student.arch)
         if r.student.arch == "bilstm":
             for i, term in enumerate(r.terms):
                 if term.tap != "logits":
@@ -104,6 +106,9 @@ class Offline(Scheme):
         source = next((models[t["name"]] for t in self.teacher_cfgs if t["model"] == self.init), None)
         self.student, self.mapping = build_model(self.init, r.student.layers, task, attentions=self.need_attn,
                                                  source=source, arch=r.student.arch, options=r.student.options)
+        if r.student.quantize is not None:
+            qat.prepare(self.student, r.student.quantize)
+            log.info("student: quantization-aware, %s", qat.describe(r.student.quantize))
         self.tokenizer = self.load_tokenizer(self.init)
         self.train_set, self.dev_set = self.encode(self.tokenizer, self.train_ex), self.encode(self.tokenizer, self.dev_ex)
         log.info("task %s: %d train rows (%s), %d dev rows (%s)", task.name, len(self.train_ex), self.train_ex.source,

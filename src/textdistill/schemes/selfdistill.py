@@ -50,7 +50,8 @@ class SelfDistill(Scheme):
                 raise TextDistillError(f"{key}: scheme self: the model teaches itself; remove '{key}'")
         reject(r, {"peers": bool(r.peers), "teacher_cache": bool(r.teacher_cache.dir),
                    "combine": "combine" in r.model_fields_set,
-                   "transfer.adversarial": r.transfer.adversarial is not None}, "self")
+                   "transfer.adversarial": r.transfer.adversarial is not None,
+                   "student.quantize": r.student.quantize is not None}, "self")
         if not r.student.init:
             raise TextDistillError("student.init: name the pre-trained model that learns with exits "
                                    "(a folder, a hub id or an alias)")
