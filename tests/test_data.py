@@ -124,3 +124,36 @@ def test_batches_dynamic_length_grouped_or_fixed(minilm_tokenizer):
     assert sorted(seen) == list(range(len(ex)))  # every example once per epoch
     fixed = next(iter(train_loader(data, minilm_tokenizer, 32, seed=0, length_grouped=False, pad_to=128)))
     assert fixed["input_ids"].shape == (32, 128)
+
+
+@pytest.mark.parametrize("pair,labels", [(False, [1, 0, None, 1, 0]), (True, [0.5, 4.0, 2.5, 1.0, 3.0]),
+                                         (False, None)])
+def test_stream_loader_tokenizes_like_encode(minilm_tokenizer, pair, labels):
+    """textdistill evaluate's batches, tokenized one at a time, hold exactly encode()'s rows (ids, segments, labels)."""
+    import torch
+
+    from textdistill.data.batching import IGNORE, encode, stream_loader
+    from textdistill.data.readers import Examples
+
+    a = ["a long , long sentence about a film that goes on and on and on", "short", "mid length text here",
+         "über café naïve", "x " * 200]
+    b = ["second side", "another second side that is longer", "b", "c d e", "y"] if pair else None
+    ex = Examples(a, b, labels, "mem", list(range(1, 6)))
+    regression = pair
+    encoded = encode(minilm_tokenizer, ex, 16, regression)
+    seen = set()
+    for batch in stream_loader(ex, minilm_tokenizer, 2, 16, regression):
+        for row, i in enumerate(batch["idx"].tolist()):
+            seen.add(i)
+            real = batch["attention_mask"][row].bool()
+            f = encoded[i]
+            assert batch["input_ids"][row][real].tolist() == f["input_ids"]
+            assert batch["token_type_ids"][row][real].tolist() == f["token_type_ids"]
+            if labels is None:
+                assert "labels" not in batch
+            elif regression:
+                assert batch["labels"][row].item() == pytest.approx(f["labels"])
+            else:
+                assert batch["labels"][row].item() == (f["labels"] if f["labels"] is not None else IGNORE)
+        assert batch["input_ids"].dtype == torch.long
+    assert seen == set(range(5))

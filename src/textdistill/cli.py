@@ -85,7 +85,7 @@ LATENCY_ROWS = 100  # --exit-threshold times the real early stop on the first ro
 
 
 def _evaluate(args) -> int:
-    from .data.batching import encode, eval_loader
+    from .data.batching import encode, stream_loader
     from .data.readers import load_examples, resolve_file
     from .data.tasks import get_task
     from .evaluate import compute_metrics, predict
@@ -126,8 +126,7 @@ def _evaluate(args) -> int:
         heads.check(model.config, args.model)
     check_max_length(model.config, args.max_length, "--max-length", args.model)
     tokenizer = load_tokenizer(args.model)
-    data = encode(tokenizer, examples, args.max_length, task.is_regression)
-    loader = eval_loader(data, tokenizer, args.batch_size)
+    loader = stream_loader(examples, tokenizer, args.batch_size, args.max_length, task.is_regression)
     result = {"model": args.model, "task": task.name, "file": str(path), "rows": len(examples)}
     if heads is None:
         logits = predict(model, loader)
@@ -142,8 +141,10 @@ def _evaluate(args) -> int:
             from .data.batching import Collator
             from .models.exits import exit_latency
 
-            collate = Collator(tokenizer, task.is_regression)
-            rows = [collate([data[i]]) for i in range(min(LATENCY_ROWS, len(data)))]
+            first = examples.subset(range(min(LATENCY_ROWS, len(examples))))
+            data, collate = encode(tokenizer, first, args.max_length, task.is_regression), Collator(tokenizer,
+                                                                                                   task.is_regression)
+            rows = [collate([data[i]]) for i in range(len(data))]
             result["early_exit"]["latency"] = exit_latency(model, heads, rows, args.exit_threshold)
     result["params"] = count_parameters(model)
     if args.output:
@@ -175,7 +176,7 @@ def _write_json(path: str, result: dict, option: str) -> None:
 
 
 def _evaluate_onnx(args, task, path, examples) -> int:
-    from .data.batching import encode, eval_loader
+    from .data.batching import stream_loader
     from .evaluate import compute_metrics
     from .models.export import check_labels, load_onnx, onnx_parameters, onnx_predict
     from .models.loading import load_tokenizer
@@ -183,13 +184,12 @@ def _evaluate_onnx(args, task, path, examples) -> int:
     session, onnx_path = load_onnx(args.model)
     check_labels(onnx_path.parent, task, args.model)
     tokenizer = load_tokenizer(str(onnx_path.parent))
-    loader = eval_loader(encode(tokenizer, examples, args.max_length, task.is_regression), tokenizer, args.batch_size)
+    loader = stream_loader(examples, tokenizer, args.batch_size, args.max_length, task.is_regression)
     result = {"model": args.model, "task": task.name, "file": str(path), "rows": len(examples),
               "metrics": compute_metrics(task, onnx_predict(session, loader), examples.labels),
               "params": onnx_parameters(onnx_path), "runtime": "onnxruntime"}
     if args.output:
-        with open(args.output, "w") as f:
-            json.dump(result, f, indent=2)
+        _write_json(args.output, result, "--output")
     print(json.dumps(result))
     return 0
 
@@ -444,7 +444,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="time the teacher and each student (batch of 32 dev texts) instead of using the "
                         "parameter ratio as speed-up")
     p.set_defaults(fn=_report)
-    p = sub.add_parser("demo", help="the README demo: teacher, FT/KD/PKD-Skip 3-layer students on SST-2")
+    p = sub.add_parser("demo", help="the README demo: a teacher and four 3-layer students (FT, KD, PKD-Skip, TinyBERT + augmented) on SST-2")
     p.add_argument("--output", "-o", default="runs/demo")
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(fn=_demo)
