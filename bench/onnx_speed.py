@@ -11,7 +11,9 @@ disk (PyTorch fp32: the safetensors weights; PyTorch int8: its serialized state 
 ONNX: model.onnx). Prints a markdown table with ratios against PyTorch fp32 and whether the issue's target
 (>= 2x the fp32 PyTorch throughput at <= 0.5 points loss) is met; writes JSON.
 
-Both runtimes use the same number of threads (``--threads``, default torch's).
+Both runtimes use the same number of threads (``--threads``, default torch's). ``--qat FOLDER`` adds a
+quantization-aware student (recipes/qat-kd.yaml) in ONNX Runtime int8; its accuracy is compared with the
+fp32 student's.
 
     .venv/bin/python bench/onnx_speed.py --student runs/results/pkd-skip-20k-s1/model --task sst2 \\
         --data-dir ../shared/data/glue --json bench/results/onnx_speed_sst2.json
@@ -41,7 +43,8 @@ from textdistill.models.loading import load_model, load_tokenizer  # noqa: E402
 from textdistill.report import markdown_table, speed_table  # noqa: E402
 
 NAMES = {"pt_fp32": "PyTorch fp32", "pt_int8": "PyTorch int8 dynamic", "ort_fp32": "ONNX Runtime fp32",
-         "ort_int8_dynamic": "ONNX Runtime int8 dynamic", "ort_int8_static": "ONNX Runtime int8 static"}
+         "ort_int8_dynamic": "ONNX Runtime int8 dynamic", "ort_int8_static": "ONNX Runtime int8 static",
+         "qat_ort_int8": "QAT-KD student, ONNX Runtime int8 dynamic"}
 TARGET_SPEEDUP, TARGET_LOSS = 2.0, 0.5  # issue 13: >= 2x fp32 PyTorch throughput at <= 0.5 points
 
 
@@ -92,6 +95,8 @@ def main():
     ap.add_argument("--repeats", type=int, default=10)
     ap.add_argument("--threads", type=int, help="torch and ONNX Runtime intra-op threads (default: torch's)")
     ap.add_argument("--keep", help="keep the three ONNX exports in this folder (default: a temporary folder)")
+    ap.add_argument("--qat", metavar="FOLDER", help="also a quantization-aware student (recipes/qat-kd.yaml) "
+                                                     "exported to ONNX Runtime int8 (per channel, as trained)")
     ap.add_argument("--json")
     args = ap.parse_args()
     if args.threads:
@@ -119,6 +124,10 @@ def main():
         exports[key] = export(args.student, work / key, int8=int8, task=task.name, file=str(dev_path),
                               calibration=str(calib_path) if int8 == "static" else None,
                               calibration_rows=args.calibration_rows, min_agreement=0.0, overwrite=True)
+    if args.qat:
+        print(f"exporting {NAMES['qat_ort_int8']} ...", file=sys.stderr)
+        exports["qat_ort_int8"] = export(args.qat, work / "qat_ort_int8", int8="dynamic", task=task.name,
+                                         file=str(dev_path), min_agreement=0.0, overwrite=True)
     models = {"pt_fp32": student, "pt_int8": pt_int8,
               **{k: OrtModel(_session(work / k / "model.onnx", threads)) for k in exports}}
     sizes = {"pt_fp32": sum(p.stat().st_size for p in Path(args.student).glob("*.safetensors")),

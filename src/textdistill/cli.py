@@ -42,6 +42,10 @@ def _train(args, distill: bool) -> int:
     recipe = load_recipe(args.recipe, overrides)
     metrics = run(recipe, args.output, overwrite=args.overwrite, distill=distill, resume=args.resume,
                   any_version=args.resume_any_version)
+    from accelerate import PartialState
+
+    if not PartialState().is_main_process:  # (several processes: rank 0 reports)
+        return 0
     print(json.dumps({"output": args.output, "dev": metrics["dev"], "train_seconds": metrics["train_seconds"]}))
     return 0
 

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import torch
 
-from . import TextDistillError, __version__, checkpoint
+from . import TextDistillError, __version__, checkpoint, dist
 from .data import transfer
 from .data.batching import train_loader
 from .data.splits import data_file, load_split, resolve_task  # noqa: F401 - part of this module's interface
@@ -105,31 +105,43 @@ def run(recipe: Recipe, out_dir: str | os.PathLike, overwrite: bool = False, dis
     transfer.check(recipe)
     if recipe.train.tensorboard:
         _summary_writer()
+    # several processes (dist.py): rank 0 alone writes; the others wait for what it builds, then read it
+    state = dist.init(recipe.train.cpu)
+    main = state.is_main_process
     scheme = scheme_cls(recipe, task, train_ex, dev_ex, tqdm=tqdm)
     # the transfer set: the training rows, then generated rows only the teacher labels (built once, reused)
-    scheme.train_ex = transfer.extend(recipe, train_ex, tqdm)
-    out, tmp = prepare_output(out_dir, overwrite, resume=resume)
+    with state.main_process_first():
+        scheme.train_ex = transfer.extend(recipe, train_ex, tqdm)
+    out, tmp = prepare_output(out_dir, overwrite, resume=resume, create=main)
     if resume:  # refused before anything in the partial run is touched
         checkpoint.read(tmp, dump_recipe(recipe), str(tmp), any_version)
-    handler = _setup_logging(tmp)
+    state.wait_for_everyone()
+    handler = _setup_logging(tmp) if main else None
     try:
-        (tmp / "recipe.yaml").write_text(dump_recipe(recipe))
-        scheme.setup(lambda: set_seed(recipe.train.seed))
+        if main:
+            (tmp / "recipe.yaml").write_text(dump_recipe(recipe))
+        with state.main_process_first():  # (a teacher cache is built by rank 0)
+            scheme.setup(lambda: set_seed(recipe.train.seed))
         metrics = _loop(scheme, tmp, tqdm, resume=resume, any_version=any_version)
         metrics["data"] = {"train": scheme.train_ex.source, "dev": dev_ex.source, "labelled_train_rows": sum(y is not None for y in scheme.train_ex.labels or [])}
-        (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-        log.removeHandler(handler)
-        handler.close()
-        commit_output(tmp, out)
+        if main:
+            (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+            log.removeHandler(handler)
+            handler.close()
+            commit_output(tmp, out)
+        state.wait_for_everyone()
     except BaseException as e:
-        log.removeHandler(handler)
-        handler.close()
+        if handler is not None:
+            log.removeHandler(handler)
+            handler.close()
         if isinstance(e, KeyboardInterrupt) and (tmp / checkpoint.FOLDER).is_dir():
             raise Interrupted(f"interrupted; the run and its last checkpoint are kept in {tmp}: continue it with "
                               f"the same command and --resume") from None
-        shutil.rmtree(tmp, ignore_errors=True)
+        if main:
+            shutil.rmtree(tmp, ignore_errors=True)
         raise
-    log.info("wrote %s", out)
+    if main:
+        log.info("wrote %s", out)
     return metrics
 
 
@@ -252,23 +264,58 @@ def _summary_writer():
     return SummaryWriter
 
 
+def _average_gradients(params, world: int) -> None:
+    """The mean of every gradient over the processes, in one all-reduce (a missing gradient counts as zero)."""
+    import torch.distributed as torch_dist
+    from torch._utils import _flatten_dense_tensors, _unflatten_dense_tensors
+
+    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+    flat = _flatten_dense_tensors(grads)
+    torch_dist.all_reduce(flat)
+    flat /= world
+    for p, g in zip(params, _unflatten_dense_tensors(flat, grads)):
+        if p.grad is None:
+            p.grad = g.clone()
+        else:
+            p.grad.copy_(g)
+
+
 def _loop(scheme, tmp: Path, tqdm, resume: bool = False, any_version: bool = False) -> dict:
     from accelerate import Accelerator
+    from accelerate.utils import DataLoaderConfiguration
     from transformers import get_linear_schedule_with_warmup
 
     recipe, task, cfg = scheme.recipe, scheme.task, scheme.cfg
-    accelerator = Accelerator(cpu=cfg.cpu, mixed_precision=cfg.mixed_precision)
+    state = dist.init(cfg.cpu)  # the process group first (gloo on the CPU when launched on several processes)
+    if cfg.batch_size % state.num_processes:
+        raise TextDistillError(f"train.batch_size={cfg.batch_size}: the batch is split over {state.num_processes} "
+                               f"processes; use a multiple of {state.num_processes}")
+    # train.batch_size is the global batch whatever the number of processes: each takes its share of every batch
+    # (split_batches), so a recipe trains the same on 1 or N processes
+    accelerator = Accelerator(cpu=cfg.cpu, mixed_precision=cfg.mixed_precision,
+                              dataloader_config=DataLoaderConfiguration(split_batches=True))
+    main = accelerator.is_main_process
     loader = train_loader(scheme.train_set, scheme.tokenizer, cfg.batch_size, cfg.seed, cfg.length_grouped,
                           pad_to=cfg.max_length if cfg.pad_to_max_length else None)
     order = loader.sampler.generator  # draws each epoch's batch order (its state is checkpointed)
-    total_steps = max(1, math.ceil(len(loader) * cfg.epochs))
+    schedule_steps = max(1, math.ceil(len(loader) * cfg.epochs))
     modules = scheme.modules()
     optimizer = _optimizer(modules.values(), cfg)
-    scheduler = get_linear_schedule_with_warmup(optimizer, int(cfg.warmup_ratio * total_steps), total_steps)
-    prepared = accelerator.prepare(*modules.values(), optimizer, loader, scheduler)
+    scheduler = get_linear_schedule_with_warmup(optimizer, int(cfg.warmup_ratio * schedule_steps), schedule_steps)
+    if accelerator.num_processes > 1:
+        # no DDP wrapper (a scheme calls its modules' parts and attributes freely): the gradients are averaged
+        # over the processes after each backward pass (_average_gradients), as DDP would
+        prepared = [accelerator.prepare_model(m, evaluation_mode=True) for m in modules.values()]
+        prepared += list(accelerator.prepare(optimizer, loader, scheduler))
+    else:
+        prepared = accelerator.prepare(*modules.values(), optimizer, loader, scheduler)
     scheme.bind(dict(zip(modules, prepared[:len(modules)])))
     optimizer, loader, scheduler = prepared[len(modules):]
+    total_steps = max(1, math.ceil(len(loader) * cfg.epochs))
     params = [p for m in scheme.modules().values() for p in m.parameters() if p.requires_grad]
+    if accelerator.num_processes > 1:
+        log.info("%d processes (%s): each takes %d rows of every batch of %d", accelerator.num_processes,
+                 accelerator.distributed_type, cfg.batch_size // accelerator.num_processes, cfg.batch_size)
 
     # the loop's state: everything a checkpoint must carry to continue exactly where it stopped
     run = {"epoch": 0, "batches": 0, "step": 0, "history": [], "sums": {}, "counts": {}, "step_seconds": [],
@@ -289,13 +336,15 @@ def _loop(scheme, tmp: Path, tqdm, resume: bool = False, any_version: bool = Fal
 
     def save_checkpoint(epoch_start):
         run["elapsed"] = time.perf_counter() - t0
-        checkpoint.save(tmp, modules={k: accelerator.unwrap_model(m) for k, m in scheme.modules().items()},
-                        optimizer=optimizer, scheduler=scheduler, sampler_state=epoch_start, progress=run,
-                        recipe_text=recipe_text)
+        if main:
+            checkpoint.save(tmp, modules={k: accelerator.unwrap_model(m) for k, m in scheme.modules().items()},
+                            optimizer=optimizer, scheduler=scheduler, sampler_state=epoch_start, progress=run,
+                            recipe_text=recipe_text)
+        accelerator.wait_for_everyone()
 
     # a resumed run drops the events written after its checkpoint (purge_step)
     writer = _summary_writer()(str(tmp / "tensorboard"), purge_step=run["step"] if resume else None) \
-        if cfg.tensorboard else None
+        if cfg.tensorboard and main else None
     t0 = time.perf_counter() - run["elapsed"]
     for epoch in range(run["epoch"], math.ceil(cfg.epochs)):
         for line in scheme.set_epoch(epoch):
@@ -314,7 +363,7 @@ def _loop(scheme, tmp: Path, tqdm, resume: bool = False, any_version: bool = Fal
         if rng_at_resume is not None:
             torch.set_rng_state(rng_at_resume)
             rng_at_resume = None
-        bar = tqdm(batches, desc=f"epoch {epoch + 1}", leave=False, mininterval=2, disable=None,
+        bar = tqdm(batches, desc=f"epoch {epoch + 1}", leave=False, mininterval=2, disable=None if main else True,
                    total=min(len(loader) - skip, total_steps - run["step"]))
         t_prev = time.perf_counter()
         for batch in bar:
@@ -324,6 +373,8 @@ def _loop(scheme, tmp: Path, tqdm, resume: bool = False, any_version: bool = Fal
                 raise TextDistillError(f"loss became {loss.item()} at step {run['step'] + 1}; nothing was saved; "
                                        f"{scheme.nonfinite_cause()}")
             accelerator.backward(loss)
+            if accelerator.num_processes > 1:
+                _average_gradients(params, accelerator.num_processes)
             if cfg.grad_clip:
                 accelerator.clip_grad_norm_(params, cfg.grad_clip)
             optimizer.step()
@@ -371,8 +422,9 @@ def _loop(scheme, tmp: Path, tqdm, resume: bool = False, any_version: bool = Fal
 
     if writer:
         writer.close()
-    saved = scheme.save(tmp, accelerator.unwrap_model)
-    shutil.rmtree(tmp / checkpoint.FOLDER, ignore_errors=True)
+    saved = scheme.save(tmp, accelerator.unwrap_model) if main else {}
+    if main:
+        shutil.rmtree(tmp / checkpoint.FOLDER, ignore_errors=True)
     history, step_seconds = run["history"], run["step_seconds"]
     last = {k: v for k, v in history[-1].items() if k not in ("epoch", "step", "seconds", "loss", "terms")}
     return {
@@ -383,6 +435,6 @@ def _loop(scheme, tmp: Path, tqdm, resume: bool = False, any_version: bool = Fal
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "step_seconds": {"median": round(statistics.median(step_seconds), 4),
                          "p90": round(sorted(step_seconds)[int(0.9 * (len(step_seconds) - 1))], 4)},
-        "seed": cfg.seed, "versions": versions(), "resumed": resume,
+        "seed": cfg.seed, "versions": versions(), "resumed": resume, "processes": accelerator.num_processes,
         **({"resumed_across_code": run_codes} if run_codes else {}),
     }

@@ -105,9 +105,10 @@ def check_output_path(out: Path) -> None:
         raise TextDistillError(f"{out}: cannot be created (no permission to write in {parent})")
 
 
-def prepare_output(out_dir, overwrite: bool, resume: bool = False) -> tuple[Path, Path]:
+def prepare_output(out_dir, overwrite: bool, resume: bool = False, create: bool = True) -> tuple[Path, Path]:
     """``(out, tmp)``: results are written into the hidden ``.<out>.partial`` and renamed on success
-    (``resume``: the interrupted run's ``.partial`` is kept and continued)."""
+    (``resume``: the interrupted run's ``.partial`` is kept and continued). ``create=False`` checks only (the
+    processes other than rank 0 of a multi-process run)."""
     out = Path(out_dir)
     check_output_path(out)
     tmp = out.parent / f".{out.name}.partial"
@@ -119,6 +120,8 @@ def prepare_output(out_dir, overwrite: bool, resume: bool = False) -> tuple[Path
         return out, tmp
     if out.exists() and not overwrite and not (out.is_dir() and not any(out.iterdir())):  # (an empty one is used)
         raise TextDistillError(f"{out}: output folder exists (use --overwrite to replace it)")
+    if not create:
+        return out, tmp
     if tmp.exists():
         shutil.rmtree(tmp)
     try:

@@ -1,0 +1,95 @@
+"""Several processes (data parallel) with Accelerate: one run started by a launcher on N processes.
+
+    accelerate launch --multi_gpu --num_processes 2 -m textdistill.cli distill -r recipes/kd.yaml -o runs/kd2
+    torchrun --standalone --nproc_per_node 2 -m textdistill.cli distill -r recipes/kd.yaml -o runs/kd2
+
+Both launchers set ``WORLD_SIZE``/``LOCAL_RANK`` for every process. On a machine without GPUs the processes
+form a gloo process group on the CPU (Accelerate's MULTI_CPU; :func:`init` asks for it: Accelerate by
+itself would only do so with ``cpu=True``, and otherwise starts N unsynchronised single-process trainings
+that all exit 0); with GPUs, one GPU per process (NCCL). The training batches are split across processes
+(``train.batch_size`` is the global batch: each process takes 1/N of every batch, so a recipe trains the same
+on 1 or N processes), and the gradients are averaged over the processes after each backward pass.
+Rank 0 alone writes: the output folder, checkpoints, logs, the teacher cache and generated transfer sets
+(the other ranks wait, then read them). Every rank evaluates the whole dev set with its (identical)
+replica, so the metrics cover each dev row exactly once.
+
+Two launches are refused with one line (:func:`check_launch`): ``accelerate launch --cpu --num_processes N``
+(N > 1), which starts a single process without a word, and a process that sees ``WORLD_SIZE > 1`` but did
+not join a process group.
+"""
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+from . import TextDistillError
+
+WORLD_KEYS = ("WORLD_SIZE", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE")
+
+
+def launched_world_size(env=os.environ) -> int:
+    """The number of processes the launcher says it started (1 without a launcher)."""
+    for key in WORLD_KEYS:
+        try:
+            if int(env.get(key, "1")) > 1:
+                return int(env[key])
+        except ValueError:
+            continue
+    return 1
+
+
+def requested_processes(cmdline: list[str]) -> int | None:
+    """``--num_processes N`` / ``--num-processes=N`` of an ``accelerate launch`` command line, else None."""
+    if not any(Path(a).name == "accelerate" or a.endswith("accelerate_cli.py") for a in cmdline[:3]) or \
+            "launch" not in cmdline:
+        return None
+    for i, arg in enumerate(cmdline):
+        m = re.fullmatch(r"--num[_-]processes(?:=(\d+))?", arg)
+        if m:
+            value = m.group(1) or (cmdline[i + 1] if i + 1 < len(cmdline) else "")
+            return int(value) if value.isdigit() else None
+    return None
+
+
+def _parent_cmdline() -> list[str]:
+    try:
+        raw = Path(f"/proc/{os.getppid()}/cmdline").read_bytes()
+    except OSError:
+        return []
+    return [a.decode(errors="replace") for a in raw.split(b"\0") if a]
+
+
+def check_launch(env=os.environ, parent: list[str] | None = None) -> None:
+    """Refuse the launches that would silently train with fewer processes than asked for."""
+    world = launched_world_size(env)
+    if world == 1 and env.get("ACCELERATE_USE_CPU") is not None:  # started by `accelerate launch`
+        asked = requested_processes(_parent_cmdline() if parent is None else parent)
+        if asked and asked > 1:
+            raise TextDistillError(
+                f"accelerate launch --num_processes {asked} started 1 process (with --cpu, Accelerate runs a single "
+                f"process); for {asked} CPU processes use `accelerate launch --multi_gpu --num_processes {asked}` "
+                f"or `torchrun --standalone --nproc_per_node {asked}` (textdistill then trains on the CPU with gloo)")
+
+
+def init(cpu: bool = False):
+    """Accelerate's process state for this run: a gloo group on the CPU when a launcher started several
+    processes and there is no GPU (or ``train.cpu``), else Accelerate's own choice. Checked: the state has as
+    many processes as the launcher started."""
+    import torch
+    from accelerate import PartialState
+
+    check_launch()
+    world = launched_world_size()
+    if world > 1 and not torch.cuda.is_available():
+        cpu = True
+    state = PartialState(cpu=cpu)
+    if not state.is_main_process:  # one log: rank 0's (the others say only what goes wrong)
+        import logging
+
+        logging.getLogger("textdistill").setLevel(logging.ERROR)
+    if state.num_processes != world:
+        raise TextDistillError(f"the launcher started {world} processes (WORLD_SIZE={world}) but this one runs alone "
+                               f"({state.distributed_type}); use `torchrun --nproc_per_node {world}` or "
+                               f"`accelerate launch --multi_gpu --num_processes {world}`")
+    return state
