@@ -168,10 +168,14 @@ def main():
     print(f"\ntarget (>= {TARGET_SPEEDUP:g}x PyTorch fp32 throughput at batch 32, <= {TARGET_LOSS} points lost): "
           + (f"met by {', '.join(met)}" if met else "not met"))
     if args.json:
+        import os
+
+        rel = lambda p: os.path.relpath(Path(p).absolute(), Path.cwd())  # noqa: E731 - no machine paths in results
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps({
-            "student": args.student, "task": task.name, "dev": str(dev_path), "rows": len(dev),
-            "calibration": {"file": str(calib_path), "rows": args.calibration_rows}, "threads": threads,
+            "student": rel(args.student), "task": task.name, "dev": rel(dev_path), "rows": len(dev),
+            "qat": rel(args.qat) if args.qat else None,
+            "calibration": {"file": rel(calib_path), "rows": args.calibration_rows}, "threads": threads,
             "rounds": args.rounds, "repeats": args.repeats, "tokens_b1": one["input_ids"].shape[1],
             "tokens_b32": many["input_ids"].shape[1], "runtimes": results,
             "exports": {k: {"check": v["check"], "int8_detail": v["int8_detail"], "versions": v["versions"]}
