@@ -19,7 +19,7 @@ def _suite(tmp_path, d, tiny_bert, **extra):
                       {"name": "kd", "recipe": "recipes/kd.yaml", "tasks": {"sst2": "tiny"}, "cache": True,
                        "set": {"student.init": str(tiny_bert), "student.layers": "first:2", **FAST},
                        "grid": {"terms.kd.args.temperature": [2, 5]}}],
-             "ood": {"sst2": ["sst2"]}, **extra}
+             "ood": {"sst2": ["sst2", "sst2:train"]}, **extra}
     path = tmp_path / "suite.yaml"
     path.write_text(yaml.safe_dump(suite))
     return path
@@ -48,6 +48,7 @@ def test_a_suite_runs_skips_and_summarises(tiny_teacher_run, tiny_bert, tmp_path
     best = yaml.safe_load((out / "best-kd-sst2.yaml").read_text())
     assert best["terms"][0]["args"]["temperature"] in (2, 5) and info["best"]["kd/sst2"]["point"].startswith("kd.")
     assert (out / "sst2" / "ft-s1" / "ood.json").is_file() and "OOD sst2" in summary
+    assert set(json.loads((out / "sst2" / "ft-s1" / "ood.json").read_text())) == {"sst2", "sst2:train"}
     rows = (out / "summary.csv").read_text().splitlines()
     assert len(rows) == 1 + 3 and rows[0].startswith("task,run,point,seeds,metric,mean,sd")
     # a second call runs nothing
@@ -93,7 +94,9 @@ def test_bad_suite_files(tiny_teacher_run, tiny_bert, tmp_path, capsys):
                            (lambda x: x["runs"][1]["tasks"].update({"sst2": "big"}),
                             "runs[1] (kd).tasks.sst2: 'big' is neither a teacher"),
                            (lambda x: x.update({"sedes": [1]}), "unknown key 'sedes'"),
-                           (lambda x: x["runs"][0].update({"set": {"train.lr": -1}}), "train.lr")):
+                           (lambda x: x["runs"][0].update({"set": {"train.lr": -1}}), "train.lr"),
+                           (lambda x: x.update({"ood": {"sst2": ["imdb:validation"]}}),
+                            "ood.sst2: task imdb has no 'validation' split")):
         bad = yaml.safe_load(yaml.safe_dump(s))
         change(bad)
         path.write_text(yaml.safe_dump(bad))

@@ -18,7 +18,8 @@ A suite file::
         grid: {terms.kd.args.temperature: [5, 10, 20], hard_weight: [0.5, 0.3]}   # every combination
         # tied keys: {"hard_weight,terms.kd.weight": [[0.5, 0.5], [0.3, 0.7]]}
         cache: true                      # logit/vector teacher outputs cached once per (task, teacher)
-    ood: {sst2: [imdb]}                  # also evaluate the runs of a task on another task's dev set
+    ood: {sst2: [imdb, "imdb:test"]}     # also evaluate a task's runs on other sets (task: its dev file,
+                                         #   task:split another split: IMDB's 2k subset and its 25k test)
 
 A run whose ``metrics.json`` exists is skipped; an interrupted one (a ``.partial`` with a checkpoint)
 continues with ``--resume``. The summary (``<out>/summary.md``, ``summary.csv``) holds, per task and entry
@@ -102,9 +103,19 @@ def load_suite(path: str) -> Suite:
                 raise TextDistillError(f"{path}: runs[{i}] ({entry.name}).tasks.{task}: '{teacher}' is neither a "
                                        f"teacher of the suite nor a model folder")
     for task, others in suite.ood.items():
-        for t in [task, *others]:
-            get_task(t)
+        get_task(task)
+        for t in others:
+            name, split = ood_split(t)
+            if split not in get_task(name).files:
+                raise TextDistillError(f"{path}: ood.{task}: task {name} has no '{split}' split (splits: "
+                                       f"{', '.join(get_task(name).files)})")
     return suite
+
+
+def ood_split(entry: str) -> tuple[str, str]:
+    """``imdb`` (its dev file) or ``imdb:test`` (another split of the task)."""
+    task, _, split = entry.partition(":")
+    return task, split or "dev"
 
 
 def grid_points(grid: dict[str, list]) -> list[dict[str, Any]]:
@@ -214,8 +225,9 @@ def _resumable(out: Path) -> bool:
 
 
 def _ood(suite: Suite, r: dict, metrics: dict) -> dict:
-    """Metrics of the run's model on the dev sets of the suite's out-of-domain tasks (computed once, kept)."""
-    from .data.batching import encode, eval_loader
+    """Metrics of the run's model on the suite's out-of-domain sets (``task`` or ``task:split``; computed once,
+    kept in the run's ood.json), tokenized per batch (25,000 IMDB reviews fit in memory)."""
+    from .data.batching import stream_loader
     from .data.readers import load_examples, resolve_file
     from .data.tasks import get_task
     from .evaluate import compute_metrics, predict
@@ -226,11 +238,12 @@ def _ood(suite: Suite, r: dict, metrics: dict) -> dict:
     for name in suite.ood.get(r["task"], []):
         if name in done or not (r["out"] / "model").is_dir():
             continue
-        task = get_task(name)
-        examples = load_examples(task, resolve_file(task, "dev", suite.data_dir or "."))
+        task_name, split = ood_split(name)
+        task = get_task(task_name)
+        examples = load_examples(task, resolve_file(task, split, suite.data_dir or "."))
         model = load_model(str(r["out"] / "model"), task.num_labels, task.labels)[0]
         tok = load_tokenizer(str(r["out"] / "model"))
-        logits = predict(model, eval_loader(encode(tok, examples, 128, task.is_regression), tok, 64))
+        logits = predict(model, stream_loader(examples, tok, 64, 128, task.is_regression))
         done[name] = compute_metrics(task, logits, examples.labels)
         cache.write_text(json.dumps(done, indent=2) + "\n")
     return done
