@@ -236,21 +236,37 @@ def _yaml_where(e: yaml.YAMLError) -> str:
     return f"{where}: invalid YAML: {problem}{more}"
 
 
+def read_yaml(path: str, what: str) -> dict:
+    """A YAML file holding a mapping (a recipe, a suite); every problem one line naming the file (and the line
+    and column of a YAML error)."""
+    p = Path(path)
+    if not p.is_file():
+        raise TextDistillError(f"{path}: {what} not found")
+    try:
+        data = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise TextDistillError(f"{path}{_yaml_where(e)}") from None
+    except UnicodeDecodeError as e:
+        raise TextDistillError(f"{path}: not UTF-8 (byte 0x{e.object[e.start]:02x} at offset {e.start})") from None
+    if not isinstance(data, dict):
+        raise TextDistillError(f"{path}: a {what} is a mapping of keys to values")
+    return data
+
+
+def validation_error(e: ValidationError, where: str, prefix: str = "") -> TextDistillError:
+    """The first problem of a pydantic validation as one line naming ``prefix`` + the key."""
+    err = e.errors()[0]
+    loc = prefix + ".".join(str(x) for x in err["loc"])
+    if err["type"] == "extra_forbidden":
+        return TextDistillError(f"{where}: unknown key '{loc}'")
+    if err["type"] == "missing":
+        return TextDistillError(f"{where}: missing key '{loc}'")
+    return TextDistillError(f"{where}: {loc}: {err['msg']} (got {err.get('input')!r})")
+
+
 def load_recipe(path: str | None, overrides: list[tuple[str, Any]] = ()) -> Recipe:
     where = path or "command line"
-    data: dict = {}
-    if path:
-        p = Path(path)
-        if not p.is_file():
-            raise TextDistillError(f"{path}: recipe not found")
-        try:
-            data = yaml.safe_load(p.read_text()) or {}
-        except yaml.YAMLError as e:
-            raise TextDistillError(f"{path}{_yaml_where(e)}") from None
-        except UnicodeDecodeError as e:
-            raise TextDistillError(f"{path}: not UTF-8 (byte 0x{e.object[e.start]:02x} at offset {e.start})") from None
-        if not isinstance(data, dict):
-            raise TextDistillError(f"{path}: a recipe is a mapping of keys to values")
+    data: dict = read_yaml(path, "recipe") if path else {}
     for key, value in overrides:
         _set_path(data, key, value, where)
     return validate(data, where)
@@ -261,13 +277,7 @@ def validate(data: dict, where: str, prefix: str = "") -> Recipe:
     try:
         return Recipe.model_validate(data)
     except ValidationError as e:
-        err = e.errors()[0]
-        loc = prefix + ".".join(str(x) for x in err["loc"])
-        if err["type"] == "extra_forbidden":
-            raise TextDistillError(f"{where}: unknown key '{loc}'") from None
-        if err["type"] == "missing":
-            raise TextDistillError(f"{where}: missing key '{loc}'") from None
-        raise TextDistillError(f"{where}: {loc}: {err['msg']} (got {err.get('input')!r})") from None
+        raise validation_error(e, where, prefix) from None
 
 
 def _merge(base: dict, extra: dict) -> dict:

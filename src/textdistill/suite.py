@@ -36,10 +36,10 @@ import logging
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from . import TextDistillError
+from .recipe import read_yaml, validation_error
 from .report import markdown_table, mean_std
 
 log = logging.getLogger("textdistill")
@@ -74,20 +74,10 @@ class Suite(_Strict):
 
 
 def load_suite(path: str) -> Suite:
-    p = Path(path)
-    if not p.is_file():
-        raise TextDistillError(f"{path}: suite file not found")
     try:
-        data = yaml.safe_load(p.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise TextDistillError(f"{path}: invalid YAML: {str(e).splitlines()[0]}") from None
-    try:
-        suite = Suite.model_validate(data)
+        suite = Suite.model_validate(read_yaml(path, "suite file"))
     except ValidationError as e:
-        err = e.errors()[0]
-        loc = ".".join(str(x) for x in err["loc"])
-        what = "unknown key" if err["type"] == "extra_forbidden" else "missing key" if err["type"] == "missing" else None
-        raise TextDistillError(f"{path}: {what} '{loc}'" if what else f"{path}: {loc}: {err['msg']}") from None
+        raise validation_error(e, path) from None
     from .data.tasks import get_task
 
     names = set()
