@@ -264,6 +264,16 @@ def _summary_writer():
     return SummaryWriter
 
 
+def _all_finite(loss, world: int) -> bool:
+    """Whether the loss is finite in every process (one tiny all-reduce with several processes)."""
+    finite = torch.isfinite(loss.detach()).float().reshape(1)
+    if world > 1:
+        import torch.distributed as torch_dist
+
+        torch_dist.all_reduce(finite, op=torch_dist.ReduceOp.MIN)
+    return bool(finite.item())
+
+
 def _average_gradients(params, world: int) -> None:
     """The mean of every gradient over the processes, in one all-reduce (a missing gradient counts as zero)."""
     import torch.distributed as torch_dist
@@ -369,8 +379,9 @@ def _loop(scheme, tmp: Path, tqdm, resume: bool = False, any_version: bool = Fal
         for batch in bar:
             parts = scheme.loss_parts(batch)
             loss = sum(w * v for w, v in parts.values())
-            if not torch.isfinite(loss):
-                raise TextDistillError(f"loss became {loss.item()} at step {run['step'] + 1}; nothing was saved; "
+            if not _all_finite(loss, accelerator.num_processes):  # (every process stops, none waits forever)
+                value = loss.item() if not torch.isfinite(loss) else "non-finite in another process"
+                raise TextDistillError(f"loss became {value} at step {run['step'] + 1}; nothing was saved; "
                                        f"{scheme.nonfinite_cause()}")
             accelerator.backward(loss)
             if accelerator.num_processes > 1:
