@@ -5,6 +5,7 @@ with Tang et al.'s rules (5 teacher-labelled variants per row), evaluate them on
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import torch
@@ -24,7 +25,7 @@ def main(out: str = "runs/demo", overwrite: bool = False) -> int:
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     out = Path(out)
-    data = RECIPES.parent / "data" / "sst2"
+    data = Path(os.path.relpath(RECIPES.parent / "data" / "sst2"))  # (no machine path in the runs' metrics)
     common = [("data.dir", str(data))]
     results = {}
     if not (out / "teacher" / "metrics.json").is_file() or overwrite:
