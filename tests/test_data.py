@@ -157,3 +157,15 @@ def test_stream_loader_tokenizes_like_encode(minilm_tokenizer, pair, labels):
                 assert batch["labels"][row].item() == (f["labels"] if f["labels"] is not None else IGNORE)
         assert batch["input_ids"].dtype == torch.long
     assert seen == set(range(5))
+
+
+@pytest.mark.parametrize("text", ['label,sentence\n1,"first line\nsecond line"\n0,plain\n',
+                                  'sentence,label,note\ngood film,1,"note 1\nnote 2"\nbad film,0,x\n'])
+def test_multi_line_quoted_fields_are_valid(tmp_path, text):
+    """A quoted field over several lines (after the label column, or as the last column) is not a merged row."""
+    task = task_from_dict({"name": "t", "text_columns": ["sentence"], "label_column": "label", "labels": ["0", "1"]})
+    f = tmp_path / "t.csv"
+    f.write_text(text)
+    ex = load_examples(task, f)
+    assert len(ex) == 2 and ex.labels == [1, 0]
+    assert ex.text_a[0] == ("first line\nsecond line" if text.startswith("label") else "good film")

@@ -97,3 +97,18 @@ def test_launch_checks():
     check_launch({"ACCELERATE_USE_CPU": "True", "WORLD_SIZE": "2"},
                  parent=["accelerate", "launch", "--num_processes", "2"])  # a real 2-process launch
     assert shutil.which("torchrun", path=str(BIN))
+
+
+def test_chains_caches_and_suites_run_in_one_process(monkeypatch, capsys, tmp_path):
+    """Under a multi-process launch (WORLD_SIZE > 1) the commands that write shared things are refused first."""
+    from textdistill.cli import main
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    for argv, needle in ((["cache", "-r", "recipes/kd.yaml", "-o", str(tmp_path / "c")], "textdistill cache: runs in one"),
+                         (["suite", "suites/pkd-grid-mrpc.yaml"], "textdistill suite: runs in one"),
+                         (["distill", "-r", "recipes/born-again.yaml", "-o", str(tmp_path / "b")],
+                          "stages / generations: runs in one")):
+        assert main(argv) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and needle in err, err
+    assert not list(tmp_path.iterdir())

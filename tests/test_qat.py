@@ -140,3 +140,12 @@ def test_qat_bad_input(tmp_path, tiny_teacher_run, capsys):
     fails_one_line([*base, "--set", "student.arch=bilstm", "--set", "terms=[{name: kd, loss: kd_kl}]"], capsys,
                    "student.quantize: only for transformer students", out)
     fails_one_line([*base, "--set", "student.quantize.weights=3"], capsys, "student.quantize.weights", out)
+
+
+def test_qat_student_exports_in_fp32_and_refuses_an_explicit_per_channel_static(qat_run, tiny_teacher_run, tmp_path,
+                                                                                 capsys):
+    data = ["--task", "sst2", "--data-dir", str(tiny_teacher_run / "sst2")]
+    assert main(["export", "--model", str(qat_run / "model"), "--output", str(tmp_path / "fp32"), *data]) == 0
+    assert json.loads((tmp_path / "fp32" / "export.json").read_text())["check"]["fp32"]["agreement"] == 1.0
+    fails_one_line(["export", "--model", str(qat_run / "model"), "--output", str(tmp_path / "s"), "--int8", "static",
+                    "--per-channel", *data], capsys, "--per-channel: only for --int8 dynamic", tmp_path / "s")

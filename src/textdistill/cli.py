@@ -51,7 +51,10 @@ def _train(args, distill: bool) -> int:
 
 
 def _cache(args) -> int:
+    from .dist import single_process
     from .recipe import load_recipe, parse_overrides
+
+    single_process("textdistill cache")
     from .train import cache_only
 
     overrides = [(k, v) for k, v in (("task", args.task), ("teacher", args.teacher), ("data.dir", args.data_dir),
@@ -66,6 +69,9 @@ def _cache(args) -> int:
 
 def _augment(args) -> int:
     from .data import transfer
+    from .dist import single_process
+
+    single_process("textdistill augment")
     from .recipe import load_recipe, parse_overrides
     from .train import load_split, resolve_task
     from tqdm.auto import tqdm
@@ -300,8 +306,10 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _suite(args) -> int:
+    from .dist import single_process
     from .suite import describe, run_suite
 
+    single_process("textdistill suite")
     print(json.dumps(describe(run_suite(args.suite, only=args.only, dry_run=args.dry_run))))
     return 0
 

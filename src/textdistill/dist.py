@@ -13,6 +13,11 @@ Rank 0 alone writes: the output folder, checkpoints, logs, the teacher cache and
 (the other ranks wait, then read them). Every rank evaluates the whole dev set with its (identical)
 replica, so the metrics cover each dev row exactly once.
 
+The last, short batch of an epoch is topped up with rows from the epoch's start (Accelerate's
+``even_batches``), so with N processes up to N - 1 rows per epoch are seen twice; with a row count that the
+batch divides, 1 and N processes train the same model. Chains of runs (stages, generations), ``cache``,
+``augment`` and ``suite`` run in one process (refused under a launcher).
+
 Two launches are refused with one line (:func:`check_launch`): ``accelerate launch --cpu --num_processes N``
 (N > 1), which starts a single process without a word, and a process that sees ``WORLD_SIZE > 1`` but did
 not join a process group.
@@ -25,6 +30,7 @@ from pathlib import Path
 
 from . import TextDistillError
 
+WAIT_HOURS = 48
 WORLD_KEYS = ("WORLD_SIZE", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE")
 
 
@@ -72,6 +78,14 @@ def check_launch(env=os.environ, parent: list[str] | None = None) -> None:
                 f"or `torchrun --standalone --nproc_per_node {asked}` (textdistill then trains on the CPU with gloo)")
 
 
+def single_process(what: str) -> None:
+    """Refuse ``what`` (chained runs, caches, generated sets, suites) under a multi-process launch."""
+    world = launched_world_size()
+    if world > 1:
+        raise TextDistillError(f"{what}: runs in one process (launched on {world}); start it without torchrun / "
+                               f"accelerate launch (a single distill or finetune run is what runs on several)")
+
+
 def init(cpu: bool = False):
     """Accelerate's process state for this run: a gloo group on the CPU when a launcher started several
     processes and there is no GPU (or ``train.cpu``), else Accelerate's own choice. Checked: the state has as
@@ -83,7 +97,11 @@ def init(cpu: bool = False):
     world = launched_world_size()
     if world > 1 and not torch.cuda.is_available():
         cpu = True
-    state = PartialState(cpu=cpu)
+    from datetime import timedelta
+
+    # the other processes wait while rank 0 builds a teacher cache or a transfer set: hours with a 12-layer
+    # teacher, far beyond the process group's default timeout (30 min with gloo, 10 with NCCL)
+    state = PartialState(cpu=cpu, timeout=timedelta(hours=WAIT_HOURS))
     if not state.is_main_process:  # one log: rank 0's (the others say only what goes wrong)
         import logging
 

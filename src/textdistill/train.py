@@ -90,6 +90,8 @@ def run(recipe: Recipe, out_dir: str | os.PathLike, overwrite: bool = False, dis
     (``<out>/gen-1`` ... ``<out>/gen-N``, and a ``metrics.json`` over them)."""
     if resume and (recipe.stages or recipe.generations > 1):
         raise TextDistillError("--resume: continues one run; chains of runs (stages, generations) start again")
+    if recipe.stages or recipe.generations > 1:
+        dist.single_process("stages / generations")
     if recipe.stages:
         return _stages(recipe, out_dir, overwrite, distill)
     check_command(recipe, distill)
@@ -108,6 +110,7 @@ def run(recipe: Recipe, out_dir: str | os.PathLike, overwrite: bool = False, dis
     # several processes (dist.py): rank 0 alone writes; the others wait for what it builds, then read it
     state = dist.init(recipe.train.cpu)
     main = state.is_main_process
+    check_batch(recipe.train.batch_size, state.num_processes)
     scheme = scheme_cls(recipe, task, train_ex, dev_ex, tqdm=tqdm)
     # the transfer set: the training rows, then generated rows only the teacher labels (built once, reused)
     with state.main_process_first():
@@ -186,7 +189,10 @@ def _generations(recipe: Recipe, out_dir, overwrite: bool) -> dict:
     names = [f"gen-{g}" for g in range(1, recipe.generations + 1)]
 
     def make(name, done):
-        r = recipe.model_copy(update={"teacher": list(done.values())[-1] if done else recipe.teacher, "generations": 1})
+        # generation g+1's teacher is the chain's own generation g: the weak-teacher check (meant for a saved but
+        # never trained head) would refuse a real student that scores near a constant predictor (MRPC F1, RTE)
+        r = recipe.model_copy(update={"teacher": list(done.values())[-1] if done else recipe.teacher, "generations": 1,
+                                      "allow_weak_teacher": recipe.allow_weak_teacher or bool(done)})
         if r.teacher_cache.dir:  # each generation has another teacher, so its own cache
             r = r.model_copy(update={"teacher_cache": r.teacher_cache.model_copy(
                 update={"dir": str(Path(r.teacher_cache.dir) / name)})})
@@ -264,6 +270,12 @@ def _summary_writer():
     return SummaryWriter
 
 
+def check_batch(batch_size: int, processes: int) -> None:
+    if batch_size % processes:
+        raise TextDistillError(f"train.batch_size={batch_size}: the batch is split over {processes} processes; use "
+                               f"a multiple of {processes}")
+
+
 def _all_finite(loss, world: int) -> bool:
     """Whether the loss is finite in every process (one tiny all-reduce with several processes)."""
     finite = torch.isfinite(loss.detach()).float().reshape(1)
@@ -275,10 +287,16 @@ def _all_finite(loss, world: int) -> bool:
 
 
 def _average_gradients(params, world: int) -> None:
-    """The mean of every gradient over the processes, in one all-reduce (a missing gradient counts as zero)."""
+    """The mean of every gradient over the processes, in one all-reduce. A parameter no process used this step
+    keeps no gradient (the optimizer skips it, as with one process); one that some used counts zero elsewhere."""
     import torch.distributed as torch_dist
     from torch._utils import _flatten_dense_tensors, _unflatten_dense_tensors
 
+    used = torch.tensor([p.grad is not None for p in params], dtype=torch.float32)
+    torch_dist.all_reduce(used, op=torch_dist.ReduceOp.MAX)
+    params = [p for p, u in zip(params, used.tolist()) if u]
+    if not params:
+        return
     grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
     flat = _flatten_dense_tensors(grads)
     torch_dist.all_reduce(flat)
@@ -297,9 +315,7 @@ def _loop(scheme, tmp: Path, tqdm, resume: bool = False, any_version: bool = Fal
 
     recipe, task, cfg = scheme.recipe, scheme.task, scheme.cfg
     state = dist.init(cfg.cpu)  # the process group first (gloo on the CPU when launched on several processes)
-    if cfg.batch_size % state.num_processes:
-        raise TextDistillError(f"train.batch_size={cfg.batch_size}: the batch is split over {state.num_processes} "
-                               f"processes; use a multiple of {state.num_processes}")
+    check_batch(cfg.batch_size, state.num_processes)
     # train.batch_size is the global batch whatever the number of processes: each takes its share of every batch
     # (split_batches), so a recipe trains the same on 1 or N processes
     accelerator = Accelerator(cpu=cfg.cpu, mixed_precision=cfg.mixed_precision,

@@ -106,7 +106,8 @@ def _csv_records(f, path: Path, header_width: list, row_like):
                                    f"write a quote inside it as \"\"") from None
         end = reader.line_num
         if end > start and row_like is not None and header_width:
-            for k, line in enumerate(lines.record[:-1]):
+            # the inner lines only: the first holds the row's start, the last the field's end (both partial rows)
+            for k, line in enumerate(lines.record[1:-1], 1):
                 fields = next(csv.reader([line.rstrip("\r\n")], quoting=csv.QUOTE_NONE), [])
                 if len(fields) == header_width[0] and row_like([x.strip().strip('"') for x in fields]):
                     raise TextDistillError(

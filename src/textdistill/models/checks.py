@@ -132,7 +132,7 @@ def weak_teacher_message(name: str, task, score: float, chance: float, rows: int
 # ------------------------------------------------------------------------------------------ lengths and depth
 # models whose position ids start after the padding index (RoBERTa-style): max_position_embeddings - (pad + 1) usable
 POSITION_OFFSET_TYPES = {"roberta", "xlm-roberta", "xlm-roberta-xl", "camembert", "mpnet", "longformer",
-                         "data2vec-text", "ibert", "roberta-prelayernorm", "xmod", "bart", "mbart"}
+                         "data2vec-text", "ibert", "roberta-prelayernorm", "xmod"}
 
 
 def _get(config, key):

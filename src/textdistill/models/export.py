@@ -324,10 +324,12 @@ def export(model_dir, out_dir, *, int8: str | None = None, task: str | None = No
         raise TextDistillError("--int8 static: needs calibration texts: --task T with --data-dir D (its train file) "
                                "or --calibration FILE")
     qat_scheme = json.loads((src / "config.json").read_text()).get("textdistill_quantization")
-    if per_channel is None:  # a quantization-aware student: the scheme it was trained with
-        per_channel = bool(qat_scheme) and "per output channel" in str(qat_scheme.get("weights"))
     if per_channel and int8 != "dynamic":
         raise TextDistillError("--per-channel: only for --int8 dynamic (static is always per channel)")
+    if per_channel is None:  # a quantization-aware student: the scheme it was trained with (ternary: per row)
+        per_channel = int8 == "dynamic" and bool(qat_scheme) and bool(
+            qat_scheme.get("per_channel", "per output channel" in str(qat_scheme.get("weights")))
+            or qat_scheme.get("weights_bits") == 2)
     if int8 != "static" and calibration:
         raise TextDistillError("--calibration: only used by --int8 static")
     task_obj = get_task(task) if task else None

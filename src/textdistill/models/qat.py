@@ -110,7 +110,7 @@ def prepare(model: nn.Module, cfg) -> nn.Module:
 
 
 def describe(cfg) -> dict:
-    return {"weights_bits": cfg.weights, "weights": "ternary per row (TWN)" if cfg.weights == 2 else
+    return {"weights_bits": cfg.weights, "per_channel": cfg.per_channel or cfg.weights == 2, "weights": "ternary per row (TWN)" if cfg.weights == 2 else
             ("symmetric per output channel" if cfg.per_channel else "symmetric per tensor"),
             "activations": "uint8 dynamic per tensor" if cfg.activations else "fp32",
             "layers": "every nn.Linear (attention, feed-forward, pooler, classifier); embeddings in fp32"}

@@ -113,7 +113,7 @@ def prepare_output(out_dir, overwrite: bool, resume: bool = False, create: bool 
     check_output_path(out)
     tmp = out.parent / f".{out.name}.partial"
     if resume:
-        if out.exists():
+        if out.exists() and (not out.is_dir() or any(out.iterdir())):
             raise TextDistillError(f"--resume: {out} exists, the run is complete")
         if not tmp.is_dir():
             raise TextDistillError(f"--resume: no interrupted run of {out} (no {tmp})")
