@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# docs/results.md section 4 (schemes): FT vs offline KD vs online DML (3-layer student), self-distillation
-# The same runs as a suite file: suites/schemes.yaml (textdistill suite).
+# docs/results.md (schemes): FT vs offline KD vs online DML (3-layer student), self-distillation
 # with exits, born-again generations, several teachers. Resumable: a run with metrics.json is skipped.
+# The same runs as a suite file: suites/schemes.yaml (textdistill suite).
 #   nice -n 19 scripts/scheme_results.sh [GLUE_DIR] [SEEDS] > runs/schemes.log 2>&1 &
 # Needs the MiniLM-L6 teachers of scripts/teachers.sh (runs/teachers/minilm-*). Students keep layers 2, 4, 6.
 set -euo pipefail
