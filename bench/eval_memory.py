@@ -19,6 +19,9 @@ import tempfile
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+from textdistill.report import markdown_table  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 
 CHILD = r"""
@@ -98,11 +101,12 @@ def main() -> None:
              f"`../shared/data/glue/IMDB`, max length 128, batch 64, "
              f"{'the model given' if args.model else 'a 3-layer MiniLM-L6 slice with a random head'}; each cell is "
              f"its own process (peak RSS from wait4).", "",
-             "| rows | up front: peak RSS (MB) | per batch: peak RSS (MB) | up front: s | per batch: s | same argmax | max logit diff |",
-             "|---|---|---|---|---|---|---|"]
-    for name, r, agree, diff in rows:
-        lines.append(f"| {r['eager']['rows']:,} | {r['eager']['peak_rss_mb']:.0f} | {r['stream']['peak_rss_mb']:.0f} | "
-                     f"{r['eager']['seconds']:.0f} | {r['stream']['seconds']:.0f} | {100 * agree:.2f}% | {diff:.1e} |")
+             markdown_table(["rows", "up front: peak RSS (MB)", "per batch: peak RSS (MB)", "up front: s",
+                             "per batch: s", "same argmax", "max logit diff"],
+                            [[f"{r['eager']['rows']:,}", f"{r['eager']['peak_rss_mb']:.0f}",
+                              f"{r['stream']['peak_rss_mb']:.0f}", f"{r['eager']['seconds']:.0f}",
+                              f"{r['stream']['seconds']:.0f}", f"{100 * agree:.2f}%", f"{diff:.1e}"]
+                             for name, r, agree, diff in rows])]
     Path(args.out).write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

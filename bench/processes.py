@@ -19,6 +19,9 @@ import tempfile
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+from textdistill.report import markdown_table  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 
@@ -67,12 +70,11 @@ def main() -> None:
              f"Written by `python bench/processes.py --rows {args.rows} --repeats {args.repeats}` "
              f"({time.strftime('%Y-%m-%d')}): recipes/kd.yaml, 3-layer MiniLM-L6 student, teacher outputs from one "
              f"cache, {args.rows} SST-2 rows, 1 epoch, global batch 32; interleaved runs, medians.", "",
-             "| processes | threads each | steps | train s | steps/s | ratio | wall s (command) | dev acc |",
-             "|---|---|---|---|---|---|---|---|"]
-    for p, threads in ((1, 2), (2, 1)):
-        m = med[p]
-        lines.append(f"| {p} | {threads} | {m['steps']:.0f} | {m['train']:.1f} | {m['steps_per_s']:.2f} | "
-                     f"{m['steps_per_s'] / med[1]['steps_per_s']:.2f}x | {m['wall']:.1f} | {100 * m['acc']:.2f} |")
+             markdown_table(["processes", "threads each", "steps", "train s", "steps/s", "ratio", "wall s (command)",
+                             "dev acc"],
+                            [[p, threads, f"{med[p]['steps']:.0f}", f"{med[p]['train']:.1f}",
+                              f"{med[p]['steps_per_s']:.2f}", f"{med[p]['steps_per_s'] / med[1]['steps_per_s']:.2f}x",
+                              f"{med[p]['wall']:.1f}", f"{100 * med[p]['acc']:.2f}"] for p, threads in ((1, 2), (2, 1))])]
     Path(args.out).write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

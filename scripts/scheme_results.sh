@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # docs/results.md (schemes): FT vs offline KD vs online DML (3-layer student), self-distillation
-# with exits, born-again generations, several teachers. Resumable: a run with metrics.json is skipped.
+# with exits, born-again generations, several teachers (three seeds of the teacher). Resumable: a run
+# with metrics.json is skipped.
 # The same runs as a suite file: suites/schemes.yaml (textdistill suite).
 #   nice -n 19 scripts/scheme_results.sh [GLUE_DIR] [SEEDS] > runs/schemes.log 2>&1 &
 # Needs the MiniLM-L6 teachers of scripts/teachers.sh (runs/teachers/minilm-*). Students keep layers 2, 4, 6.
@@ -14,6 +15,21 @@ OUT=runs/schemes
 T=runs/teachers
 KEEP="schemes teachers"
 source scripts/grid.sh
+# the same 3-layer student from each of the teacher's seeds 1 and 2 alone, and from all three
+# (averaged logits, or one KD term per teacher); seed 42's run is kd-s*
+multi_teacher() {  # TASK SEED
+  local task=$1 seed=$2 rows=${ROWS[$1]} t=$T/minilm-$1${ROWS[$1]:+-20k} d=$OUT/$1
+  [ -f "$t-s1/metrics.json" ] && [ -f "$t-s2/metrics.json" ] || { echo "skip $task several teachers (no $t-s1/-s2)"; return; }
+  local teachers="[{model: $t/model, name: s42}, {model: $t-s1/model, name: s1}, {model: $t-s2/model, name: s2}]"
+  for combine in average per-teacher; do
+    job "$d/kd-3teachers-$combine-s$seed" distill recipes/kd.yaml --task "$task" --seed "$seed" $rows \
+      --set teacher=null --set "teachers=$teachers" --set combine=$combine --set teacher_cache.dir="$OUT/cache/$task-3teachers"
+  done
+  for ts in s1 s2; do
+    job "$d/kd-teacher-$ts-s$seed" distill recipes/kd.yaml --task "$task" --seed "$seed" $rows \
+      --teacher "$t-$ts/model" --set teacher_cache.dir="$OUT/cache/$task-minilm-$ts"
+  done
+}
 declare -A ROWS=([sst2]="--set data.train_rows=20000" [mrpc]="" [rte]="")
 for seed in $SEEDS; do
   for task in rte mrpc sst2; do
@@ -25,18 +41,13 @@ for seed in $SEEDS; do
       --set teacher_cache.dir="$OUT/cache/$task-minilm"
     job "$d/dml-s$seed" distill recipes/dml.yaml --task "$task" --seed "$seed" $rows
   done
-  # SST-2 only: one model with exits, born-again generations, several teachers (3 seeds of the teacher)
+  # SST-2 only: one model with exits, born-again generations
   sst=$OUT/sst2 rows=${ROWS[sst2]} t42=$T/minilm-sst2-20k/model
   job "$sst/self-s$seed" distill recipes/self-distill.yaml --task sst2 --seed "$seed" $rows
   job "$sst/born-again-s$seed" distill recipes/born-again.yaml --task sst2 --seed "$seed" $rows --teacher "$t42"
-  teachers="[{model: $t42, name: s42}, {model: $T/minilm-sst2-20k-s1/model, name: s1}, {model: $T/minilm-sst2-20k-s2/model, name: s2}]"
-  for combine in average per-teacher; do
-    job "$sst/kd-3teachers-$combine-s$seed" distill recipes/kd.yaml --task sst2 --seed "$seed" $rows \
-      --set teacher=null --set "teachers=$teachers" --set combine=$combine --set teacher_cache.dir="$OUT/cache/sst2-3teachers"
-  done
-  for t in s1 s2; do
-    job "$sst/kd-teacher-$t-s$seed" distill recipes/kd.yaml --task sst2 --seed "$seed" $rows \
-      --teacher "$T/minilm-sst2-20k-$t/model" --set teacher_cache.dir="$OUT/cache/sst2-minilm-$t"
+  # several teachers: three seeds of the MiniLM teacher (42, 1, 2), where they exist
+  for task in rte mrpc sst2; do
+    multi_teacher "$task" "$seed"
   done
   # a better teacher with another tokenizer (MPNet-12), alone and beside the MiniLM teacher, where it exists
   if [ -f "$T/mpnet-rte/metrics.json" ]; then

@@ -17,10 +17,13 @@ teacher() {  # NAME TASK ARGS...
   .venv/bin/textdistill finetune -r recipes/teacher.yaml -o "runs/teachers/$name" --task "$task" \
     --data-dir "$GLUE" "${again[@]}" --set train.checkpoint_every=50 "$@"
 }
-# MiniLM-L6 (6 x 384): minutes each; three SST-2 seeds for the multi-teacher runs
+# MiniLM-L6 (6 x 384): minutes each
 teacher minilm-rte rte
 teacher minilm-mrpc mrpc
 teacher minilm-sst2-20k sst2 --set data.train_rows=20000
+# three seeds of each teacher for the multi-teacher runs (the default seed is 42)
+for s in 1 2; do teacher "minilm-rte-s$s" rte --seed "$s"; done
+for s in 1 2; do teacher "minilm-mrpc-s$s" mrpc --seed "$s"; done
 for s in 1 2; do teacher "minilm-sst2-20k-s$s" sst2 --set data.train_rows=20000 --seed "$s"; done
 # MPNet-12 (12 x 768, 110M): ~16 s per step of 16 RTE pairs on one thread, ~40 min per RTE epoch
 MPNET=(--set student.init=mpnet-12 --set train.lr=2e-5 --set train.batch_size=16)

@@ -309,13 +309,12 @@ def _average_gradients(params, world: int) -> None:
 
 
 def _loop(scheme, tmp: Path, tqdm, resume: bool = False, any_version: bool = False) -> dict:
+    """The one training loop, method- and scheme-blind (``run`` has set up the process group and checked the batch)."""
     from accelerate import Accelerator
     from accelerate.utils import DataLoaderConfiguration
     from transformers import get_linear_schedule_with_warmup
 
     recipe, task, cfg = scheme.recipe, scheme.task, scheme.cfg
-    state = dist.init(cfg.cpu)  # the process group first (gloo on the CPU when launched on several processes)
-    check_batch(cfg.batch_size, state.num_processes)
     # train.batch_size is the global batch whatever the number of processes: each takes its share of every batch
     # (split_batches), so a recipe trains the same on 1 or N processes
     accelerator = Accelerator(cpu=cfg.cpu, mixed_precision=cfg.mixed_precision,
