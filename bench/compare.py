@@ -7,12 +7,16 @@ own process, one after the other; figures: median seconds per step, end-to-end w
 SST-2 dev accuracy. Peers run in .venv-peers (bench/README.md says how it is built).
 
     .venv/bin/python bench/compare.py --rows 4000 --paddings dynamic --json bench/results/compare_4000.json
+
+One run per configuration moves by 10-20 % on these machines; ``--repeats 3`` interleaves three rounds and
+reports medians (ratios to read side by side).
 """
 from __future__ import annotations
 
 import argparse
 import json
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -45,10 +49,12 @@ def ours(name, padding, args, tmp: Path) -> dict:
             sets.append(f"teacher_cache.dir={tmp / ('cache-' + padding)}")
     for s in sets:
         cmd += ["--set", s]
-    cmd += ["--data-dir", str(ROOT / "data/sst2"), "-o", str(out)]
+    cmd += ["--data-dir", str(ROOT / "data/sst2"), "-o", str(out), "--overwrite"]
     t0 = time.perf_counter()
-    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    res = subprocess.run(cmd, capture_output=True, text=True)
     wall = time.perf_counter() - t0
+    if res.returncode:
+        sys.exit(f"bench/compare.py: {name} ({padding}) failed:\n" + "\n".join(res.stderr.splitlines()[-15:]))
     m = json.loads((out / "metrics.json").read_text())
     return {"step_seconds_median": m["step_seconds"]["median"], "wall_seconds": wall, "steps": m["train_steps"],
             "peak_rss_mb": m["peak_rss_mb"], "dev_accuracy": m["dev"]["accuracy"]}
@@ -98,6 +104,8 @@ def main():
     ap.add_argument("--beta", type=float, default=1.3)
     ap.add_argument("--paddings", nargs="+", default=["dynamic", "fixed"])
     ap.add_argument("--only", nargs="*", help="run only these configurations (names as in the table)")
+    ap.add_argument("--repeats", type=int, default=1, help="interleaved rounds of every configuration; the table "
+                    "gives the median of each figure over the rounds")
     ap.add_argument("--json")
     ap.add_argument("--markdown")
     ap.add_argument("--teacher12", action="store_true",
@@ -105,7 +113,7 @@ def main():
                          "for speed only (its students learn nothing useful); the student's [CLS] vectors are "
                          "projected 384 -> 768")
     args = ap.parse_args()
-    if not (ROOT / ".venv-peers/bin/python").exists():
+    if any(not args.only or name in args.only for name in PEERS) and not (ROOT / ".venv-peers/bin/python").exists():
         sys.exit("bench/compare.py: .venv-peers is missing; build it as bench/README.md says")
     tmp = Path(tempfile.mkdtemp(prefix="td-compare-"))
     if args.teacher12:
@@ -116,18 +124,26 @@ def main():
 
     n_teacher = AutoConfig.from_pretrained(args.teacher).num_hidden_layers
     args.pairs = ",".join(f"{s}:{t}" for s, t in enumerate(layer_map("pkd-skip", n_teacher, 3), start=1))
-    results = []
+    runs = []  # with --repeats N: N interleaved rounds (every configuration once per round), medians reported
     try:
-        for padding in args.paddings:
-            for name in OURS + list(PEERS):
-                if args.only and name not in args.only:
-                    continue
-                r = ours(name, padding, args, tmp) if name in OURS else peer(PEERS[name], padding, args)
-                r.update(name=name, padding=padding)
-                results.append(r)
-                print(json.dumps(r), file=sys.stderr)
+        for rep in range(args.repeats):
+            for padding in args.paddings:
+                for name in OURS + list(PEERS):
+                    if args.only and name not in args.only:
+                        continue
+                    r = ours(name, padding, args, tmp) if name in OURS else peer(PEERS[name], padding, args)
+                    r.update(name=name, padding=padding, round=rep + 1)
+                    runs.append(r)
+                    print(json.dumps(r), file=sys.stderr)
+                    for p in tmp.glob("cache-*"):  # every round builds its cache again (wall time includes it)
+                        shutil.rmtree(p)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+    results = []
+    for key in dict.fromkeys((r["name"], r["padding"]) for r in runs):
+        mine = [r for r in runs if (r["name"], r["padding"]) == key]
+        results.append({k: (statistics.median(r[k] for r in mine) if isinstance(mine[0][k], (int, float)) else mine[0][k])
+                        for k in mine[0] if k != "round"} | {"rounds": len(mine)})
     base = {r["padding"]: r for r in results if r["name"].startswith("student")}
     tb = {r["padding"]: r for r in results if r["name"] == "TextBrewer live"}
     rows = []
@@ -142,7 +158,7 @@ def main():
     print(table)
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps({"args": vars(args), "results": results}, indent=2) + "\n")
+        Path(args.json).write_text(json.dumps({"args": vars(args), "results": results, "runs": runs}, indent=2) + "\n")
     if args.markdown:
         Path(args.markdown).write_text(
             f"# Training speed: textdistill, TextBrewer, torchdistill\n\nMeasured in one run of\n\n"

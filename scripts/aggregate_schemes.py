@@ -1,6 +1,6 @@
 #!/usr/bin/env python
 """Summarise results/schemes (scripts/scheme_results.sh, kept by scripts/keep_results.sh) as the markdown of docs/results.md
-section 4: FT vs offline KD vs online DML, self-distillation exits and early exit, born-again
+section 5: FT vs offline KD vs online DML, self-distillation exits and early exit, born-again
 generations, several teachers. Dev metric x 100, mean ± sd over seeds (number of seeds in brackets).
     .venv/bin/python scripts/aggregate_schemes.py [results/schemes] [results/teachers]"""
 import json
@@ -36,7 +36,7 @@ def pct(m: dict, metric: str) -> float:
 teachers = {t: load(troot / name / "metrics.json") for t, name in TASKS.items()}
 tasks = [t for t in TASKS if teachers[t]]
 main = {t: teachers[t]["main_metric"] for t in tasks}
-print("### 4.1 Online (DML) vs FT vs offline KD\n")
+print("### 5.1 Online (DML) vs FT vs offline KD\n")
 header = ["method"] + [f"{t} ({main[t]})" for t in tasks]
 rows = [["teacher (MiniLM-L6, 6 layers, fine-tuned)"] + [f"{pct(teachers[t]['dev'], main[t]):.2f}" for t in tasks]]
 for label, method, pick in (("FT, 3 layers (labels only)", "ft", None), ("KD from the teacher, 3 layers", "kd", None),
@@ -54,14 +54,14 @@ print(markdown_table(["method"] + tasks, rows))
 
 sst = runs("sst2", "self")
 if sst:
-    print("\n### 4.2 Self-distillation with exits (SST-2, 6 layers of MiniLM-L6, 20k rows)\n")
+    print("\n### 5.2 Self-distillation with exits (SST-2, 6 layers of MiniLM-L6, 20k rows)\n")
     layers = sorted(sst[0]["history"][-1]["exits"], key=int)
     print(markdown_table(["exit after layer"] + layers,
                          [["dev accuracy"] + [mean_cell([100 * r["history"][-1]["exits"][k]["accuracy"] for r in sst])
                                               for k in layers]]))
 ban = runs("sst2", "born-again")
 if ban:
-    print("\n### 4.3 Born-again networks (SST-2, 6-layer students, 20k rows)\n")
+    print("\n### 5.3 Born-again networks (SST-2, 6-layer students, 20k rows)\n")
     n = max(len(r["generations"]) for r in ban)
     rows = [["teacher (seed 42)", f"{pct(teachers['sst2']['dev'], 'accuracy'):.2f}"]]
     rows += [[f"generation {g}", mean_cell([100 * r["generations"][g - 1]["dev"]["accuracy"] for r in ban
@@ -70,16 +70,18 @@ if ban:
 multi = [("KD from teacher seed 42", "kd"), ("KD from teacher seed 1", "kd-teacher-s1"),
          ("KD from teacher seed 2", "kd-teacher-s2"), ("KD from 3 teachers, average of logits", "kd-3teachers-average"),
          ("KD from 3 teachers, one term per teacher", "kd-3teachers-per-teacher")]
-if runs("sst2", "kd-3teachers-average"):
-    print("\n### 4.4 Several teachers (SST-2, 3-layer students, 20k rows)\n")
-    rows = [[f"teacher seed {s}", f"{pct(m['dev'], 'accuracy'):.2f}"] for s, m in
-            (("42", teachers["sst2"]), ("1", load(troot / "minilm-sst2-20k-s1/metrics.json")),
-             ("2", load(troot / "minilm-sst2-20k-s2/metrics.json"))) if m]
-    rows += [[label, mean_cell([pct(r["dev"], "accuracy") for r in runs("sst2", m)])] for label, m in multi]
-    print(markdown_table(["model", "SST-2 dev accuracy"], rows))
+mtasks = [t for t in tasks if runs(t, "kd-3teachers-average")]
+if mtasks:
+    print("\n### 5.4 Several teachers: three seeds of the MiniLM-L6 teacher (3-layer students)\n")
+    seeds = {t: [("42", teachers[t])] + [(s, load(troot / f"{TASKS[t]}-s{s}/metrics.json")) for s in ("1", "2")]
+             for t in mtasks}
+    rows = [[f"teacher seed {seeds[mtasks[0]][i][0]}"] + [f"{pct(seeds[t][i][1]['dev'], main[t]):.2f}"
+                                                        if seeds[t][i][1] else "" for t in mtasks] for i in range(3)]
+    rows += [[label] + [mean_cell([pct(r["dev"], main[t]) for r in runs(t, m)]) for t in mtasks] for label, m in multi]
+    print(markdown_table(["model"] + [f"{t} ({main[t]})" for t in mtasks], rows))
 mp = load(troot / "mpnet-rte/metrics.json")
 if mp and runs("rte", "kd-mpnet"):
-    print("\n### 4.5 A better teacher with another tokenizer (RTE, 3-layer MiniLM students)\n")
+    print("\n### 5.5 A better teacher with another tokenizer (RTE, 3-layer MiniLM students)\n")
     rows = [["teacher MiniLM-L6 (6 x 384)", f"{pct(teachers['rte']['dev'], 'accuracy'):.2f}"],
             ["teacher MPNet-12 (12 x 768)", f"{pct(mp['dev'], 'accuracy'):.2f}"]]
     rows += [[label, mean_cell([pct(r["dev"], "accuracy") for r in runs("rte", m)])]

@@ -170,3 +170,41 @@ def test_distill_from_the_cache_never_runs_the_teacher(setup, tiny_bert, tmp_pat
     assert main(["distill", "-o", str(tmp_path / "c2"), *base]) == 0  # from the cache again: identical
     c = json.loads((tmp_path / "c2" / "metrics.json").read_text())
     assert c["history"][0]["loss"] == b["history"][0]["loss"] and c["dev"] == b["dev"]
+
+
+@pytest.mark.parametrize("method", ["pkd-skip", "rail-kd-c"])  # [CLS] vectors of mapped layers; means of all layers
+def test_a_cache_built_in_onnx_runtime_holds_the_pytorch_outputs(setup, method, tmp_path):
+    from safetensors.torch import load_file
+
+    recipe = _recipe(setup, method)
+    task = resolve_task(recipe)
+    train_ex = load_split(task, recipe, "train")
+    tok = load_tokenizer(recipe.teacher)
+    teacher = load_model(recipe.teacher, 2, task.labels)[0].eval()
+    stores = {}
+    for runtime in ("torch", "onnx"):
+        _, manifest = open_cache(teacher=recipe.teacher, task=task, folder=tmp_path / runtime, train_ex=train_ex,
+                                 tokenizer=tok, term_cfgs=recipe.terms, n_student=2, max_length=recipe.train.max_length,
+                                 dtype="float32", batch_size=64, model=teacher, runtime=runtime)
+        assert manifest["runtime"] == runtime
+        assert sorted(p.name for p in (tmp_path / runtime).iterdir()) == ["cache.json", "outputs.safetensors"]
+        stores[runtime] = load_file(str(tmp_path / runtime / "outputs.safetensors"))
+    assert set(stores["torch"]) == set(stores["onnx"]) and len(stores["torch"]) == 2
+    for name, a in stores["torch"].items():
+        assert a.abs().sum() > 0
+        torch.testing.assert_close(stores["onnx"][name], a, rtol=1e-4, atol=1e-5, msg=name)
+
+
+def test_onnx_runtime_falls_back_to_pytorch_when_it_disagrees(setup, tmp_path, monkeypatch, caplog):
+    import textdistill.schemes.cache as cache_mod
+
+    monkeypatch.setattr(cache_mod, "ONNX_LOGIT_TOL", -1.0)  # no graph can pass: PyTorch must build the cache
+    recipe = _recipe(setup, "kd")
+    task = resolve_task(recipe)
+    teacher = load_model(recipe.teacher, 2, task.labels)[0].eval()
+    _, manifest = open_cache(teacher=recipe.teacher, task=task, folder=tmp_path / "c",
+                             train_ex=load_split(task, recipe, "train"), tokenizer=load_tokenizer(recipe.teacher),
+                             term_cfgs=recipe.terms, n_student=2, max_length=recipe.train.max_length, dtype="float32",
+                             batch_size=64, model=teacher, runtime="onnx")
+    assert manifest["runtime"] == "torch"
+    assert "ONNX Runtime's logits differ from PyTorch's" in caplog.text

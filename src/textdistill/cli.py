@@ -58,12 +58,13 @@ def _cache(args) -> int:
     from .train import cache_only
 
     overrides = [(k, v) for k, v in (("task", args.task), ("teacher", args.teacher), ("data.dir", args.data_dir),
-                                     ("teacher_cache.dtype", args.dtype),
+                                     ("teacher_cache.dtype", args.dtype), ("teacher_cache.runtime", args.runtime),
                                      ("allow_weak_teacher", args.allow_weak_teacher or None)) if v is not None]
     recipe = load_recipe(args.recipe, overrides + parse_overrides(args.overrides))
     manifest = cache_only(recipe, args.output, overwrite=args.overwrite)
     print(json.dumps({"cache": args.output, "rows": manifest["key"]["rows"], "taps": manifest["key"]["taps"],
-                      "dtype": manifest["key"]["dtype"], "bytes": manifest["bytes"]}))
+                      "dtype": manifest["key"]["dtype"], "bytes": manifest["bytes"],
+                      "runtime": manifest.get("runtime", "torch")}))
     return 0
 
 
@@ -376,6 +377,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--teacher")
     p.add_argument("--data-dir")
     p.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], help="of the stored vectors")
+    p.add_argument("--runtime", choices=["torch", "onnx"], help="run the teacher in PyTorch or ONNX Runtime "
+                   "(teacher_cache.runtime)")
     p.add_argument("--overwrite", action="store_true", help="rebuild an existing cache")
     p.add_argument("--allow-weak-teacher", action="store_true",
                    help="store the outputs of a teacher that scores near chance on the dev rows (refused otherwise)")

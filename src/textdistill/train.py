@@ -256,7 +256,8 @@ def cache_only(recipe: Recipe, out_dir: str | os.PathLike, overwrite: bool = Fal
     _, manifest = open_cache(teacher=recipe.teacher, task=task, folder=folder, train_ex=train_ex, model=model,
                              tokenizer=tokenizer, term_cfgs=recipe.terms, n_student=n_student,
                              max_length=recipe.train.max_length, dtype=recipe.teacher_cache.dtype,
-                             batch_size=recipe.train.eval_batch_size, tqdm=tqdm, rebuild=overwrite and folder.exists())
+                             batch_size=recipe.train.eval_batch_size, tqdm=tqdm, rebuild=overwrite and folder.exists(),
+                             runtime=recipe.teacher_cache.runtime)
     return manifest
 
 

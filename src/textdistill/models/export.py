@@ -181,19 +181,22 @@ def _quiet():
         root.setLevel(level)
 
 
-def export_onnx(model, tokenizer, path, opset: int = MIN_OPSET) -> list[str]:
-    """Write ``model`` (a PyTorch sequence classifier in eval mode) as ONNX to ``path``; returns its inputs."""
+def export_onnx(model, tokenizer, path, opset: int = MIN_OPSET, *, names: list[str] | None = None,
+                outputs: tuple[str, ...] = ("logits",)) -> list[str]:
+    """Write ``model`` (a PyTorch sequence classifier in eval mode) as ONNX to ``path``; returns its inputs.
+    ``names``/``outputs``: for a wrapper module whose forward takes ``names`` positionally and returns
+    ``outputs`` (tensors whose first axis is the batch), e.g. the teacher cache's graph."""
     import torch
 
-    names = model_inputs_of(model, tokenizer)
+    names = names or model_inputs_of(model, tokenizer)
     # two rows of different lengths: the trace sees padding, so the attention mask is part of the graph
     dummy = tokenizer([SAMPLE[0], SAMPLE[4]], padding=True, return_tensors="pt")
     args = tuple(dummy[n] if n in dummy else torch.ones_like(dummy["input_ids"]) for n in names)
-    axes = {n: {0: "batch", 1: "sequence"} for n in names} | {"logits": {0: "batch"}}
+    axes = {n: {0: "batch", 1: "sequence"} for n in names} | {o: {0: "batch"} for o in outputs}
     model.eval()
     with _quiet(), torch.inference_mode(False), torch.no_grad():
         try:
-            torch.onnx.export(model, args, str(path), dynamo=False, input_names=names, output_names=["logits"],
+            torch.onnx.export(model, args, str(path), dynamo=False, input_names=names, output_names=list(outputs),
                               dynamic_axes=axes, opset_version=opset, do_constant_folding=True)
         except Exception as e:  # noqa: BLE001 - the exporter raises many types
             first = str(e).strip().splitlines()[0] if str(e).strip() else ""

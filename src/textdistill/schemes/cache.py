@@ -92,15 +92,78 @@ def cache_key(*, teacher: str, tokenizer, examples, max_length: int, plan: dict,
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
+RUNTIMES = ("torch", "onnx")
+ONNX_LOGIT_TOL = 1e-3  # max |logit difference| allowed between ONNX Runtime and PyTorch on the first batch
+
+
+class _CacheGraph(torch.nn.Module):
+    """The teacher as the cache reads it -- logits, then each tap's pooled vectors of its layers -- as one module
+    whose forward takes the tokenizer's inputs positionally (what ``torch.onnx.export`` traces)."""
+
+    def __init__(self, model, plan: dict, names: list[str]):
+        super().__init__()
+        self.model, self.plan, self.names = model, plan, names
+
+    def forward(self, *inputs):
+        from ..knowledge.terms import tap_layers
+
+        kw = dict(zip(self.names, inputs))
+        out = self.model(**kw, output_hidden_states=bool(self.plan))
+        return (out.logits,) + tuple(tap_layers(out, tap, layers, kw["attention_mask"])
+                                     for tap, layers in self.plan.items())
+
+
+def _torch_runner(teacher_model, plan):
+    from ..evaluate import model_inputs
+    from ..knowledge.terms import tap_layers
+
+    device = next(teacher_model.parameters()).device
+
+    def run(batch):
+        inputs = {k: v.to(device) for k, v in model_inputs(batch).items()}
+        out = teacher_model(**inputs, output_hidden_states=bool(plan))
+        return [out.logits] + [tap_layers(out, tap, layers, inputs["attention_mask"]) for tap, layers in plan.items()]
+    return run
+
+
+def _onnx_runner(teacher_model, plan, tokenizer, work: Path, first_batch):
+    """The cache graph exported to ONNX and run by ONNX Runtime (as many threads as torch), or None (with a
+    warning) when the export fails or its first batch differs from PyTorch's by more than ``ONNX_LOGIT_TOL``."""
+    import numpy as np
+
+    from ..models.export import _session, export_onnx, model_inputs_of
+
+    try:
+        names = model_inputs_of(teacher_model, tokenizer)
+        path = work / "teacher.onnx"
+        export_onnx(_CacheGraph(teacher_model, plan, names).eval(), tokenizer, path, names=names,
+                    outputs=("logits",) + tuple(plan))
+        session = _session(path, threads=torch.get_num_threads())
+    except TextDistillError as e:
+        log.warning("teacher cache: ONNX Runtime not used (%s); the teacher runs in PyTorch", e)
+        return None
+
+    def run(batch):
+        outs = session.run(None, {n: batch[n].numpy().astype(np.int64) for n in names})
+        return [torch.from_numpy(o) for o in outs]
+    reference = _torch_runner(teacher_model, plan)(first_batch)[0].float().cpu()
+    diff = (run(first_batch)[0] - reference).abs().max().item()
+    if not diff <= ONNX_LOGIT_TOL:
+        log.warning("teacher cache: ONNX Runtime's logits differ from PyTorch's by %.2g on the first batch; "
+                    "the teacher runs in PyTorch", diff)
+        return None
+    return run
+
+
 @torch.no_grad()
 def build_cache(folder: Path, *, teacher_model, key: dict, data, tokenizer, batch_size: int, params_teacher: int,
-                tqdm=None) -> None:
-    """Run the teacher once over ``data`` (an Encoded set) and write the cache into ``folder``."""
+                tqdm=None, runtime: str = "torch") -> None:
+    """Run the teacher once over ``data`` (an Encoded set) and write the cache into ``folder``. ``runtime``:
+    PyTorch, or ``onnx``: the teacher (with the pooling of the cached taps) exported to ONNX and run by
+    ONNX Runtime -- faster on CPU (docs/performance.md), checked against PyTorch on the first batch."""
     from safetensors.torch import save_file
 
     from ..data.batching import eval_loader
-    from ..evaluate import model_inputs
-    from ..knowledge.terms import tap_layers
 
     plan, dtype = key["taps"], DTYPES[key["dtype"]]
     n = len(data)
@@ -109,24 +172,28 @@ def build_cache(folder: Path, *, teacher_model, key: dict, data, tokenizer, batc
         store[tap] = torch.empty(n, len(layers), teacher_model.config.hidden_size, dtype=dtype)
     teacher_model.eval()
     loader = eval_loader(data, tokenizer, batch_size)
-    device = next(teacher_model.parameters()).device
+    folder.mkdir(parents=True, exist_ok=True)
+    run, used = _torch_runner(teacher_model, plan), "torch"
+    if runtime == "onnx":
+        onnx_run = _onnx_runner(teacher_model, plan, tokenizer, folder, next(iter(loader)))
+        if onnx_run is not None:
+            run, used = onnx_run, "onnx"
     for batch in (tqdm(loader, desc="teacher cache", mininterval=2, disable=None) if tqdm else loader):
-        inputs = {k: v.to(device) for k, v in model_inputs(batch).items()}
-        out = teacher_model(**inputs, output_hidden_states=bool(plan))
+        logits, *vectors = run(batch)
         idx = batch["idx"]
         if store["logits"] is None:
-            store["logits"] = torch.empty(n, out.logits.shape[-1], dtype=torch.float32)
-        store["logits"][idx] = out.logits.float().cpu()
-        for tap, layers in plan.items():
-            store[tap][idx] = tap_layers(out, tap, layers, inputs["attention_mask"]).to(dtype).cpu()
-    folder.mkdir(parents=True, exist_ok=True)
+            store["logits"] = torch.empty(n, logits.shape[-1], dtype=torch.float32)
+        store["logits"][idx] = logits.float().cpu()
+        for tap, v in zip(plan, vectors):
+            store[tap][idx] = v.to(dtype).cpu()
+    (folder / "teacher.onnx").unlink(missing_ok=True)
     save_file({k: v.contiguous() for k, v in store.items()}, str(folder / FILE))
     c = teacher_model.config
     manifest = {"key": key, "file_sha256": _sha256_file(folder / FILE).hexdigest(),
                 "teacher_config": {"num_hidden_layers": c.num_hidden_layers, "hidden_size": c.hidden_size,
                                    "num_attention_heads": getattr(c, "num_attention_heads", None),
                                    "num_labels": c.num_labels, "model_type": c.model_type},
-                "params_teacher": params_teacher, "bytes": (folder / FILE).stat().st_size}
+                "params_teacher": params_teacher, "bytes": (folder / FILE).stat().st_size, "runtime": used}
     (folder / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
 
 

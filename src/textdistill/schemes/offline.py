@@ -123,6 +123,7 @@ class Offline(Scheme):
             teacher = Teacher(name=t["name"], model_name=t["model"], weight=t["weight"], cache=t["cache"], task=task,
                               train_ex=self.train_ex, student_tokenizer=self.tokenizer, term_cfgs=reads,
                               n_student=n_student, cfg=self.cfg, cache_dtype=r.teacher_cache.dtype,
+                              cache_runtime=r.teacher_cache.runtime,
                               hidden=self.need_hidden, attentions=self.need_attn, model=models.get(t["name"]),
                               tqdm=self.tqdm, dev_ex=self.dev_ex, allow_weak=r.allow_weak_teacher)
             if teacher.own_tokens:

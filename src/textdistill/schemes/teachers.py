@@ -138,7 +138,7 @@ def commit_output(tmp: Path, out: Path) -> None:
 
 
 def open_cache(*, teacher: str, task, folder: Path, train_ex, tokenizer, term_cfgs, n_student: int, max_length: int,
-               dtype: str, batch_size: int, model=None, tqdm=None, rebuild: bool = False):
+               dtype: str, batch_size: int, model=None, tqdm=None, rebuild: bool = False, runtime: str = "torch"):
     """The teacher cache of ``teacher`` (tokenized with its own ``tokenizer``) for the terms ``term_cfgs``:
     checked against them and opened; built first if absent (or if ``rebuild``).
     Returns ``(CachedTeacher, manifest)``."""
@@ -164,7 +164,7 @@ def open_cache(*, teacher: str, task, folder: Path, train_ex, tokenizer, term_cf
                      "".join(f", {tap} of layers {layers}" for tap, layers in plan.items()))
             data = encode(tokenizer, train_ex, max_length, task.is_regression)
             build_cache(tmp, teacher_model=model, key=key, data=data, tokenizer=tokenizer, batch_size=batch_size,
-                        params_teacher=count_parameters(model), tqdm=tqdm)
+                        params_teacher=count_parameters(model), tqdm=tqdm, runtime=runtime)
             commit_output(tmp, out)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -197,7 +197,7 @@ class Teacher:
     """One teacher of a run: its name, weight, tokenizer, config, parameter count and output source."""
 
     def __init__(self, *, name: str, model_name: str, weight: float, cache: str | None, task, train_ex,
-                 student_tokenizer, term_cfgs, n_student: int, cfg, cache_dtype: str, hidden: bool,
+                 student_tokenizer, term_cfgs, n_student: int, cfg, cache_dtype: str, hidden: bool, cache_runtime: str,
                  attentions: bool, model=None, tqdm=None, dev_ex=None, allow_weak: bool = False):
         self.name, self.model_name, self.weight, self.cache = name, model_name, weight, cache
         self.tokenizer = load_tokenizer(model_name)
@@ -211,7 +211,7 @@ class Teacher:
             self.source, manifest = open_cache(
                 teacher=model_name, task=task, folder=Path(cache), train_ex=train_ex, tokenizer=self.tokenizer,
                 term_cfgs=term_cfgs, n_student=n_student, max_length=cfg.max_length, dtype=cache_dtype,
-                batch_size=cfg.eval_batch_size, model=model, tqdm=tqdm)
+                batch_size=cfg.eval_batch_size, model=model, tqdm=tqdm, runtime=cache_runtime)
             self.config = SimpleNamespace(**manifest["teacher_config"])
             self.params = manifest["params_teacher"]
             log.info("teacher %s: outputs from the cache %s (%s)", name, cache, ", ".join(

@@ -1,0 +1,101 @@
+#!/usr/bin/env python
+"""The teacher's pass over the training rows (building the teacher-output cache) in PyTorch vs ONNX Runtime,
+side by side in one run.
+
+For each teacher, the cache of ``recipes/pkd-skip.yaml`` (logits + the [CLS] vectors of the mapped layers)
+is built from the same rows with ``teacher_cache.runtime: torch`` and ``onnx`` in interleaved rounds (the
+first a warm-up): the time of ``build_cache`` alone (ONNX: export + session + pass + the first-batch check
+against PyTorch), medians, and the largest difference between the two caches' logits. Same threads for both.
+
+    .venv/bin/python bench/cache_build.py --rows 2000 --teachers runs/demo/teacher/model mpnet-12 \\
+        --json bench/results/cache_build.json
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+
+from textdistill.data.batching import encode  # noqa: E402
+from textdistill.data.readers import load_examples  # noqa: E402
+from textdistill.data.tasks import get_task  # noqa: E402
+from textdistill.models.loading import count_parameters, load_tokenizer, resolve_model_path  # noqa: E402
+from textdistill.recipe import load_recipe  # noqa: E402
+from textdistill.report import markdown_table  # noqa: E402
+from textdistill.schemes.cache import build_cache, cache_key, cache_plan  # noqa: E402
+from textdistill.schemes.teachers import load_teacher  # noqa: E402
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--teachers", nargs="+", default=[str(ROOT / "runs/demo/teacher/model"), "mpnet-12"],
+                    help="teacher folders or aliases (a pre-trained model gets a random head: speed is the same)")
+    ap.add_argument("--train", default=str(ROOT / "data/sst2/train.tsv"))
+    ap.add_argument("--rows", type=int, default=2000)
+    ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds (the first is a warm-up)")
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--json", default=None)
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    task = get_task("sst2")
+    examples = load_examples(task, args.train, max_rows=args.rows)
+    recipe = load_recipe(str(ROOT / "recipes/pkd-skip.yaml"), [("data.dir", str(ROOT / "data/sst2"))])
+    setups = {}
+    for name in args.teachers:
+        model, tokenizer = load_teacher(name, task), load_tokenizer(name)
+        n_t = model.config.num_hidden_layers
+        plan = cache_plan(recipe.terms, n_t, 3)
+        key = cache_key(teacher=str(resolve_model_path(name)), tokenizer=tokenizer, examples=examples,
+                        max_length=128, plan=plan, dtype="float16")
+        setups[name] = (model, tokenizer, key, encode(tokenizer, examples, 128, False))
+    times = {(n, rt): [] for n in args.teachers for rt in ("torch", "onnx")}
+    diffs, used = {}, {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for r in range(args.rounds):
+            for name, (model, tokenizer, key, data) in setups.items():
+                folders = {}
+                for rt in ("torch", "onnx"):
+                    folder = Path(tmp) / f"{len(folders)}-{rt}"
+                    t0 = time.perf_counter()
+                    build_cache(folder, teacher_model=model, key=key, data=data, tokenizer=tokenizer, batch_size=64,
+                                params_teacher=count_parameters(model), runtime=rt)
+                    if r > 0:
+                        times[(name, rt)].append(time.perf_counter() - t0)
+                    used[(name, rt)] = json.loads((folder / "cache.json").read_text())["runtime"]
+                    folders[rt] = folder
+                from safetensors.torch import load_file
+                a, b = (load_file(str(folders[rt] / "outputs.safetensors"))["logits"] for rt in ("torch", "onnx"))
+                diffs[name] = (a - b).abs().max().item()
+                for f in folders.values():
+                    shutil.rmtree(f)
+            print(f"round {r + 1}/{args.rounds} done", file=sys.stderr)
+    rows = []
+    for name, (model, *_rest) in setups.items():
+        t, o = statistics.median(times[(name, "torch")]), statistics.median(times[(name, "onnx")])
+        rows.append([name.replace(str(ROOT) + "/", ""),
+                     f"{model.config.num_hidden_layers} x {model.config.hidden_size}", f"{t:.1f}", f"{o:.1f}",
+                     f"{t / o:.2f}x", used[(name, "onnx")], f"{diffs[name]:.1e}"])
+    print(f"\nBuilding the teacher cache of recipes/pkd-skip.yaml over {len(examples):,} SST-2 rows (batch 64, "
+          f"dynamic padding), {torch.get_num_threads()} threads, {args.rounds - 1} timed rounds (medians)\n")
+    print(markdown_table(["teacher", "layers x width", "PyTorch s", "ONNX Runtime s (export included)", "speed-up",
+                          "runtime used", "max |logit diff|"], rows))
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps({"rows": len(examples), "threads": torch.get_num_threads(),
+                                               "seconds": {f"{n}|{rt}": v for (n, rt), v in times.items()},
+                                               "logit_diff": diffs}, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
