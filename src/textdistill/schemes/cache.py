@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -133,6 +134,7 @@ def _onnx_runner(teacher_model, plan, tokenizer, work: Path, first_batch):
 
     from ..models.export import _session, export_onnx, model_inputs_of
 
+    t0 = time.perf_counter()
     try:
         names = model_inputs_of(teacher_model, tokenizer)
         path = work / "teacher.onnx"
@@ -146,6 +148,7 @@ def _onnx_runner(teacher_model, plan, tokenizer, work: Path, first_batch):
     def run(batch):
         outs = session.run(None, {n: batch[n].numpy().astype(np.int64) for n in names})
         return [torch.from_numpy(o) for o in outs]
+    run.export_seconds = round(time.perf_counter() - t0, 2)
     reference = _torch_runner(teacher_model, plan)(first_batch)[0].float().cpu()
     diff = (run(first_batch)[0] - reference).abs().max().item()
     if not diff <= ONNX_LOGIT_TOL:
@@ -173,11 +176,11 @@ def build_cache(folder: Path, *, teacher_model, key: dict, data, tokenizer, batc
     teacher_model.eval()
     loader = eval_loader(data, tokenizer, batch_size)
     folder.mkdir(parents=True, exist_ok=True)
-    run, used = _torch_runner(teacher_model, plan), "torch"
+    run, used, extra = _torch_runner(teacher_model, plan), "torch", {}
     if runtime == "onnx":
         onnx_run = _onnx_runner(teacher_model, plan, tokenizer, folder, next(iter(loader)))
         if onnx_run is not None:
-            run, used = onnx_run, "onnx"
+            run, used, extra = onnx_run, "onnx", {"onnx_export_seconds": onnx_run.export_seconds}
     for batch in (tqdm(loader, desc="teacher cache", mininterval=2, disable=None) if tqdm else loader):
         logits, *vectors = run(batch)
         idx = batch["idx"]
@@ -193,7 +196,8 @@ def build_cache(folder: Path, *, teacher_model, key: dict, data, tokenizer, batc
                 "teacher_config": {"num_hidden_layers": c.num_hidden_layers, "hidden_size": c.hidden_size,
                                    "num_attention_heads": getattr(c, "num_attention_heads", None),
                                    "num_labels": c.num_labels, "model_type": c.model_type},
-                "params_teacher": params_teacher, "bytes": (folder / FILE).stat().st_size, "runtime": used}
+                "params_teacher": params_teacher, "bytes": (folder / FILE).stat().st_size, "runtime": used,
+                **extra}
     (folder / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
 
 
