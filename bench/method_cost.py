@@ -68,8 +68,12 @@ def main() -> None:
     examples = load_examples(task, ROOT / "data/sst2/train.tsv")
     setups = {}
     for method in args.methods:
-        overrides = [("data.dir", str(ROOT / "data/sst2")), ("student.layers", "first:3"),  # as in docs/results.md §3
-                     ("student.init", "minilm-l6")] + ([("teacher", teacher_name)] if method != "ft" else [])
+        # the slice recipes' students as in docs/results.md §3; the schemes keep their recipes' models (DML: a
+        # 6- and a 3-layer peer; self-distillation and born-again: all 6 layers)
+        own = method in ("dml", "self-distill", "born-again")
+        overrides = [("data.dir", str(ROOT / "data/sst2"))] + ([] if own else [("student.layers", "first:3"),
+                                                                            ("student.init", "minilm-l6")])
+        overrides += [("teacher", teacher_name)] if method not in ("ft", "dml", "self-distill") else []
         recipe = load_recipe(str(ROOT / "recipes" / f"{method}.yaml"), overrides)
         scheme = SCHEMES[recipe.scheme](recipe, task, examples, examples)
         scheme.setup(lambda: torch.manual_seed(0))
