@@ -37,21 +37,15 @@ teachers = {t: load(troot / name / "metrics.json") for t, name in TASKS.items()}
 tasks = [t for t in TASKS if teachers[t]]
 main = {t: teachers[t]["main_metric"] for t in tasks}
 print("### 5.1 Online (DML) vs FT vs offline KD\n")
-header = ["method"] + [f"{t} ({main[t]})" for t in tasks]
-rows = [["teacher (MiniLM-L6, 6 layers, fine-tuned)"] + [f"{pct(teachers[t]['dev'], main[t]):.2f}" for t in tasks]]
+cols = [t for t in tasks if any(runs(t, m) for m in ("ft", "kd", "dml"))]  # (columns with runs)
+header = ["method"] + [f"{t} ({main[t]})" for t in cols]
+rows = [["teacher (MiniLM-L6, 6 layers, fine-tuned)"] + [f"{pct(teachers[t]['dev'], main[t]):.2f}" for t in cols]]
 for label, method, pick in (("FT, 3 layers (labels only)", "ft", None), ("KD from the teacher, 3 layers", "kd", None),
                             ("DML, 3-layer peer (no fine-tuned teacher)", "dml", "l3"),
                             ("DML, 6-layer peer", "dml", "l6")):
     rows.append([label] + [mean_cell([pct(r["peers"][pick] if pick else r["dev"], main[t]) for r in runs(t, method)])
-                           for t in tasks])
+                           for t in cols])
 print(markdown_table(header, rows))
-rows = []
-for method in ("ft", "kd", "dml"):
-    rows.append([method] + [f"{statistics.median(r['train_seconds'] / len(r['history']) for r in rs):.0f}"
-                            if (rs := runs(t, method)) else "" for t in tasks])
-print("\nTraining seconds per epoch (median over seeds; one thread, another job beside it on the 2-core machine):\n")
-print(markdown_table(["method"] + tasks, rows))
-
 sst = runs("sst2", "self")
 if sst:
     print("\n### 5.2 Self-distillation with exits (SST-2, 6 layers of MiniLM-L6, 20k rows)\n")
