@@ -177,7 +177,10 @@ def build_cache(folder: Path, *, teacher_model, key: dict, data, tokenizer, batc
     loader = eval_loader(data, tokenizer, batch_size)
     folder.mkdir(parents=True, exist_ok=True)
     run, used, extra = _torch_runner(teacher_model, plan), "torch", {}
-    if runtime == "onnx":
+    if runtime == "onnx" and next(teacher_model.parameters()).device.type != "cpu":
+        log.info("teacher cache: the teacher is on %s; it runs there in PyTorch (ONNX Runtime here is for CPUs)",
+                 next(teacher_model.parameters()).device)
+    elif runtime == "onnx":
         onnx_run = _onnx_runner(teacher_model, plan, tokenizer, folder, next(iter(loader)))
         if onnx_run is not None:
             run, used, extra = onnx_run, "onnx", {"onnx_export_seconds": onnx_run.export_seconds}
