@@ -98,6 +98,8 @@ def main() -> None:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps({"rows": len(examples), "threads": torch.get_num_threads(),
                                                "seconds": {f"{n}|{rt}": v for (n, rt), v in times.items()},
+                                               "onnx_export_seconds": export,
+                                               "runtime_used": {f"{n}|{rt}": u for (n, rt), u in used.items()},
                                                "logit_diff": diffs}, indent=2) + "\n")
 
 

@@ -35,7 +35,7 @@ PEERS = {"TextBrewer live": "textbrewer", "TextBrewer cache (logits only)": "tex
 def ours(name, padding, args, tmp: Path) -> dict:
     td = str(ROOT / ".venv/bin/textdistill")
     out = tmp / f"run-{name.split()[1] if ' ' in name else name}-{padding}".replace("(", "").replace(")", "")
-    # the student every framework builds: MiniLM-L6's first 3 layers (peers_train.py does the same)
+    # the student every framework builds: MiniLM-L6's layers --student-layers (peers_train.py keeps the same)
     sets = [f"student.layers={args.student_layers}", f"data.train_rows={args.rows}", f"train.epochs={args.epochs}", "train.seed=1",
             f"train.batch_size={args.batch_size}", f"train.length_grouped={padding == 'dynamic'}",
             f"train.pad_to_max_length={padding == 'fixed'}"]
@@ -119,6 +119,8 @@ def main():
                          "for speed only (its students learn nothing useful); the student's [CLS] vectors are "
                          "projected 384 -> 768")
     args = ap.parse_args()
+    if not (Path(args.data) / "train.tsv").is_file() or (args.task != "sst2" and args.data == str(ROOT / "data/sst2")):
+        sys.exit(f"bench/compare.py: --data {args.data}: give the {args.task} folder (train.tsv, dev.tsv)")
     if any(not args.only or any(o.split("@")[0] == name for o in args.only) for name in PEERS) \
             and not (ROOT / ".venv-peers/bin/python").exists():
         sys.exit("bench/compare.py: .venv-peers is missing; build it as bench/README.md says")
@@ -176,10 +178,11 @@ def main():
         Path(args.json).write_text(json.dumps({"args": vars(args), "results": results, "runs": runs}, indent=2) + "\n")
     if args.markdown:
         Path(args.markdown).write_text(
-            f"# Training speed: textdistill, TextBrewer, torchdistill\n\nMeasured in one run of\n\n"
+            f"# Training speed: textdistill, TextBrewer, torchdistill\n\nMeasured by\n\n"
             f"    .venv/bin/python bench/compare.py {' '.join(sys.argv[1:])}\n\n"
-            f"{args.rows} SST-2 rows, {args.epochs} epochs, batch {args.batch_size}, MiniLM-L6 teacher, "
-            f"3-layer student; see bench/compare.py and bench/peers_train.py for the set-up.\n\n{table}\n")
+            f"{args.rows} {args.task} rows, {args.epochs} epochs, batch {args.batch_size}, teacher {args.teacher}, "
+            f"student MiniLM-L6 layers {args.peer_layers}, {args.repeats} round(s) (medians); see bench/compare.py "
+            f"and bench/peers_train.py for the set-up.\n\n{table}\n")
 
 
 if __name__ == "__main__":

@@ -198,7 +198,7 @@ def test_a_cache_built_in_onnx_runtime_holds_the_pytorch_outputs(setup, method, 
 def test_onnx_runtime_falls_back_to_pytorch_when_it_disagrees(setup, tmp_path, monkeypatch, caplog):
     import textdistill.schemes.cache as cache_mod
 
-    monkeypatch.setattr(cache_mod, "ONNX_LOGIT_TOL", -1.0)  # no graph can pass: PyTorch must build the cache
+    monkeypatch.setattr(cache_mod, "ONNX_TOL", -1.0)  # no graph can pass: PyTorch must build the cache
     recipe = _recipe(setup, "kd")
     task = resolve_task(recipe)
     teacher = load_model(recipe.teacher, 2, task.labels)[0].eval()
@@ -207,4 +207,38 @@ def test_onnx_runtime_falls_back_to_pytorch_when_it_disagrees(setup, tmp_path, m
                              term_cfgs=recipe.terms, n_student=2, max_length=recipe.train.max_length, dtype="float32",
                              batch_size=64, model=teacher, runtime="onnx")
     assert manifest["runtime"] == "torch"
-    assert "ONNX Runtime's logits differ from PyTorch's" in caplog.text
+    assert "ONNX Runtime's outputs differ from PyTorch's" in caplog.text
+
+
+def test_an_onnx_runtime_error_mid_build_leaves_the_rest_to_pytorch(setup, tmp_path, monkeypatch, caplog):
+    from safetensors.torch import load_file
+
+    import textdistill.schemes.cache as cache_mod
+
+    real = cache_mod._onnx_runner
+
+    def failing(*a, **k):  # the checks pass; the second batch of the build raises as ONNX Runtime would
+        run, calls = real(*a, **k), []
+
+        def flaky(batch):
+            calls.append(1)
+            if len(calls) == 2:
+                raise RuntimeError("[ONNXRuntimeError] : 6 : RUNTIME_EXCEPTION")
+            return run(batch)
+        flaky.export_seconds = run.export_seconds
+        return flaky
+    monkeypatch.setattr(cache_mod, "_onnx_runner", failing)
+    recipe = _recipe(setup, "pkd-skip")
+    task = resolve_task(recipe)
+    teacher = load_model(recipe.teacher, 2, task.labels)[0].eval()
+    stores = {}
+    for runtime in ("torch", "onnx"):
+        _, manifest = open_cache(teacher=recipe.teacher, task=task, folder=tmp_path / runtime,
+                                 train_ex=load_split(task, recipe, "train"), tokenizer=load_tokenizer(recipe.teacher),
+                                 term_cfgs=recipe.terms, n_student=2, max_length=recipe.train.max_length,
+                                 dtype="float32", batch_size=8, model=teacher, runtime=runtime)
+        stores[runtime] = load_file(str(tmp_path / runtime / "outputs.safetensors"))
+    assert manifest["runtime"] == "onnx for 1 batches, then torch"
+    assert "ONNX Runtime failed on batch 2" in caplog.text
+    for name, a in stores["torch"].items():
+        torch.testing.assert_close(stores["onnx"][name], a, rtol=1e-4, atol=1e-5, msg=name)

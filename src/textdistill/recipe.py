@@ -137,7 +137,7 @@ class CacheCfg(_Strict):
     dir: str | None = None  # teacher-output cache folder: used if it matches, built if absent, refused if stale
     dtype: Literal["float32", "float16", "bfloat16"] = "float16"  # of the stored vectors (logits stay float32)
     runtime: Literal["torch", "onnx"] = "onnx"  # the teacher's pass building the cache: ONNX Runtime (faster on
-    # CPU, checked against PyTorch on the first batch, PyTorch if it fails or the teacher is on a GPU) or torch
+    # CPU, checked against PyTorch on two batches, PyTorch if that fails or the teacher is on a GPU) or torch
 
 
 class TrainCfg(_Strict):

@@ -94,7 +94,7 @@ DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.
 
 
 RUNTIMES = ("torch", "onnx")
-ONNX_LOGIT_TOL = 1e-3  # max |logit difference| allowed between ONNX Runtime and PyTorch on the first batch
+ONNX_TOL = 1e-3  # max |difference| of logits and tap vectors allowed between ONNX Runtime and PyTorch
 
 
 class _CacheGraph(torch.nn.Module):
@@ -127,9 +127,10 @@ def _torch_runner(teacher_model, plan):
     return run
 
 
-def _onnx_runner(teacher_model, plan, tokenizer, work: Path, first_batch):
-    """The cache graph exported to ONNX and run by ONNX Runtime (as many threads as torch), or None (with a
-    warning) when the export fails or its first batch differs from PyTorch's by more than ``ONNX_LOGIT_TOL``."""
+def _onnx_runner(teacher_model, plan, tokenizer, work: Path, checks: list):
+    """The cache graph exported to ONNX (in ``work``) and run by ONNX Runtime (as many threads as torch), or None
+    (with a warning) when the export or the session fails, or when on a ``checks`` batch (the shortest and the
+    longest) a logit or tap vector differs from PyTorch's by more than ``ONNX_TOL``."""
     import numpy as np
 
     from ..models.export import _session, export_onnx, model_inputs_of
@@ -148,51 +149,75 @@ def _onnx_runner(teacher_model, plan, tokenizer, work: Path, first_batch):
     def run(batch):
         outs = session.run(None, {n: batch[n].numpy().astype(np.int64) for n in names})
         return [torch.from_numpy(o) for o in outs]
-    run.export_seconds = round(time.perf_counter() - t0, 2)
-    reference = _torch_runner(teacher_model, plan)(first_batch)[0].float().cpu()
-    diff = (run(first_batch)[0] - reference).abs().max().item()
-    if not diff <= ONNX_LOGIT_TOL:
-        log.warning("teacher cache: ONNX Runtime's logits differ from PyTorch's by %.2g on the first batch; "
-                    "the teacher runs in PyTorch", diff)
+    reference = _torch_runner(teacher_model, plan)
+    try:
+        diff = max((a.float() - b.float().cpu()).abs().max().item()
+                   for batch in checks for a, b in zip(run(batch), reference(batch)))
+    except Exception as e:  # noqa: BLE001 - onnxruntime raises its own exception types
+        log.warning("teacher cache: ONNX Runtime failed on a batch (%s: %s); the teacher runs in PyTorch",
+                    type(e).__name__, str(e).strip().splitlines()[0] if str(e).strip() else "")
         return None
+    if not diff <= ONNX_TOL:
+        log.warning("teacher cache: ONNX Runtime's outputs differ from PyTorch's by %.2g; the teacher runs in "
+                    "PyTorch", diff)
+        return None
+    run.export_seconds = round(time.perf_counter() - t0, 2)  # export, session and the checks
     return run
 
 
 @torch.no_grad()
 def build_cache(folder: Path, *, teacher_model, key: dict, data, tokenizer, batch_size: int, params_teacher: int,
-                tqdm=None, runtime: str = "torch") -> None:
+                tqdm=None, runtime: str = "onnx") -> None:
     """Run the teacher once over ``data`` (an Encoded set) and write the cache into ``folder``. ``runtime``:
-    PyTorch, or ``onnx``: the teacher (with the pooling of the cached taps) exported to ONNX and run by
-    ONNX Runtime -- faster on CPU (docs/performance.md), checked against PyTorch on the first batch."""
+    ``onnx`` (a teacher on the CPU): the teacher with the pooling of the cached taps exported to ONNX and run
+    by ONNX Runtime -- faster on CPU (docs/performance.md section 10) --, checked against PyTorch on the
+    shortest and the longest batch; PyTorch if that fails, and for the batches after an ONNX Runtime error.
+    ``torch``: PyTorch."""
+    import tempfile
+
     from safetensors.torch import save_file
 
     from ..data.batching import eval_loader
 
+    if runtime not in RUNTIMES:
+        raise TextDistillError(f"teacher_cache.runtime: '{runtime}' is not one of {list(RUNTIMES)}")
     plan, dtype = key["taps"], DTYPES[key["dtype"]]
     n = len(data)
     store = {"logits": None}
     for tap, layers in plan.items():
         store[tap] = torch.empty(n, len(layers), teacher_model.config.hidden_size, dtype=dtype)
     teacher_model.eval()
-    loader = eval_loader(data, tokenizer, batch_size)
+    loader = eval_loader(data, tokenizer, batch_size)  # (shortest rows first)
+    torch_run = _torch_runner(teacher_model, plan)
+    run, used, extra = torch_run, "torch", {}
+    with tempfile.TemporaryDirectory(prefix="textdistill-onnx-") as work:
+        if runtime == "onnx" and next(teacher_model.parameters()).device.type != "cpu":
+            log.info("teacher cache: the teacher is on %s; it runs there in PyTorch (ONNX Runtime here is for "
+                     "CPUs)", next(teacher_model.parameters()).device)
+        elif runtime == "onnx":
+            last = None
+            for last in loader:
+                pass
+            onnx_run = _onnx_runner(teacher_model, plan, tokenizer, Path(work), [next(iter(loader)), last])
+            if onnx_run is not None:
+                run, used, extra = onnx_run, "onnx", {"onnx_export_seconds": onnx_run.export_seconds}
+        for i, batch in enumerate(tqdm(loader, desc="teacher cache", mininterval=2, disable=None) if tqdm else loader):
+            try:
+                logits, *vectors = run(batch)
+            except Exception as e:  # noqa: BLE001 - an ONNX Runtime error: PyTorch computes the rest
+                if run is torch_run:
+                    raise
+                log.warning("teacher cache: ONNX Runtime failed on batch %d (%s); PyTorch computes the rest", i + 1,
+                            type(e).__name__)
+                run, used = torch_run, f"onnx for {i} batches, then torch"
+                logits, *vectors = run(batch)
+            idx = batch["idx"]
+            if store["logits"] is None:
+                store["logits"] = torch.empty(n, logits.shape[-1], dtype=torch.float32)
+            store["logits"][idx] = logits.float().cpu()
+            for tap, v in zip(plan, vectors):
+                store[tap][idx] = v.to(dtype).cpu()
     folder.mkdir(parents=True, exist_ok=True)
-    run, used, extra = _torch_runner(teacher_model, plan), "torch", {}
-    if runtime == "onnx" and next(teacher_model.parameters()).device.type != "cpu":
-        log.info("teacher cache: the teacher is on %s; it runs there in PyTorch (ONNX Runtime here is for CPUs)",
-                 next(teacher_model.parameters()).device)
-    elif runtime == "onnx":
-        onnx_run = _onnx_runner(teacher_model, plan, tokenizer, folder, next(iter(loader)))
-        if onnx_run is not None:
-            run, used, extra = onnx_run, "onnx", {"onnx_export_seconds": onnx_run.export_seconds}
-    for batch in (tqdm(loader, desc="teacher cache", mininterval=2, disable=None) if tqdm else loader):
-        logits, *vectors = run(batch)
-        idx = batch["idx"]
-        if store["logits"] is None:
-            store["logits"] = torch.empty(n, logits.shape[-1], dtype=torch.float32)
-        store["logits"][idx] = logits.float().cpu()
-        for tap, v in zip(plan, vectors):
-            store[tap][idx] = v.to(dtype).cpu()
-    (folder / "teacher.onnx").unlink(missing_ok=True)
     save_file({k: v.contiguous() for k, v in store.items()}, str(folder / FILE))
     c = teacher_model.config
     manifest = {"key": key, "file_sha256": _sha256_file(folder / FILE).hexdigest(),

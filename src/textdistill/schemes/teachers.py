@@ -138,7 +138,7 @@ def commit_output(tmp: Path, out: Path) -> None:
 
 
 def open_cache(*, teacher: str, task, folder: Path, train_ex, tokenizer, term_cfgs, n_student: int, max_length: int,
-               dtype: str, batch_size: int, model=None, tqdm=None, rebuild: bool = False, runtime: str = "torch"):
+               dtype: str, batch_size: int, model=None, tqdm=None, rebuild: bool = False, runtime: str = "onnx"):
     """The teacher cache of ``teacher`` (tokenized with its own ``tokenizer``) for the terms ``term_cfgs``:
     checked against them and opened; built first if absent (or if ``rebuild``).
     Returns ``(CachedTeacher, manifest)``."""
@@ -197,7 +197,8 @@ class Teacher:
     """One teacher of a run: its name, weight, tokenizer, config, parameter count and output source."""
 
     def __init__(self, *, name: str, model_name: str, weight: float, cache: str | None, task, train_ex,
-                 student_tokenizer, term_cfgs, n_student: int, cfg, cache_dtype: str, hidden: bool, cache_runtime: str,
+                 student_tokenizer, term_cfgs, n_student: int, cfg, cache_dtype: str, hidden: bool,
+                 cache_runtime: str = "onnx",
                  attentions: bool, model=None, tqdm=None, dev_ex=None, allow_weak: bool = False):
         self.name, self.model_name, self.weight, self.cache = name, model_name, weight, cache
         self.tokenizer = load_tokenizer(model_name)
