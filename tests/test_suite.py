@@ -5,7 +5,7 @@ import json
 import pytest
 import yaml
 
-from conftest import fails_one_line
+from conftest import ROOT, fails_one_line
 from textdistill.cli import main
 
 FAST = {"train.epochs": 1, "train.batch_size": 16, "train.eval_batch_size": 50}
@@ -105,3 +105,13 @@ def test_bad_suite_files(tiny_teacher_run, tiny_bert, tmp_path, capsys):
         change(bad)
         path.write_text(yaml.safe_dump(bad))
         fails_one_line(["suite", str(path)], capsys, needle, tmp_path / "out")
+
+
+def test_the_shipped_suite_files_are_valid():
+    from textdistill.suite import load_suite, plan
+
+    files = sorted((ROOT / "suites").glob("*.yaml"))
+    assert files
+    for path in files:
+        runs = plan(load_suite(str(path)))
+        assert runs and len({r["out"] for r in runs}) == len(runs), path  # every run has its own folder
