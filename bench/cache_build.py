@@ -94,7 +94,12 @@ def main() -> None:
     print(markdown_table(["teacher", "layers x width", "PyTorch s", "ONNX Runtime s (export included)",
                           "of which export, session, check s", "speed-up", "speed-up of the pass alone",
                           "runtime used", "max |logit diff|"], rows))
-    if args.json:
+    if args.json:  # (names relative to the repository: no paths of this machine in the results)
+        rel = {name: name.replace(str(ROOT) + "/", "") for name in args.teachers}
+        export = {rel[n]: v for n, v in export.items()}
+        diffs = {rel[n]: v for n, v in diffs.items()}
+        times = {(rel[n], rt): v for (n, rt), v in times.items()}
+        used = {(rel[n], rt): v for (n, rt), v in used.items()}
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps({"rows": len(examples), "threads": torch.get_num_threads(),
                                                "seconds": {f"{n}|{rt}": v for (n, rt), v in times.items()},
