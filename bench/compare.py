@@ -175,7 +175,8 @@ def main():
     print(table)
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps({"args": vars(args), "results": results, "runs": runs}, indent=2) + "\n")
+        Path(args.json).write_text((json.dumps({"args": vars(args), "results": results, "runs": runs}, indent=2) + "\n")
+            .replace(str(ROOT) + "/", ""))  # no paths of this machine
     if args.markdown:
         Path(args.markdown).write_text(
             f"# Training speed: textdistill, TextBrewer, torchdistill\n\nMeasured by\n\n"

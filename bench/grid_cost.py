@@ -77,7 +77,8 @@ def main() -> None:
     print(f"\ncache grid / live grid: {c['wall_seconds'] / v['wall_seconds']:.2f}")
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps({"args": vars(args), "results": results}, indent=2) + "\n")
+        Path(args.json).write_text((json.dumps({"args": vars(args), "results": results}, indent=2) + "\n")
+            .replace(str(ROOT) + "/", ""))  # no paths of this machine
 
 
 if __name__ == "__main__":

@@ -125,10 +125,11 @@ def main():
     print(markdown_table(["student", "dev acc", "ms b=1", "ms b=32"], qrows))
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps({"models": results, "int8": {
+        Path(args.json).write_text((json.dumps({"models": results, "int8": {
             "student": args.student, "accuracy": acc, "latency_ms_b1": {k: 1000 * v for k, v in lq1.items()},
             "latency_ms_b32": {k: 1000 * v for k, v in lq32.items()}}, "threads": torch.get_num_threads()},
             indent=2) + "\n")
+            .replace(str(ROOT) + "/", ""))  # no paths of this machine
 
 
 if __name__ == "__main__":

@@ -107,9 +107,10 @@ def main() -> None:
     print(markdown_table(["method", "ms / step", "x FT", "x PKD-Skip"], rows))
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps({"median_seconds": med, "samples": times, "batch_size": args.batch_size,
+        Path(args.json).write_text((json.dumps({"median_seconds": med, "samples": times, "batch_size": args.batch_size,
                                                "mean_tokens": tokens, "teacher": teacher_name,
                                                "threads": torch.get_num_threads()}, indent=2) + "\n")
+            .replace(str(ROOT) + "/", ""))  # no paths of this machine
 
 
 if __name__ == "__main__":
