@@ -36,7 +36,8 @@ def ours(name, padding, args, tmp: Path) -> dict:
     td = str(ROOT / ".venv/bin/textdistill")
     out = tmp / f"run-{name.split()[1] if ' ' in name else name}-{padding}".replace("(", "").replace(")", "")
     # the student every framework builds: MiniLM-L6's layers --student-layers (peers_train.py keeps the same)
-    sets = [f"student.layers={args.student_layers}", f"data.train_rows={args.rows}", f"train.epochs={args.epochs}", "train.seed=1",
+    sets = [f"student.layers={args.student_layers}", f"data.train_rows={args.rows}", f"train.epochs={args.epochs}",
+            "train.seed=1",
             f"train.batch_size={args.batch_size}", f"train.length_grouped={padding == 'dynamic'}",
             f"train.pad_to_max_length={padding == 'fixed'}"]
     if name.startswith("student"):
@@ -155,7 +156,8 @@ def main():
     results = []
     for key in dict.fromkeys((r["name"], r["padding"]) for r in runs):
         mine = [r for r in runs if (r["name"], r["padding"]) == key]
-        results.append({k: (statistics.median(r[k] for r in mine) if isinstance(mine[0][k], (int, float)) else mine[0][k])
+        numeric = {k for k, v in mine[0].items() if isinstance(v, (int, float))}
+        results.append({k: (statistics.median(r[k] for r in mine) if k in numeric else mine[0][k])
                         for k in mine[0] if k != "round"} | {"rounds": len(mine)})
     metric = "dev_f1" if args.task == "mrpc" else "dev_accuracy"
     base = {r["padding"]: r for r in results if r["name"].startswith("student")}

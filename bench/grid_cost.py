@@ -71,7 +71,8 @@ def main() -> None:
     rows = [[name, r["runs"], f"{r['wall_seconds']:.0f}", f"{r['wall_seconds'] / r['runs']:.0f}",
              f"{r['wall_seconds'] / v['wall_seconds']:.2f}", f"{100 * r['best']['dev']:.2f} ({r['best']['run']})"]
             for name, r in results.items()]
-    print(f"\nPKD-Skip grid on {args.task}: {args.points} points, {args.epochs:g} epochs, student {args.student_layers}, "
+    print(f"\nPKD-Skip grid on {args.task}: {args.points} points, {args.epochs:g} epochs, "
+          f"student {args.student_layers}, "
           f"teacher {args.teacher}\n")
     print(markdown_table(["grid", "runs", "wall s", "s per run", "x live grid", "best point (dev)"], rows))
     print(f"\ncache grid / live grid: {c['wall_seconds'] / v['wall_seconds']:.2f}")
