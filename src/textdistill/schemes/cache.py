@@ -115,15 +115,14 @@ class _CacheGraph(torch.nn.Module):
 
 
 def _torch_runner(teacher_model, plan):
+    """The cache graph in PyTorch: a batch's logits and tap vectors (the module ONNX Runtime would run)."""
     from ..evaluate import model_inputs
-    from ..knowledge.terms import tap_layers
 
     device = next(teacher_model.parameters()).device
 
     def run(batch):
         inputs = {k: v.to(device) for k, v in model_inputs(batch).items()}
-        out = teacher_model(**inputs, output_hidden_states=bool(plan))
-        return [out.logits] + [tap_layers(out, tap, layers, inputs["attention_mask"]) for tap, layers in plan.items()]
+        return list(_CacheGraph(teacher_model, plan, list(inputs))(*inputs.values()))
     return run
 
 
