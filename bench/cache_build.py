@@ -31,7 +31,7 @@ from textdistill.data.readers import load_examples  # noqa: E402
 from textdistill.data.tasks import get_task  # noqa: E402
 from textdistill.models.loading import count_parameters, load_model, load_tokenizer, resolve_model_path  # noqa: E402
 from textdistill.recipe import load_recipe  # noqa: E402
-from textdistill.report import markdown_table  # noqa: E402
+from textdistill.report import markdown_table, write_json  # noqa: E402
 from textdistill.schemes.cache import build_cache, cache_key, cache_plan  # noqa: E402
 
 
@@ -100,12 +100,11 @@ def main() -> None:
         diffs = {rel[n]: v for n, v in diffs.items()}
         times = {(rel[n], rt): v for (n, rt), v in times.items()}
         used = {(rel[n], rt): v for (n, rt), v in used.items()}
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps({"rows": len(examples), "threads": torch.get_num_threads(),
-                                               "seconds": {f"{n}|{rt}": v for (n, rt), v in times.items()},
-                                               "onnx_export_seconds": export,
-                                               "runtime_used": {f"{n}|{rt}": u for (n, rt), u in used.items()},
-                                               "logit_diff": diffs}, indent=2) + "\n")
+        write_json(args.json, {"rows": len(examples), "threads": torch.get_num_threads(),
+                               "seconds": {f"{n}|{rt}": v for (n, rt), v in times.items()},
+                               "onnx_export_seconds": export,
+                               "runtime_used": {f"{n}|{rt}": u for (n, rt), u in used.items()},
+                               "logit_diff": diffs}, ROOT)
 
 
 if __name__ == "__main__":

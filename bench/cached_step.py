@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import cProfile
 import io
-import json
 import os
 import pstats
 import statistics
@@ -41,7 +40,7 @@ from textdistill.data.batching import train_loader  # noqa: E402
 from textdistill.data.readers import load_examples  # noqa: E402
 from textdistill.data.tasks import get_task  # noqa: E402
 from textdistill.recipe import load_recipe  # noqa: E402
-from textdistill.report import markdown_table  # noqa: E402
+from textdistill.report import markdown_table, write_json  # noqa: E402
 from textdistill.schemes import SCHEMES  # noqa: E402
 from textdistill.train import _optimizer  # noqa: E402
 
@@ -173,10 +172,9 @@ def main() -> None:
             pstats.Stats(prof, stream=s).sort_stats("tottime").print_stats(12)
             print(f"\n--- {name}: top functions by own time\n" + "\n".join(s.getvalue().splitlines()[6:22]))
     if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps({"median_seconds": med, "samples": times, "mean_tokens": tokens,
-                                               "threads": torch.get_num_threads(), "rows": args.rows,
-                                               "teacher_layers": teacher_layers}, indent=2) + "\n")
+        write_json(args.json, {"median_seconds": med, "samples": times, "mean_tokens": tokens,
+                               "threads": torch.get_num_threads(), "rows": args.rows,
+                               "teacher_layers": teacher_layers}, ROOT)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
-"""Side-by-side training benchmark: textdistill (student only, live teacher, teacher cache) against
-TextBrewer (live, logits cache) and torchdistill (live), each with length-grouped dynamic padding and
-with fixed padding to 128 tokens, on the same SST-2 rows, in one run. Every configuration runs in its
+"""Side-by-side training benchmark: textdistill (student only, live teacher, teacher cache, teacher cache with
+bf16 autocast of the training steps) against TextBrewer (live, logits cache) and torchdistill (live), each with
+length-grouped dynamic padding and with fixed padding to 128 tokens, on the same SST-2 (or MRPC) rows, in one run. Every configuration runs in its
 own process, one after the other; figures: median seconds per step, end-to-end wall time of 3 epochs
 (process start to exit: model loading, cache building, training, the final dev evaluation), peak RSS,
 SST-2 dev accuracy. Peers run in .venv-peers (bench/README.md says how it is built).
@@ -25,16 +25,16 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
-from textdistill.report import markdown_table  # noqa: E402
+from textdistill.report import markdown_table, write_json  # noqa: E402
 
-OURS = ["student only (FT)", "textdistill live", "textdistill cache"]
+OURS = ["student only (FT)", "textdistill live", "textdistill cache", "textdistill cache bf16"]
 PEERS = {"TextBrewer live": "textbrewer", "TextBrewer cache (logits only)": "textbrewer-cache",
          "torchdistill live": "torchdistill"}
 
 
 def ours(name, padding, args, tmp: Path) -> dict:
     td = str(ROOT / ".venv/bin/textdistill")
-    out = tmp / f"run-{name.split()[1] if ' ' in name else name}-{padding}".replace("(", "").replace(")", "")
+    out = tmp / f"run-{'-'.join(name.split()[1:])}-{padding}".replace("(", "").replace(")", "")
     # the student every framework builds: MiniLM-L6's layers --student-layers (peers_train.py keeps the same)
     sets = [f"student.layers={args.student_layers}", f"data.train_rows={args.rows}", f"train.epochs={args.epochs}",
             "train.seed=1",
@@ -46,8 +46,10 @@ def ours(name, padding, args, tmp: Path) -> dict:
         cmd = [td, "distill", "-r", str(ROOT / "recipes/pkd-skip.yaml"), "--teacher", args.teacher]
         sets += ["terms.ds.args={temperature: 5, t2: false}", "terms.pt.args={reduction: sum}",
                  f"terms.pt.weight={args.beta}"]
-        if name.endswith("cache"):
+        if "cache" in name:
             sets.append(f"teacher_cache.dir={tmp / ('teacher-cache-' + padding)}")
+    if name.endswith("bf16"):  # autocast of the training steps (train.mixed_precision)
+        sets.append("train.mixed_precision=bf16")
     for s in sets:
         cmd += ["--set", s]
     cmd += ["--task", args.task, "--data-dir", str(args.data), "-o", str(out), "--overwrite"]
@@ -176,9 +178,7 @@ def main():
                             f"{args.task} dev {metric.split('_')[1]}"], rows)
     print(table)
     if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text((json.dumps({"args": vars(args), "results": results, "runs": runs}, indent=2) + "\n")
-            .replace(str(ROOT) + "/", ""))  # no paths of this machine
+        write_json(args.json, {"args": vars(args), "results": results, "runs": runs}, ROOT)
     if args.markdown:
         Path(args.markdown).write_text(
             f"# Training speed: textdistill, TextBrewer, torchdistill\n\nMeasured by\n\n"

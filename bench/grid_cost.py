@@ -24,7 +24,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
-from textdistill.report import markdown_table  # noqa: E402
+from textdistill.report import markdown_table, write_json  # noqa: E402
 
 GRIDS = {36: {"terms.ds.args.temperature": [5, 10, 20],
               "hard_weight,terms.ds.weight": [[0.8, 0.2], [0.5, 0.5], [0.3, 0.7]],
@@ -77,9 +77,7 @@ def main() -> None:
     print(markdown_table(["grid", "runs", "wall s", "s per run", "x live grid", "best point (dev)"], rows))
     print(f"\ncache grid / live grid: {c['wall_seconds'] / v['wall_seconds']:.2f}")
     if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text((json.dumps({"args": vars(args), "results": results}, indent=2) + "\n")
-            .replace(str(ROOT) + "/", ""))  # no paths of this machine
+        write_json(args.json, {"args": vars(args), "results": results}, ROOT)
 
 
 if __name__ == "__main__":

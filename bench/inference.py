@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import json
 import statistics
 import sys
 import warnings
@@ -34,7 +33,7 @@ from textdistill.data.tasks import get_task  # noqa: E402
 from textdistill.evaluate import compute_metrics, predict  # noqa: E402
 from textdistill.models.loading import count_parameters, load_model, load_tokenizer  # noqa: E402
 from textdistill.models.student import build_student  # noqa: E402
-from textdistill.report import markdown_table, speed_table  # noqa: E402
+from textdistill.report import markdown_table, speed_table, write_json  # noqa: E402
 
 
 def batches(tokenizer, texts):
@@ -124,12 +123,9 @@ def main():
           f"{100 * (acc['int8'] - acc['fp32']):+.2f} points, speed-up b=32 {lq32['fp32'] / lq32['int8']:.2f}x\n")
     print(markdown_table(["student", "dev acc", "ms b=1", "ms b=32"], qrows))
     if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text((json.dumps({"models": results, "int8": {
+        write_json(args.json, {"models": results, "int8": {
             "student": args.student, "accuracy": acc, "latency_ms_b1": {k: 1000 * v for k, v in lq1.items()},
-            "latency_ms_b32": {k: 1000 * v for k, v in lq32.items()}}, "threads": torch.get_num_threads()},
-            indent=2) + "\n")
-            .replace(str(ROOT) + "/", ""))  # no paths of this machine
+            "latency_ms_b32": {k: 1000 * v for k, v in lq32.items()}}, "threads": torch.get_num_threads()}, ROOT)
 
 
 if __name__ == "__main__":

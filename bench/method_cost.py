@@ -13,7 +13,6 @@ and to PKD-Skip, and writes the figures as JSON.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import time
@@ -29,7 +28,7 @@ from textdistill.data.readers import load_examples  # noqa: E402
 from textdistill.data.tasks import get_task  # noqa: E402
 from textdistill.models.loading import load_tokenizer  # noqa: E402
 from textdistill.recipe import load_recipe  # noqa: E402
-from textdistill.report import markdown_table  # noqa: E402
+from textdistill.report import markdown_table, write_json  # noqa: E402
 from textdistill.schemes import SCHEMES  # noqa: E402
 from textdistill.train import _optimizer  # noqa: E402
 
@@ -106,11 +105,9 @@ def main() -> None:
           f"{torch.get_num_threads()} threads; teacher {teacher_name}\n")
     print(markdown_table(["method", "ms / step", "x FT", "x PKD-Skip"], rows))
     if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text((json.dumps({"median_seconds": med, "samples": times, "batch_size": args.batch_size,
-                                               "mean_tokens": tokens, "teacher": teacher_name,
-                                               "threads": torch.get_num_threads()}, indent=2) + "\n")
-            .replace(str(ROOT) + "/", ""))  # no paths of this machine
+        write_json(args.json, {"median_seconds": med, "samples": times, "batch_size": args.batch_size,
+                               "mean_tokens": tokens, "teacher": teacher_name,
+                               "threads": torch.get_num_threads()}, ROOT)
 
 
 if __name__ == "__main__":

@@ -248,3 +248,50 @@ def test_ckd_linear_fusion_is_a_trained_map_of_the_concatenated_group():
     assert "fuse linear" in term.describe()
     with pytest.raises(TextDistillError, match="fuses the layer groups of the ckd map"):
         _term(name="x", tap="cls", map="pkd-skip", loss="mse", fuse="linear")
+
+
+def test_bf16_mixed_precision_autocasts_the_step_and_evaluates_in_fp32(teacher_folder, monkeypatch, capsys):
+    """train.mixed_precision=bf16: the loop runs every training step (student, terms) under CPU autocast, the dev
+    evaluation in fp32 (Accelerate's own forward wrapper is undone), the saved weights are fp32 and `evaluate`
+    of the saved model gives the run's dev metrics; the losses follow the fp32 run's closely but not exactly."""
+    from textdistill.schemes.offline import Offline
+
+    seen = {"train": [], "eval": []}
+    loss_parts, evaluate = Offline.loss_parts, Offline.evaluate
+
+    def spy_loss(self, batch):
+        parts = loss_parts(self, batch)
+        seen["train"].append(torch.is_autocast_enabled("cpu"))
+        return parts
+
+    def spy_eval(self):
+        hook = self.student.classifier.register_forward_hook(lambda m, i, o: seen["eval"].append(o.dtype))
+        try:
+            return evaluate(self)
+        finally:
+            hook.remove()
+
+    monkeypatch.setattr(Offline, "loss_parts", spy_loss)
+    monkeypatch.setattr(Offline, "evaluate", spy_eval)
+    d, runs = teacher_folder, {}
+    for precision in ("bf16", "no"):
+        out = d / f"out-mixed-{precision}"
+        assert main(["distill", "-r", "recipes/tinybert.yaml", "-o", str(out), "--teacher", str(d / "teacher" / "model"),
+                     "--set", f"student.init={d / 'teacher' / 'model'}", "--set", "student.layers=first:2",
+                     "--set", f"train.mixed_precision={precision}", "--data-dir", str(d / "sst2"), *FAST,
+                     "--overwrite"]) == 0, capsys.readouterr().err
+        runs[precision] = json.loads((out / "metrics.json").read_text())
+        if precision == "bf16":
+            assert seen["train"] and all(seen["train"]), "a training step ran without autocast"
+            assert set(seen["eval"]) == {torch.float32}, seen["eval"]
+            weights = load_file(out / "model" / "model.safetensors")
+            assert {t.dtype for t in weights.values()} == {torch.float32}
+            capsys.readouterr()
+            assert main(["evaluate", "--model", str(out / "model"), "--task", "sst2", "--data-dir", str(d / "sst2")]) == 0
+            assert json.loads(capsys.readouterr().out)["metrics"] == runs["bf16"]["dev"]
+        else:
+            assert seen["train"] and not any(seen["train"])
+        seen = {"train": [], "eval": []}
+    bf16, fp32 = runs["bf16"]["history"][0]["loss"], runs["no"]["history"][0]["loss"]
+    assert bf16 != fp32
+    assert bf16 == pytest.approx(fp32, rel=0.1)

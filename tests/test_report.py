@@ -151,3 +151,13 @@ def test_bad_input_is_one_line(case, tmp_path, monkeypatch, capsys):
 def test_frontier_keeps_the_undominated_points():
     pts = [{"x": 1, "y": 90}, {"x": 2, "y": 88}, {"x": 2, "y": 85}, {"x": 3, "y": 80}, {"x": 1.5, "y": 80}]
     assert [(p["x"], p["y"]) for p in frontier(pts)] == [(1, 90), (2, 88), (3, 80)]
+
+
+def test_write_json_leaves_no_path_of_the_machine(tmp_path):
+    from textdistill.report import write_json
+
+    root = tmp_path / "repo"
+    write_json(tmp_path / "new" / "bench.json", {"teacher": f"{root}/runs/t/model", "other": "/data/x", "n": 1}, root)
+    text = (tmp_path / "new" / "bench.json").read_text()
+    assert json.loads(text) == {"teacher": "runs/t/model", "other": "/data/x", "n": 1}
+    assert str(tmp_path) not in text and text.endswith("}\n")

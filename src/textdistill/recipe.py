@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from . import TextDistillError
 
@@ -160,8 +160,15 @@ class TrainCfg(_Strict):
     # TensorBoard scalars in <run>/tensorboard/: each loss part and the learning rate every step, dev metrics
     # every epoch (needs the tensorboard package)
     tensorboard: bool = False
+    # autocast of each training step (the student, a live teacher, the terms); evaluation and the saved weights stay
+    # fp32. bf16 on a CPU is faster only with native bf16 instructions (AVX512-BF16, AMX): docs/performance.md
     mixed_precision: Literal["no", "fp16", "bf16"] = "no"
     cpu: bool = False
+
+    @field_validator("mixed_precision", mode="before")
+    @classmethod
+    def _yaml_no(cls, v):
+        return "no" if v is False else v  # YAML reads a bare `no` as false
 
 
 class Recipe(_Strict):

@@ -18,6 +18,14 @@ def markdown_table(header: list[str], rows: list[list]) -> str:
     return "\n".join([line(cells[0]), "|" + "|".join("-" * (w + 2) for w in widths) + "|"] + [line(r) for r in cells[1:]])
 
 
+def write_json(path, record, root: Path) -> None:
+    """A benchmark's JSON record (indented), with the paths under ``root`` written relative to it: no paths of
+    the machine that measured it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text((json.dumps(record, indent=2) + "\n").replace(str(root) + "/", ""))
+
+
 def mean_std(values: list[float]) -> tuple[float, float]:
     return statistics.mean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
 

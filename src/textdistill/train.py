@@ -318,6 +318,11 @@ def _loop(scheme, tmp: Path, tqdm, resume: bool = False, any_version: bool = Fal
     recipe, task, cfg = scheme.recipe, scheme.task, scheme.cfg
     # train.batch_size is the global batch whatever the number of processes: each takes its share of every batch
     # (split_batches), so a recipe trains the same on 1 or N processes
+    from accelerate.state import AcceleratorState
+
+    # Accelerate keeps its settings in a process-wide singleton that refuses a second mixed_precision; one process
+    # runs several recipes (a suite, stages, generations), each with its own: the process group (PartialState) stays
+    AcceleratorState._reset_state(reset_partial_state=False)
     accelerator = Accelerator(cpu=cfg.cpu, mixed_precision=cfg.mixed_precision,
                               dataloader_config=DataLoaderConfiguration(split_batches=True))
     main = accelerator.is_main_process
@@ -335,6 +340,12 @@ def _loop(scheme, tmp: Path, tqdm, resume: bool = False, any_version: bool = Fal
         prepared += list(accelerator.prepare(optimizer, loader, scheduler))
     else:
         prepared = accelerator.prepare(*modules.values(), optimizer, loader, scheduler)
+    for m in prepared[:len(modules)]:
+        # Accelerate wraps a prepared module's forward in autocast under mixed precision; the loop autocasts the
+        # training step itself instead (below: the live teacher and the terms too), and evaluation stays in fp32,
+        # so the dev metrics are those of the saved fp32 model
+        if hasattr(m, "_original_forward"):
+            m.forward = m._original_forward
     scheme.bind(dict(zip(modules, prepared[:len(modules)])))
     optimizer, loader, scheduler = prepared[len(modules):]
     total_steps = max(1, math.ceil(len(loader) * cfg.epochs))
@@ -393,8 +404,9 @@ def _loop(scheme, tmp: Path, tqdm, resume: bool = False, any_version: bool = Fal
                    total=min(len(loader) - skip, total_steps - run["step"]))
         t_prev = time.perf_counter()
         for batch in bar:
-            parts = scheme.loss_parts(batch)
-            loss = sum(w * v for w, v in parts.values())
+            with accelerator.autocast():  # train.mixed_precision (a no-op with "no")
+                parts = scheme.loss_parts(batch)
+            loss = sum(w * v.float() for w, v in parts.values())
             if not _all_finite(loss, accelerator.num_processes):  # (every process stops, none waits forever)
                 value = loss.item() if not torch.isfinite(loss) else "non-finite in another process"
                 raise TextDistillError(f"loss became {value} at step {run['step'] + 1}; nothing was saved; "
