@@ -295,3 +295,13 @@ def test_bf16_mixed_precision_autocasts_the_step_and_evaluates_in_fp32(teacher_f
     bf16, fp32 = runs["bf16"]["history"][0]["loss"], runs["no"]["history"][0]["loss"]
     assert bf16 != fp32
     assert bf16 == pytest.approx(fp32, rel=0.1)
+
+
+def test_bf16_native_reads_the_cpu_flags():
+    from textdistill.train import bf16_native
+
+    assert bf16_native("flags\t\t: fpu avx2 avx512f avx512_bf16 avx512_vnni\n")
+    assert bf16_native("flags : fpu amx_bf16 amx_tile\n")
+    assert bf16_native("Features\t: fp asimd bf16 i8mm\n")  # Arm
+    assert not bf16_native("flags\t\t: fpu sse2 avx avx2 fma avx512f avx512_vnni\n")
+    assert isinstance(bf16_native(), bool)
