@@ -41,6 +41,7 @@ cols = [t for t in tasks if any(runs(t, m) for m in ("ft", "kd", "dml"))]  # (co
 header = ["method"] + [f"{t} ({main[t]})" for t in cols]
 rows = [["teacher (MiniLM-L6, 6 layers, fine-tuned)"] + [f"{pct(teachers[t]['dev'], main[t]):.2f}" for t in cols]]
 for label, method, pick in (("FT, 3 layers (labels only)", "ft", None), ("KD from the teacher, 3 layers", "kd", None),
+                            ("the same KD, bf16 autocast (train.mixed_precision)", "kd-bf16", None),
                             ("DML, 3-layer peer (no fine-tuned teacher)", "dml", "l3"),
                             ("DML, 6-layer peer", "dml", "l6")):
     rows.append([label] + [mean_cell([pct(r["peers"][pick] if pick else r["dev"], main[t]) for r in runs(t, method)])

@@ -115,3 +115,18 @@ def test_the_shipped_suite_files_are_valid():
     for path in files:
         runs = plan(load_suite(str(path)))
         assert runs and len({r["out"] for r in runs}) == len(runs), path  # every run has its own folder
+
+
+def test_an_entry_may_have_its_own_seeds(tiny_teacher_run, tiny_bert, tmp_path):
+    from textdistill.suite import load_suite, plan
+
+    path = _suite(tmp_path, tiny_teacher_run, tiny_bert)
+    suite = yaml.safe_load(path.read_text())
+    suite["runs"][1]["seeds"] = [7]
+    path.write_text(yaml.safe_dump(suite))
+    names = sorted(r["out"].name for r in plan(load_suite(str(path))))
+    assert names == ["ft-s1", "ft-s2", "kd-kd.temperature=2-s7", "kd-kd.temperature=5-s7"]
+    suite["runs"][1]["seeds"] = []
+    path.write_text(yaml.safe_dump(suite))
+    with pytest.raises(Exception, match="seeds"):
+        load_suite(str(path))

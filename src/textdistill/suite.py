@@ -18,6 +18,7 @@ A suite file::
         grid: {terms.kd.args.temperature: [5, 10, 20], hard_weight: [0.5, 0.3]}   # every combination
         # tied keys: {"hard_weight,terms.kd.weight": [[0.5, 0.5], [0.3, 0.7]]}
         cache: true                      # logit/vector teacher outputs cached once per (task, teacher)
+        seeds: [1]                       # this entry's seeds (default: the suite's)
     ood: {sst2: [imdb, "imdb:test"]}     # also evaluate a task's runs on other sets (task: its dev file,
                                          #   task:split another split: IMDB's 2k subset and its 25k test)
 
@@ -62,6 +63,7 @@ class RunEntry(_Strict):
     set: dict[str, Any] = Field(default_factory=dict)
     grid: dict[str, list[Any]] = Field(default_factory=dict)
     cache: bool = False
+    seeds: list[int] | None = Field(None, min_length=1)  # this entry's seeds instead of the suite's
 
 
 class Suite(_Strict):
@@ -145,7 +147,7 @@ def plan(suite: Suite) -> list[dict]:
     for entry in suite.runs:
         for task, teacher in entry.tasks.items():
             for point in grid_points(entry.grid):
-                for seed in suite.seeds:
+                for seed in entry.seeds or suite.seeds:
                     name = entry.name + (f"-{point_name(point)}" if point else "") + f"-s{seed}"
                     runs.append({"entry": entry, "task": task, "teacher": teacher, "seed": seed, "point": point,
                                  "out": out / task / name})
