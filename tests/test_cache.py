@@ -242,3 +242,26 @@ def test_an_onnx_runtime_error_mid_build_leaves_the_rest_to_pytorch(setup, tmp_p
     assert "ONNX Runtime failed on batch 2" in caplog.text
     for name, a in stores["torch"].items():
         torch.testing.assert_close(stores["onnx"][name], a, rtol=1e-4, atol=1e-5, msg=name)
+
+
+def test_teacher_passes_before_the_loop_run_on_the_process_device(monkeypatch):
+    """On a GPU machine the teacher's dev check and cache build run on this process's GPU (LOCAL_RANK), then the
+    teacher goes back where it was; train.cpu or no GPU: the CPU."""
+    from textdistill import dist
+    from textdistill.schemes.teachers import on_device
+
+    assert dist.local_device().type == "cpu" or torch.cuda.is_available()
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "empty_cache", lambda: None)
+    monkeypatch.setenv("LOCAL_RANK", "3")
+    assert dist.local_device() == torch.device("cuda", 1)
+    assert dist.local_device(cpu=True) == torch.device("cpu")
+    model, moves = torch.nn.Linear(2, 2), []
+    monkeypatch.setattr(model, "to", lambda device: moves.append(device))
+    with on_device(model, torch.device("cuda", 1)) as m:
+        assert m is model and moves == [torch.device("cuda", 1)]
+    assert moves == [torch.device("cuda", 1), torch.device("cpu")]
+    with on_device(model, torch.device("cpu")), on_device(None, torch.device("cuda", 0)):
+        pass
+    assert len(moves) == 2  # already there / no model: nothing moves

@@ -86,6 +86,17 @@ def single_process(what: str) -> None:
                                f"accelerate launch (a single distill or finetune run is what runs on several)")
 
 
+def local_device(cpu: bool = False):
+    """This process's device before Accelerate places the modules: its GPU (``LOCAL_RANK``) where there is one
+    and ``train.cpu`` is off, else the CPU. Teacher passes before the loop (the dev check, the cache build) run
+    there."""
+    import torch
+
+    if cpu or not torch.cuda.is_available():
+        return torch.device("cpu")
+    return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")) % torch.cuda.device_count())
+
+
 def init(cpu: bool = False):
     """Accelerate's process state for this run: a gloo group on the CPU when a launcher started several
     processes and there is no GPU (or ``train.cpu``), else Accelerate's own choice. Checked: the state has as

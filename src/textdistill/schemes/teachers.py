@@ -24,6 +24,7 @@ from types import SimpleNamespace
 import torch
 
 from .. import TextDistillError
+from ..dist import local_device
 from ..data.batching import Collator, encode
 from ..evaluate import model_inputs
 from ..models.checks import check_finite_parameters
@@ -137,10 +138,32 @@ def commit_output(tmp: Path, out: Path) -> None:
     tmp.rename(out)
 
 
+class on_device:
+    """``with on_device(model, device):`` the model on ``device`` for the block (a teacher pass before the loop
+    places the modules: the dev check, the cache build), back where it was after."""
+
+    def __init__(self, model, device):
+        self.model, self.device = model, device
+        self.home = next(model.parameters()).device if model is not None else None
+
+    def __enter__(self):
+        if self.model is not None and self.device is not None and self.device != self.home:
+            self.model.to(self.device)
+        return self.model
+
+    def __exit__(self, *exc):
+        if self.model is not None and self.device is not None and self.device != self.home:
+            self.model.to(self.home)
+            if self.device.type == "cuda":
+                torch.cuda.empty_cache()
+
+
 def open_cache(*, teacher: str, task, folder: Path, train_ex, tokenizer, term_cfgs, n_student: int, max_length: int,
-               dtype: str, batch_size: int, model=None, tqdm=None, rebuild: bool = False, runtime: str = "onnx"):
+               dtype: str, batch_size: int, model=None, tqdm=None, rebuild: bool = False, runtime: str = "onnx",
+               device=None):
     """The teacher cache of ``teacher`` (tokenized with its own ``tokenizer``) for the terms ``term_cfgs``:
-    checked against them and opened; built first if absent (or if ``rebuild``).
+    checked against them and opened; built first if absent (or if ``rebuild``), with the teacher on ``device``
+    (a GPU: PyTorch there; the CPU: ``runtime``).
     Returns ``(CachedTeacher, manifest)``."""
     from transformers import AutoConfig
 
@@ -163,8 +186,9 @@ def open_cache(*, teacher: str, task, folder: Path, train_ex, tokenizer, term_cf
             log.info("building the teacher cache %s: logits%s", folder,
                      "".join(f", {tap} of layers {layers}" for tap, layers in plan.items()))
             data = encode(tokenizer, train_ex, max_length, task.is_regression)
-            build_cache(tmp, teacher_model=model, key=key, data=data, tokenizer=tokenizer, batch_size=batch_size,
-                        params_teacher=count_parameters(model), tqdm=tqdm, runtime=runtime)
+            with on_device(model, device):
+                build_cache(tmp, teacher_model=model, key=key, data=data, tokenizer=tokenizer, batch_size=batch_size,
+                            params_teacher=count_parameters(model), tqdm=tqdm, runtime=runtime)
             commit_output(tmp, out)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -174,7 +198,7 @@ def open_cache(*, teacher: str, task, folder: Path, train_ex, tokenizer, term_cf
     return CachedTeacher(folder, manifest), manifest
 
 
-def check_teacher(model, name: str, tokenizer, dev_ex, task, max_length: int, allow_weak: bool) -> None:
+def check_teacher(model, name: str, tokenizer, dev_ex, task, max_length: int, allow_weak: bool, device=None) -> None:
     """Score the teacher on a sample of the dev rows; near chance (:func:`~..models.checks.is_near_chance`) it is
     refused with one line, or only warned about with ``allow_weak`` (``--allow-weak-teacher``) or the environment
     variable ``TEXTDISTILL_ALLOW_WEAK_TEACHER=1`` (smoke tests on tiny random models: the test suite sets it)."""
@@ -182,7 +206,8 @@ def check_teacher(model, name: str, tokenizer, dev_ex, task, max_length: int, al
 
     if dev_ex.labels is None or task.is_regression and len(dev_ex) < 3:
         return
-    score, chance = teacher_near_chance(model, tokenizer, dev_ex, task, rows=ROWS_CHECKED, max_length=max_length)
+    with on_device(model, device):
+        score, chance = teacher_near_chance(model, tokenizer, dev_ex, task, rows=ROWS_CHECKED, max_length=max_length)
     rows = min(ROWS_CHECKED, len(dev_ex))
     log.info("teacher %s: %s %.3f on %d dev rows (chance %.3f)", name, task.main_metric, score, rows, chance)
     if is_near_chance(score, chance):
@@ -207,12 +232,14 @@ class Teacher:
             model = load_teacher(model_name, task, attentions=attentions)
         self.model = model
         if model is not None and dev_ex is not None:  # (a ready cache was checked when it was built)
-            check_teacher(model, model_name, self.tokenizer, dev_ex, task, cfg.max_length, allow_weak)
+            check_teacher(model, model_name, self.tokenizer, dev_ex, task, cfg.max_length, allow_weak,
+                          device=local_device(cfg.cpu))
         if cache is not None:
             self.source, manifest = open_cache(
                 teacher=model_name, task=task, folder=Path(cache), train_ex=train_ex, tokenizer=self.tokenizer,
                 term_cfgs=term_cfgs, n_student=n_student, max_length=cfg.max_length, dtype=cache_dtype,
-                batch_size=cfg.eval_batch_size, model=model, tqdm=tqdm, runtime=cache_runtime)
+                batch_size=cfg.eval_batch_size, model=model, tqdm=tqdm, runtime=cache_runtime,
+                device=local_device(cfg.cpu))
             self.config = SimpleNamespace(**manifest["teacher_config"])
             self.params = manifest["params_teacher"]
             log.info("teacher %s: outputs from the cache %s (%s)", name, cache, ", ".join(
