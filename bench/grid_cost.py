@@ -9,6 +9,9 @@ their ratio, and the best point of each (the two must rank alike: same losses).
 
     .venv/bin/python bench/grid_cost.py --teacher runs/teachers/minilm-mrpc/model --task mrpc \\
         --data-dir ../shared/data/glue --points 4 --epochs 1 --json bench/results/grid_cost_mrpc.json
+    .venv/bin/python bench/grid_cost.py --teacher runs/teachers/mpnet-rte/model --task rte \\
+        --set student.init=mpnet-12 --student-layers every:4 --points 4 --epochs 1 \\
+        --json bench/results/grid_cost_rte_mpnet.json
 """
 from __future__ import annotations
 
@@ -40,8 +43,16 @@ def main() -> None:
     ap.add_argument("--points", type=int, choices=sorted(GRIDS), default=4)
     ap.add_argument("--epochs", type=float, default=3)
     ap.add_argument("--student-layers", default="every:2")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="a recipe override for every run of both grids (YAML value), e.g. student.init=mpnet-12")
     ap.add_argument("--json")
     args = ap.parse_args()
+    extra = {}
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        if not sep:
+            sys.exit(f"grid_cost: --set {item}: expected KEY=VALUE")
+        extra[key] = yaml.safe_load(value)
     results = {}
     with tempfile.TemporaryDirectory(prefix="td-grid-") as tmp:
         for cache in (True, False):
@@ -49,7 +60,7 @@ def main() -> None:
             suite = {"out": str(Path(tmp) / name), "data_dir": str(Path(args.data_dir).resolve()), "seeds": [1],
                      "runs": [{"name": "pkd-skip", "recipe": str(ROOT / "recipes/pkd-skip.yaml"),
                                "tasks": {args.task: str(Path(args.teacher).resolve())}, "cache": cache,
-                               "set": {"train.epochs": args.epochs, "student.layers": args.student_layers},
+                               "set": {"train.epochs": args.epochs, "student.layers": args.student_layers, **extra},
                                "grid": GRIDS[args.points]}]}
             path = Path(tmp) / f"{name}.yaml"
             path.write_text(yaml.safe_dump(suite))
@@ -72,7 +83,7 @@ def main() -> None:
              f"{r['wall_seconds'] / v['wall_seconds']:.2f}", f"{100 * r['best']['dev']:.2f} ({r['best']['run']})"]
             for name, r in results.items()]
     print(f"\nPKD-Skip grid on {args.task}: {args.points} points, {args.epochs:g} epochs, "
-          f"student {args.student_layers}, "
+          f"student {args.student_layers}{''.join(f', {k}={v}' for k, v in extra.items())}, "
           f"teacher {args.teacher}\n")
     print(markdown_table(["grid", "runs", "wall s", "s per run", "x live grid", "best point (dev)"], rows))
     print(f"\ncache grid / live grid: {c['wall_seconds'] / v['wall_seconds']:.2f}")
