@@ -7,7 +7,8 @@ steps on the same SST-2 batches in interleaved rounds (the first a warm-up). Eac
 the loop's phases -- ``loss_parts`` (student forward, teacher outputs, terms), backward, gradient
 clipping, optimizer + scheduler-free zero_grad -- and the teacher-output read alone is timed inside the
 forward. Prints median ms per phase and the ratio of each step to the student-only step; ``--profile``
-adds cProfile's top functions per configuration.
+adds cProfile's top functions per configuration; ``--bf16`` times every configuration also with its step
+under bf16 autocast (``train.mixed_precision=bf16``: the live teacher's forward too).
 
     .venv/bin/python bench/cached_step.py --teacher runs/demo/teacher/model --rounds 6 --steps 8 \\
         --json bench/results/cached_step.json
@@ -15,6 +16,8 @@ adds cProfile's top functions per configuration.
         --json bench/results/cached_step_12.json
     .venv/bin/python bench/cached_step.py --rows 67349 --data-dir ../shared/data/glue/SST-2 --cache-runtime onnx \\
         --configs "student only (FT)" "PKD-Skip, cache" --json bench/results/cached_step_full.json
+    .venv/bin/python bench/cached_step.py --teacher12 --bf16 --configs "student only (FT)" "PKD-Skip, cache" \
+        "PKD-Skip, live teacher" --rounds 4 --steps 6 --json bench/results/cached_step_bf16.json
 """
 from __future__ import annotations
 
@@ -84,13 +87,14 @@ def build(method: str, cached: bool, teacher: str, rows: int, cache_dir: Path, d
     return scheme, _optimizer(scheme.modules().values(), recipe.train), params, timers, recipe.train.grad_clip
 
 
-def step(setup, batch, times: dict | None) -> None:
+def step(setup, batch, times: dict | None, bf16: bool = False) -> None:
     scheme, optimizer, params, timers, clip = setup
     for t in timers:
         t.seconds = 0.0
     marks = [time.perf_counter()]
-    parts = scheme.loss_parts(batch)
-    loss = sum(w * v for w, v in parts.values())
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):  # as the loop with train.mixed_precision=bf16
+        parts = scheme.loss_parts(batch)
+    loss = sum(w * v.float() for w, v in parts.values())
     marks.append(time.perf_counter())
     loss.backward()
     marks.append(time.perf_counter())
@@ -124,6 +128,8 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=8, help="steps per configuration per round")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--profile", action="store_true", help="print cProfile's top functions per configuration")
+    ap.add_argument("--bf16", action="store_true", help="each configuration also with its step under bf16 autocast "
+                    "(train.mixed_precision=bf16), interleaved with the fp32 one")
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
     if args.threads:
@@ -139,6 +145,9 @@ def main() -> None:
         configs = {name: CONFIGS[name] for name in CONFIGS if name in args.configs}
         setups = {name: build(m, c, args.teacher, args.rows, Path(tmp), args.data_dir,
                                      args.cache_runtime) for name, (m, c) in configs.items()}
+        if args.bf16:  # (the same modules: fp32 and bf16 steps alternate on one model, as rounds do)
+            setups = {k: v for name, setup in setups.items() for k, v in ((name, setup), (f"{name}, bf16", setup))}
+            configs = {name: None for name in setups}
         teacher_layers = AutoConfig.from_pretrained(args.teacher).num_hidden_layers
         scheme = next(iter(setups.values()))[0]
         batches = []
@@ -154,7 +163,7 @@ def main() -> None:
                 for batch in batches:
                     if prof:
                         prof.enable()
-                    step(setup, batch, times[name] if r > 0 else None)
+                    step(setup, batch, times[name] if r > 0 else None, bf16=name.endswith(", bf16"))
                     if prof:
                         prof.disable()
             print(f"round {r + 1}/{args.rounds} done", file=sys.stderr)
