@@ -130,3 +130,16 @@ def test_an_entry_may_have_its_own_seeds(tiny_teacher_run, tiny_bert, tmp_path):
     path.write_text(yaml.safe_dump(suite))
     with pytest.raises(Exception, match="seeds"):
         load_suite(str(path))
+
+
+def test_task_filter(capsys, monkeypatch):
+    """--task runs one task's part of a suite (the shipped 12-layer suite, listed with --dry-run); an unknown
+    task is one line."""
+    monkeypatch.chdir(ROOT)
+    assert main(["suite", "suites/mpnet12.yaml", "--dry-run", "--task", "rte", "--task", "mrpc"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 2 * 14 * 3 + 1 and json.loads(lines[-1])["runs"] == 84
+    assert {line.split()[1].split("/")[2] for line in lines[:-1]} == {"rte", "mrpc"}
+    assert main(["suite", "suites/mpnet12.yaml", "--dry-run", "--task", "rte", "--only", "kd-6-full"]) == 2
+    assert "--only kd-6-full: no run entry of that name in suites/mpnet12.yaml for --task rte" in capsys.readouterr().err
+    fails_one_line(["suite", "suites/mpnet12.yaml", "--task", "sst5"], capsys, "--task sst5: no run of that task")

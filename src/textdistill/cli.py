@@ -311,7 +311,7 @@ def _suite(args) -> int:
     from .suite import describe, run_suite
 
     single_process("textdistill suite")
-    print(json.dumps(describe(run_suite(args.suite, only=args.only, dry_run=args.dry_run))))
+    print(json.dumps(describe(run_suite(args.suite, only=args.only, dry_run=args.dry_run, tasks=args.task))))
     return 0
 
 
@@ -436,6 +436,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("suite", help="run a suite file: tasks x methods x seeds (x a grid), resumable, one table")
     p.add_argument("suite", help="the suite YAML (see src/textdistill/suite.py)")
     p.add_argument("--only", metavar="NAME", help="run only the entry of this name")
+    p.add_argument("--task", action="append", metavar="TASK", help="run only this task's runs (repeatable); the "
+                   "teachers of other tasks are not fine-tuned")
     p.add_argument("--dry-run", action="store_true", help="list the runs (done / todo) and stop")
     p.set_defaults(fn=_suite)
     p = sub.add_parser("layer-map", help="show which teacher layer each student layer learns from")

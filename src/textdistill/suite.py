@@ -1,7 +1,7 @@
 """Suites: many runs from one file -- tasks x methods x seeds (x a hyper-parameter grid) -- resumable, with
 the teachers fine-tuned and their output caches built once, and one table at the end.
 
-    textdistill suite suites/example.yaml [--only NAME] [--dry-run]
+    textdistill suite suites/example.yaml [--only NAME] [--task TASK ...] [--dry-run]
 
 A suite file::
 
@@ -174,14 +174,19 @@ def _overrides(suite: Suite, run: dict) -> list[tuple[str, Any]]:
     return sets
 
 
-def run_suite(path: str, only: str | None = None, dry_run: bool = False) -> dict:
+def run_suite(path: str, only: str | None = None, dry_run: bool = False, tasks: list[str] | None = None) -> dict:
     from .recipe import dump_recipe, load_recipe
     from .train import run
 
     suite = load_suite(path)
-    runs = [r for r in plan(suite) if only is None or r["entry"].name == only]
+    everything = plan(suite)
+    for task in tasks or []:
+        if not any(r["task"] == task for r in everything):
+            raise TextDistillError(f"--task {task}: no run of that task in {path}")
+    runs = [r for r in everything if (only is None or r["entry"].name == only) and (not tasks or r["task"] in tasks)]
     if only is not None and not runs:
-        raise TextDistillError(f"--only {only}: no run entry of that name in {path}")
+        raise TextDistillError(f"--only {only}: no run entry of that name in {path}"
+                               + (f" for --task {', '.join(tasks)}" if tasks else ""))
     # check every recipe before anything runs
     recipes = [load_recipe(r["entry"].recipe, _overrides(suite, r)) for r in runs]
     needed = {r["teacher"] for r in runs if r["teacher"] in suite.teachers}
