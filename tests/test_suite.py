@@ -1,6 +1,7 @@
 """Suites: tasks x methods x seeds x grid in one command; finished runs skipped, interrupted ones resumed,
 teachers fine-tuned once, a ranked grid and the best recipe, out-of-domain columns, bad suite files."""
 import json
+from pathlib import Path
 
 import pytest
 import yaml
@@ -38,7 +39,8 @@ def test_a_suite_runs_skips_and_summarises(tiny_teacher_run, tiny_bert, tmp_path
                      "kd-kd.temperature=5-s1", "kd-kd.temperature=5-s2"]
     kd = json.loads((out / "sst2" / "kd-kd.temperature=5-s2" / "metrics.json").read_text())
     assert kd["seed"] == 2 and kd["terms"][0].startswith("kd: logits, kd_kl {'temperature': 5}")
-    assert kd["teacher_cache"] == str(out / "cache" / "sst2-tiny-kd")
+    assert kd["teacher_cache"].startswith(str(out / "cache" / "sst2-tiny-"))
+    assert [p.name for p in (out / "cache").iterdir()] == [Path(kd["teacher_cache"]).name]  # one, for both points
     summary = (out / "summary.md").read_text()
     table = [[c.strip() for c in line.split("|")[1:-1]] for line in summary.splitlines() if line.startswith("| sst2")]
     assert [(r[1], r[2], r[3]) for r in table] == [("ft", "-", "2"), ("kd", "kd.temperature=2", "2"),
@@ -143,3 +145,24 @@ def test_task_filter(capsys, monkeypatch):
     assert main(["suite", "suites/mpnet12.yaml", "--dry-run", "--task", "rte", "--only", "kd-6-full"]) == 2
     assert "--only kd-6-full: no run entry of that name in suites/mpnet12.yaml for --task rte" in capsys.readouterr().err
     fails_one_line(["suite", "suites/mpnet12.yaml", "--task", "sst5"], capsys, "--task sst5: no run of that task")
+
+
+def test_runs_share_a_cache_when_it_would_hold_the_same_outputs(tiny_bert, tmp_path):
+    """KD of a 2- and a 3-layer student reads the same logits: one cache; PKD-Skip's [CLS] vectors of other teacher
+    layers, another max_length or another training sample: caches of their own."""
+    from textdistill.recipe import load_recipe
+    from textdistill.suite import Suite, cache_folder
+
+    suite = Suite(out=str(tmp_path / "out"), runs=[{"name": "x", "recipe": "recipes/kd.yaml", "tasks": {"sst2": None}}])
+
+    def folder(recipe, *sets):
+        r = load_recipe(f"recipes/{recipe}.yaml", [("teacher", str(tiny_bert)), ("student.init", str(tiny_bert)),
+                                                   *sets])
+        return cache_folder(suite, {"task": "sst2", "teacher": "tiny"}, r)
+
+    kd2, kd3 = folder("kd", ("student.layers", "first:2")), folder("kd", ("student.layers", "first:3"))
+    assert kd2 == kd3 and Path(kd2).name.startswith("sst2-tiny-")
+    assert folder("kd", ("terms.kd.args.temperature", 20), ("hard_weight", 0.1)) == kd2  # not in the cache
+    others = {folder("pkd-skip", ("student.layers", "first:2")), folder("pkd-skip", ("student.layers", "first:3")),
+              folder("kd", ("train.max_length", 64)), folder("kd", ("data.train_rows", 50))}
+    assert len(others) == 4 and kd2 not in others

@@ -17,7 +17,7 @@ A suite file::
         set: {train.epochs: 3}           # overrides for every run of the entry
         grid: {terms.kd.args.temperature: [5, 10, 20], hard_weight: [0.5, 0.3]}   # every combination
         # tied keys: {"hard_weight,terms.kd.weight": [[0.5, 0.5], [0.3, 0.7]]}
-        cache: true                      # logit/vector teacher outputs cached once per (task, teacher)
+        cache: true                      # logit/vector teacher outputs cached once per (task, teacher, taps)
         seeds: [1]                       # this entry's seeds (default: the suite's)
     ood: {sst2: [imdb, "imdb:test"]}     # also evaluate a task's runs on other sets (task: its dev file,
                                          #   task:split another split: IMDB's 2k subset and its 25k test)
@@ -169,9 +169,32 @@ def _overrides(suite: Suite, run: dict) -> list[tuple[str, Any]]:
     if teacher:
         sets.append(("teacher", teacher))
     sets += list(entry.set.items()) + point_overrides(run["point"])
-    if entry.cache and teacher:
-        sets.append(("teacher_cache.dir", str(Path(suite.out) / "cache" / f"{task}-{run['teacher']}-{entry.name}")))
     return sets
+
+
+def cache_folder(suite: Suite, run: dict, recipe) -> str:
+    """The teacher-output cache of a ``cache: true`` run: one per (task, teacher, what the cache holds), so every
+    run whose cache would hold the same outputs -- the same taps and teacher layers, training texts, max_length
+    and dtype -- shares it, across seeds, grid points and entries (KD with a 6- and a 3-layer student: one
+    logits cache). Needs the teacher's folder (read when the run starts, after the suite's teachers exist)."""
+    import hashlib
+
+    from transformers import AutoConfig
+
+    from .models.loading import resolve_model_path
+    from .models.student import parse_layer_spec
+    from .schemes.cache import cache_plan
+
+    n_teacher = AutoConfig.from_pretrained(resolve_model_path(recipe.teacher)).num_hidden_layers
+    n_student = 0
+    if any(t.tap != "logits" for t in recipe.terms):  # (logits alone: the student's depth does not matter)
+        init = resolve_model_path(recipe.student.init or recipe.teacher)
+        n_student = len(parse_layer_spec(recipe.student.layers, AutoConfig.from_pretrained(init).num_hidden_layers))
+    holds = {"taps": cache_plan(recipe.terms, n_teacher, n_student), "data": recipe.data.model_dump(),
+             "transfer": recipe.transfer.model_dump(), "max_length": recipe.train.max_length,
+             "dtype": recipe.teacher_cache.dtype}
+    digest = hashlib.sha256(json.dumps(holds, sort_keys=True, default=str).encode()).hexdigest()[:10]
+    return str(Path(suite.out) / "cache" / f"{run['task']}-{run['teacher']}-{digest}")
 
 
 def run_suite(path: str, only: str | None = None, dry_run: bool = False, tasks: list[str] | None = None) -> dict:
@@ -205,6 +228,8 @@ def run_suite(path: str, only: str | None = None, dry_run: bool = False, tasks: 
         if (r["out"] / "metrics.json").is_file():
             continue
         log.info("suite: %s", r["out"])
+        if r["entry"].cache and recipe.teacher:
+            recipe.teacher_cache.dir = cache_folder(suite, r, recipe)
         distill = bool(recipe.teacher or recipe.teachers or recipe.scheme != "offline")
         run(recipe, r["out"], overwrite=True, distill=distill, resume=_resumable(r["out"]))
     summary = summarise(suite, runs)
