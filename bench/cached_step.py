@@ -16,8 +16,8 @@ under bf16 autocast (``train.mixed_precision=bf16``: the live teacher's forward 
         --json bench/results/cached_step_12.json
     .venv/bin/python bench/cached_step.py --rows 67349 --data-dir ../shared/data/glue/SST-2 --cache-runtime onnx \\
         --configs "student only (FT)" "PKD-Skip, cache" --json bench/results/cached_step_full.json
-    .venv/bin/python bench/cached_step.py --teacher12 --bf16 --configs "student only (FT)" "PKD-Skip, cache" \
-        "PKD-Skip, live teacher" --rounds 4 --steps 6 --json bench/results/cached_step_bf16.json
+    .venv/bin/python bench/cached_step.py --teacher12 --bf16 --configs "student only (FT)" "PKD-Skip, cache" \\
+        "PKD-Skip, live teacher" --rounds 4 --steps 6 --rows 1000 --json bench/results/cached_step_bf16.json
 """
 from __future__ import annotations
 

@@ -250,13 +250,15 @@ def test_teacher_passes_before_the_loop_run_on_the_process_device(monkeypatch):
     from textdistill import dist
     from textdistill.schemes.teachers import on_device
 
-    assert dist.local_device().type == "cpu" or torch.cuda.is_available()
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
     monkeypatch.setattr(torch.cuda, "empty_cache", lambda: None)
     monkeypatch.setenv("LOCAL_RANK", "3")
+    monkeypatch.setattr("accelerate.PartialState._shared_state", {})  # (no process state yet)
     assert dist.local_device() == torch.device("cuda", 1)
     assert dist.local_device(cpu=True) == torch.device("cpu")
+    monkeypatch.setenv("ACCELERATE_USE_CPU", "true")  # accelerate launch --cpu
+    assert dist.local_device() == torch.device("cpu")
     model, moves = torch.nn.Linear(2, 2), []
     monkeypatch.setattr(model, "to", lambda device: moves.append(device))
     with on_device(model, torch.device("cuda", 1)) as m:
@@ -265,3 +267,31 @@ def test_teacher_passes_before_the_loop_run_on_the_process_device(monkeypatch):
     with on_device(model, torch.device("cpu")), on_device(None, torch.device("cuda", 0)):
         pass
     assert len(moves) == 2  # already there / no model: nothing moves
+
+
+def test_cache_and_distill_send_the_teacher_passes_to_the_process_device(setup, tmp_path, monkeypatch):
+    """`textdistill cache` and a distill run that builds its cache put the teacher's dev check and the cache build on
+    the device local_device gives (recorded here instead of moved)."""
+    import contextlib
+
+    from textdistill import dist
+    from textdistill.schemes import teachers
+
+    seen = []
+
+    @contextlib.contextmanager
+    def record(model, device):
+        seen.append(device)
+        yield model
+
+    monkeypatch.setattr(teachers, "on_device", record)
+    monkeypatch.setattr(teachers, "local_device", lambda cpu=False: "the-device")
+    monkeypatch.setattr(dist, "local_device", lambda cpu=False: "the-device")
+    assert _cache(setup, tmp_path / "c1") == 0
+    assert seen == ["the-device", "the-device"]  # dev check, cache build
+    seen.clear()
+    assert main(["distill", "-r", "recipes/kd.yaml", "-o", str(tmp_path / "kd"), "--teacher",
+                 str(setup / "teacher" / "model"), "--data-dir", str(setup / "sst2"),
+                 "--set", f"student.init={setup / 'teacher' / 'model'}", "--set", "student.layers=first:2",
+                 "--set", "train.epochs=1", "--set", f"teacher_cache.dir={tmp_path / 'c2'}"]) == 0
+    assert seen == ["the-device", "the-device"]

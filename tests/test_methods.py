@@ -304,4 +304,28 @@ def test_bf16_native_reads_the_cpu_flags():
     assert bf16_native("flags : fpu amx_bf16 amx_tile\n")
     assert bf16_native("Features\t: fp asimd bf16 i8mm\n")  # Arm
     assert not bf16_native("flags\t\t: fpu sse2 avx avx2 fma avx512f avx512_vnni\n")
-    assert isinstance(bf16_native(), bool)
+
+
+@pytest.mark.parametrize("cfg", [dict(name="x", tap="logits", loss="kd_kl", args={"temperature": 5}),
+                                 dict(name="x", tap="logits", loss="soft_ce", args={"temperature": 5}),
+                                 dict(name="x", tap="mean", map="pkd-skip", loss="pkd_mse", proj_dim=5)])
+def test_terms_compute_in_fp32_inside_bf16_autocast(cfg):
+    """Under CPU bf16 autocast (train.mixed_precision=bf16) a term gets the models' bf16 outputs but computes its
+    loss in fp32: the same value as the fp32 computation on those outputs, not autocast's."""
+    g = torch.Generator().manual_seed(0)
+    s, t = _outputs(batch=32, seed=1), _outputs(batch=32, seed=2)
+    s.logits, t.logits = 4 * torch.randn(32, 5, generator=g), 4 * torch.randn(32, 5, generator=g)
+    s16 = SimpleNamespace(logits=s.logits.bfloat16(), hidden_states=tuple(h.bfloat16() for h in s.hidden_states))
+    mask = torch.ones(32, 5, dtype=torch.long)
+    term = _term(n_teacher=3, n_student=3, **cfg)
+    exact = term(SimpleNamespace(logits=s16.logits.float(), hidden_states=tuple(h.float() for h in s16.hidden_states)),
+                 t, mask)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        value = term(s16, t, mask)
+        if cfg["tap"] == "logits":  # what the loss gives when autocast is left on
+            from textdistill.knowledge.losses import LOSSES
+            loose = LOSSES[cfg["loss"]](s16.logits, t.logits.bfloat16(), **cfg["args"])
+    assert value.dtype == torch.float32
+    assert value.item() == pytest.approx(exact.item(), rel=1e-6)
+    if cfg["tap"] == "logits":
+        assert loose.item() != pytest.approx(exact.item(), rel=1e-3)

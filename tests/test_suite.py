@@ -62,6 +62,11 @@ def test_a_suite_runs_skips_and_summarises(tiny_teacher_run, tiny_bert, tmp_path
 
     monkeypatch.setattr(train, "run", lambda *a, **k: pytest.fail("a finished run ran again"))
     assert main(["suite", str(path)]) == 0
+    # one entry's call keeps the other entries' rows and best recipe in the summary
+    (out / "summary.md").unlink()
+    (out / "best-kd-sst2.yaml").unlink()
+    assert main(["suite", str(path), "--only", "ft", "--task", "sst2"]) == 0
+    assert (out / "summary.md").read_text() == summary and (out / "best-kd-sst2.yaml").is_file()
 
 
 def test_an_interrupted_suite_run_is_resumed(tiny_teacher_run, tiny_bert, tmp_path, capsys, monkeypatch):
@@ -100,6 +105,8 @@ def test_bad_suite_files(tiny_teacher_run, tiny_bert, tmp_path, capsys):
                            (lambda x: x["runs"][1]["tasks"].update({"sst2": "big"}),
                             "runs[1] (kd).tasks.sst2: 'big' is neither a teacher"),
                            (lambda x: x.update({"sedes": [1]}), "unknown key 'sedes'"),
+                           (lambda x: x.update({"seeds": [1, 1]}), "a seed is listed twice"),
+                           (lambda x: x["runs"][1].update({"seeds": [2, 2]}), "a seed is listed twice"),
                            (lambda x: x["runs"][0].update({"set": {"train.lr": -1}}), "train.lr"),
                            (lambda x: x.update({"ood": {"sst2": ["imdb:validation"]}}),
                             "ood.sst2: task imdb has no 'validation' split")):
@@ -142,8 +149,10 @@ def test_task_filter(capsys, monkeypatch):
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == 2 * 14 * 3 + 1 and json.loads(lines[-1])["runs"] == 84
     assert {line.split()[1].split("/")[2] for line in lines[:-1]} == {"rte", "mrpc"}
-    assert main(["suite", "suites/mpnet12.yaml", "--dry-run", "--task", "rte", "--only", "kd-6-full"]) == 2
-    assert "--only kd-6-full: no run entry of that name in suites/mpnet12.yaml for --task rte" in capsys.readouterr().err
+    fails_one_line(["suite", "suites/mpnet12.yaml", "--dry-run", "--task", "rte", "--only", "kd-6-full"], capsys,
+                   "--only kd-6-full: the entry has no run of --task rte")
+    fails_one_line(["suite", "suites/mpnet12.yaml", "--dry-run", "--only", "kd-7"], capsys,
+                   "--only kd-7: no run entry of that name")
     fails_one_line(["suite", "suites/mpnet12.yaml", "--task", "sst5"], capsys, "--task sst5: no run of that task")
 
 

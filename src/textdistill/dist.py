@@ -91,8 +91,11 @@ def local_device(cpu: bool = False):
     and ``train.cpu`` is off, else the CPU. Teacher passes before the loop (the dev check, the cache build) run
     there."""
     import torch
+    from accelerate import PartialState
 
-    if cpu or not torch.cuda.is_available():
+    if PartialState._shared_state and PartialState().initialized:  # (init ran: the device the loop will use)
+        return PartialState().device
+    if cpu or os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true", "yes") or not torch.cuda.is_available():
         return torch.device("cpu")
     return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")) % torch.cuda.device_count())
 
@@ -112,6 +115,9 @@ def init(cpu: bool = False):
 
     # the other processes wait while rank 0 builds a teacher cache or a transfer set: hours with a 12-layer
     # teacher, far beyond the process group's default timeout (30 min with gloo, 10 with NCCL)
+    if PartialState._shared_state and PartialState().initialized and cpu and PartialState().device.type != "cpu":
+        raise TextDistillError(f"train.cpu: this process already runs on {PartialState().device} (an earlier run in "
+                               f"it); run train.cpu recipes in a process of their own")
     state = PartialState(cpu=cpu, timeout=timedelta(hours=WAIT_HOURS))
     if not state.is_main_process:  # one log: rank 0's (the others say only what goes wrong)
         import logging

@@ -160,8 +160,8 @@ class TrainCfg(_Strict):
     # TensorBoard scalars in <run>/tensorboard/: each loss part and the learning rate every step, dev metrics
     # every epoch (needs the tensorboard package)
     tensorboard: bool = False
-    # autocast of each training step (the student, a live teacher, the terms); evaluation and the saved weights stay
-    # fp32. bf16 on a CPU is faster only with native bf16 instructions (AVX512-BF16, AMX): docs/performance.md
+    # autocast of the forward passes of each training step (the student, a live teacher); the loss terms, evaluation
+    # and the saved weights stay fp32. bf16 on a CPU is faster only with native bf16 instructions (AVX512-BF16, AMX): docs/performance.md
     mixed_precision: Literal["no", "fp16", "bf16"] = "no"
     cpu: bool = False
 

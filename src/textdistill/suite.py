@@ -37,7 +37,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from . import TextDistillError
 from .recipe import read_yaml, validation_error
@@ -48,6 +48,12 @@ log = logging.getLogger("textdistill")
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+
+def _unique_seeds(seeds):
+    if seeds is not None and len(set(seeds)) != len(seeds):
+        raise ValueError(f"a seed is listed twice: {seeds}")
+    return seeds
 
 
 class TeacherEntry(_Strict):
@@ -65,11 +71,22 @@ class RunEntry(_Strict):
     cache: bool = False
     seeds: list[int] | None = Field(None, min_length=1)  # this entry's seeds instead of the suite's
 
+    @field_validator("seeds")
+    @classmethod
+    def _unique(cls, v):
+        return _unique_seeds(v)
+
 
 class Suite(_Strict):
     out: str
     data_dir: str | None = None
     seeds: list[int] = Field(default_factory=lambda: [42], min_length=1)
+
+    @field_validator("seeds")
+    @classmethod
+    def _unique(cls, v):
+        return _unique_seeds(v)
+
     teachers: dict[str, TeacherEntry] = Field(default_factory=dict)
     runs: list[RunEntry] = Field(min_length=1)
     ood: dict[str, list[str]] = Field(default_factory=dict)
@@ -206,10 +223,11 @@ def run_suite(path: str, only: str | None = None, dry_run: bool = False, tasks: 
     for task in tasks or []:
         if not any(r["task"] == task for r in everything):
             raise TextDistillError(f"--task {task}: no run of that task in {path}")
+    if only is not None and not any(r["entry"].name == only for r in everything):
+        raise TextDistillError(f"--only {only}: no run entry of that name in {path}")
     runs = [r for r in everything if (only is None or r["entry"].name == only) and (not tasks or r["task"] in tasks)]
-    if only is not None and not runs:
-        raise TextDistillError(f"--only {only}: no run entry of that name in {path}"
-                               + (f" for --task {', '.join(tasks)}" if tasks else ""))
+    if not runs:
+        raise TextDistillError(f"--only {only}: the entry has no run of --task {', '.join(tasks or [])} in {path}")
     # check every recipe before anything runs
     recipes = [load_recipe(r["entry"].recipe, _overrides(suite, r)) for r in runs]
     needed = {r["teacher"] for r in runs if r["teacher"] in suite.teachers}
@@ -232,11 +250,12 @@ def run_suite(path: str, only: str | None = None, dry_run: bool = False, tasks: 
             recipe.teacher_cache.dir = cache_folder(suite, r, recipe)
         distill = bool(recipe.teacher or recipe.teachers or recipe.scheme != "offline")
         run(recipe, r["out"], overwrite=True, distill=distill, resume=_resumable(r["out"]))
-    summary = summarise(suite, runs)
+    # the summary covers every finished run of the suite, not only those of this call (--only, --task)
+    summary = summarise(suite, everything)
     for (entry, task), best in summary["best"].items():
-        r = next(x for x, rec in zip(runs, recipes) if x["entry"].name == entry and x["task"] == task
-                 and x["point"] == best["point"])
-        (Path(suite.out) / f"best-{entry}-{task}.yaml").write_text(dump_recipe(recipes[runs.index(r)]))
+        r = next(x for x in everything if x["entry"].name == entry and x["task"] == task and x["point"] == best["point"])
+        (Path(suite.out) / f"best-{entry}-{task}.yaml").write_text(
+            dump_recipe(load_recipe(r["entry"].recipe, _overrides(suite, r))))
     return summary
 
 

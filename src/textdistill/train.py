@@ -358,8 +358,9 @@ def _loop(scheme, tmp: Path, tqdm, resume: bool = False, any_version: bool = Fal
         # Accelerate wraps a prepared module's forward in autocast under mixed precision; the loop autocasts the
         # training step itself instead (below: the live teacher and the terms too), and evaluation stays in fp32,
         # so the dev metrics are those of the saved fp32 model
-        if hasattr(m, "_original_forward"):
-            m.forward = m._original_forward
+        if "_original_forward" in m.__dict__:  # (both instance attributes go: the class's forward is back)
+            m.__dict__.pop("forward", None)
+            m.__dict__.pop("_original_forward")
     scheme.bind(dict(zip(modules, prepared[:len(modules)])))
     optimizer, loader, scheduler = prepared[len(modules):]
     total_steps = max(1, math.ceil(len(loader) * cfg.epochs))

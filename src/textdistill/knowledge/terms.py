@@ -41,25 +41,25 @@ VECTOR_TAPS = ("cls", "mean")
 def tap_layers(outputs, tap: str, layers: list[int], mask: torch.Tensor, where: str = "term") -> torch.Tensor:
     """Stack the tapped representation of ``layers``: ``(batch, n_layers, dim)`` for cls/mean,
     ``(batch, n_layers, seq, dim)`` for hidden/embeddings, ``(batch, n_layers, heads, seq, seq)``
-    for attention."""
+    for attention; fp32."""
     if tap == "attention":
         att = outputs.attentions
         if not att or any(a is None for a in att):
             raise TextDistillError(f"{where}: the model returned no attention maps (it must be loaded with "
                                    f"attn_implementation='eager'; sdpa returns none)")
-        return torch.stack([att[layer - 1] for layer in layers], dim=1)
+        return torch.stack([att[layer - 1].float() for layer in layers], dim=1)
     pooled = getattr(outputs, "pooled", None)  # a teacher-output cache: {tap: {layer: (batch, dim)}}
     if pooled is not None:
         missing = [layer for layer in layers if layer not in pooled.get(tap, {})]
         if missing:
             raise TextDistillError(f"{where}: the teacher cache holds no '{tap}' vector of layer {missing[0]}")
-        return torch.stack([pooled[tap][layer] for layer in layers], dim=1)
+        return torch.stack([pooled[tap][layer].float() for layer in layers], dim=1)
     hs = outputs.hidden_states
     if hs is None:
         raise TextDistillError(f"{where}: the model returned no hidden states (output_hidden_states was not set)")
     reps = []
     for layer in layers:
-        h = hs[layer]
+        h = hs[layer].float()  # (pooled in fp32 also from a mixed-precision forward)
         if tap == "cls":
             reps.append(h[:, 0])
         elif tap == "mean":
@@ -240,13 +240,21 @@ class Term(torch.nn.Module):
         return torch.stack([self.teacher_proj[str(layer)](t[:, i]) for i, layer in enumerate(layers)], dim=1)
 
     def forward(self, student_out, teacher_out, mask: torch.Tensor) -> torch.Tensor:
+        # the loss in fp32 also inside a mixed-precision step (train.mixed_precision): CPU autocast leaves
+        # softmax / log_softmax in bf16, which put a KD term ~2 % off; the models' forwards stay in autocast
+        with torch.autocast(student_out.logits.device.type, enabled=False):
+            return self._forward(student_out, teacher_out, mask)
+
+    def _forward(self, student_out, teacher_out, mask: torch.Tensor) -> torch.Tensor:
         if self.tap == "logits":
-            return self.loss_fn(student_out.logits, teacher_out.logits, **self.args)
+            return self.loss_fn(student_out.logits.float(), teacher_out.logits.float(), **self.args)
         if not self.pairs:
-            return student_out.logits.new_zeros(())
-        s = tap_layers(student_out, self.tap, [p[0] for p in self.pairs], mask, self.where)
+            return student_out.logits.new_zeros((), dtype=torch.float32)
+        s = tap_layers(student_out, self.tap, [p[0] for p in self.pairs], mask, self.where).float()
         with torch.no_grad():
             t, candidates = self._teacher(teacher_out, mask)
+            t = t.float() if t is not None else None
+            candidates = [c.float() for c in candidates] if candidates is not None else None
         if self.concat:
             s, t = s.flatten(1).unsqueeze(1), t.flatten(1).unsqueeze(1)
             if "cat" in self.student_proj:

@@ -42,6 +42,7 @@ def task_loss(task, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """CE (MSE for regression) over the labelled rows; generated transfer-set rows (label IGNORE, or NaN for
     regression) are skipped, and a batch without any labelled row gives 0."""
     keep = ~labels.isnan() if task.is_regression else labels != IGNORE
+    logits = logits.float()  # (fp32 also inside a mixed-precision step)
     if not keep.any():
         return logits.sum() * 0.0
     if task.is_regression:

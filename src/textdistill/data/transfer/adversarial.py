@@ -30,7 +30,14 @@ def divergence(student_logits: torch.Tensor, teacher_logits: torch.Tensor, tempe
 
 
 def hotflip(student, teacher, inputs: dict, *, flips: int, temperature: float, special_ids: list[int]) -> dict:
-    """The batch ``inputs`` with ``flips`` tokens per example replaced to raise the divergence (see above)."""
+    """The batch ``inputs`` with ``flips`` tokens per example replaced to raise the divergence (see above). The
+    search runs in fp32 also inside a mixed-precision step: bf16 gradients blur near-ties of the first-order
+    gains, and fp16 ones (unscaled here) underflow."""
+    with torch.autocast(inputs["input_ids"].device.type, enabled=False):
+        return _hotflip(student, teacher, inputs, flips=flips, temperature=temperature, special_ids=special_ids)
+
+
+def _hotflip(student, teacher, inputs: dict, *, flips: int, temperature: float, special_ids: list[int]) -> dict:
     ids, mask = inputs["input_ids"], inputs["attention_mask"]
     rest = {k: v for k, v in inputs.items() if k not in ("input_ids", "attention_mask")}
     E_s, E_t = student.get_input_embeddings().weight, teacher.get_input_embeddings().weight
