@@ -9,14 +9,10 @@
 # teacher caches are built once and shared by the seeds.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/setup.sh
-export HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
-GLUE=${1:-../shared/data/glue}
-SEEDS=${2:-1 2 3}
 OUT=runs/bilstm-results
 T=runs/teachers
 KEEP="bilstm-results teachers"
-source scripts/grid.sh
+source scripts/grid.sh "$@"
 declare -A SETS=([sst2-20k]="sst2|--set data.train_rows=20000|minilm-sst2-20k" [mrpc]="mrpc||minilm-mrpc")
 for seed in $SEEDS; do
   for set in mrpc sst2-20k; do

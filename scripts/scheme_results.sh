@@ -7,14 +7,10 @@
 # Needs the MiniLM-L6 teachers of scripts/teachers.sh (runs/teachers/minilm-*). Students keep layers 2, 4, 6.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/setup.sh
-export HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
-GLUE=${1:-../shared/data/glue}
-SEEDS=${2:-1 2 3}
 OUT=runs/schemes
 T=runs/teachers
 KEEP="schemes teachers"
-source scripts/grid.sh
+source scripts/grid.sh "$@"
 # the same 3-layer student from each of the teacher's seeds 1 and 2 alone, and from all three
 # (averaged logits, or one KD term per teacher); seed 42's run is kd-s*
 multi_teacher() {  # TASK SEED

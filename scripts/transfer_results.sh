@@ -8,14 +8,10 @@
 # MRPC/RTE (CPU time). Generated sets and teacher caches are built once and shared by the seeds.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/setup.sh
-export HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
-GLUE=${1:-../shared/data/glue}
-SEEDS=${2:-1 2 3}
 OUT=runs/transfer
 T=runs/teachers
 KEEP="transfer teachers"
-source scripts/grid.sh
+source scripts/grid.sh "$@"
 teacher() {  # NAME TASK ARGS...
   local name=$1 task=$2; shift 2
   [ -f "$T/$name/metrics.json" ] && return
