@@ -54,6 +54,13 @@ if sst:
     print(markdown_table(["exit after layer"] + layers,
                          [["dev accuracy"] + [mean_cell([100 * r["history"][-1]["exits"][k]["accuracy"] for r in sst])
                                               for k in layers]]))
+sweeps = [json.loads(f.read_text())["sweep"] for f in sorted((root / "sst2").glob("self-s*/exit-sweep.json"))]
+if sweeps:
+    print(f"\nEarly exit on SST-2 dev (`textdistill evaluate --exit-sweep`; normalised-entropy threshold; mean over "
+          f"{len(sweeps)} seed(s)); plot: docs/self-distill-exits-sst2.png (seed 1)\n")
+    rows = [[f"{pt['threshold']:g}", mean_cell([100 * s[i]["accuracy"] for s in sweeps]),
+             f"{statistics.mean(s[i]['mean_layers'] for s in sweeps):.2f}"] for i, pt in enumerate(sweeps[0])]
+    print(markdown_table(["threshold", "dev accuracy", "mean layers run (of 6)"], rows))
 ban = runs("sst2", "born-again")
 if ban:
     print("\n### 5.3 Born-again networks (SST-2, 6-layer students, 20k rows)\n")

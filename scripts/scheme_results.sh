@@ -43,6 +43,12 @@ for seed in $SEEDS; do
   # SST-2 only: one model with exits, born-again generations
   sst=$OUT/sst2 rows=${ROWS[sst2]} t42=$T/minilm-sst2-20k/model
   job "$sst/self-s$seed" distill recipes/self-distill.yaml --task sst2 --seed "$seed" $rows
+  # the early-exit curve on SST-2 dev (kept beside the run's metrics; seed 1's plot in docs/)
+  sweep=results/schemes/sst2/self-s$seed/exit-sweep.json
+  if [ -f "$sst/self-s$seed/metrics.json" ] && [ ! -f "$sweep" ]; then
+    .venv/bin/textdistill evaluate --model "$sst/self-s$seed/model" --task sst2 --data-dir "$GLUE" --exit-sweep \
+      $([ "$seed" = 1 ] && echo --plot docs/self-distill-exits-sst2.png) 2>/dev/null | tail -n 1 > "$sweep.tmp" && mv "$sweep.tmp" "$sweep"
+  fi
   job "$sst/born-again-s$seed" distill recipes/born-again.yaml --task sst2 --seed "$seed" $rows --teacher "$t42"
   # several teachers: three seeds of the MiniLM teacher (42, 1, 2), where they exist
   for task in rte mrpc sst2; do
