@@ -242,14 +242,14 @@ class Term(torch.nn.Module):
     def forward(self, student_out, teacher_out, mask: torch.Tensor) -> torch.Tensor:
         # the loss in fp32 also inside a mixed-precision step (train.mixed_precision): CPU autocast leaves
         # softmax / log_softmax in bf16, which put a KD term ~2 % off; the models' forwards stay in autocast
-        with torch.autocast(student_out.logits.device.type, enabled=False):
+        with torch.autocast(mask.device.type, enabled=False):
             return self._forward(student_out, teacher_out, mask)
 
     def _forward(self, student_out, teacher_out, mask: torch.Tensor) -> torch.Tensor:
         if self.tap == "logits":
             return self.loss_fn(student_out.logits.float(), teacher_out.logits.float(), **self.args)
         if not self.pairs:
-            return student_out.logits.new_zeros((), dtype=torch.float32)
+            return mask.new_zeros((), dtype=torch.float32)
         s = tap_layers(student_out, self.tap, [p[0] for p in self.pairs], mask, self.where).float()
         with torch.no_grad():
             t, candidates = self._teacher(teacher_out, mask)
