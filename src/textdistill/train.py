@@ -327,13 +327,13 @@ def _loop(scheme, tmp: Path, tqdm, resume: bool = False, any_version: bool = Fal
     from transformers import get_linear_schedule_with_warmup
 
     recipe, task, cfg = scheme.recipe, scheme.task, scheme.cfg
-    # train.batch_size is the global batch whatever the number of processes: each takes its share of every batch
-    # (split_batches), so a recipe trains the same on 1 or N processes
     from accelerate.state import AcceleratorState
 
     # Accelerate keeps its settings in a process-wide singleton that refuses a second mixed_precision; one process
     # runs several recipes (a suite, stages, generations), each with its own: the process group (PartialState) stays
     AcceleratorState._reset_state(reset_partial_state=False)
+    # train.batch_size is the global batch whatever the number of processes: each takes its share of every batch
+    # (split_batches), so a recipe trains the same on 1 or N processes
     accelerator = Accelerator(cpu=cfg.cpu, mixed_precision=cfg.mixed_precision,
                               dataloader_config=DataLoaderConfiguration(split_batches=True))
     main = accelerator.is_main_process
@@ -356,8 +356,8 @@ def _loop(scheme, tmp: Path, tqdm, resume: bool = False, any_version: bool = Fal
         prepared = accelerator.prepare(*modules.values(), optimizer, loader, scheduler)
     for m in prepared[:len(modules)]:
         # Accelerate wraps a prepared module's forward in autocast under mixed precision; the loop autocasts the
-        # training step itself instead (below: the live teacher and the terms too), and evaluation stays in fp32,
-        # so the dev metrics are those of the saved fp32 model
+        # training step itself instead (below: a live teacher's forward too; the terms keep fp32), and evaluation
+        # stays in fp32, so the dev metrics are those of the saved fp32 model
         if "_original_forward" in m.__dict__:  # (both instance attributes go: the class's forward is back)
             m.__dict__.pop("forward", None)
             m.__dict__.pop("_original_forward")
