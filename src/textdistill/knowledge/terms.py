@@ -250,11 +250,9 @@ class Term(torch.nn.Module):
             return self.loss_fn(student_out.logits.float(), teacher_out.logits.float(), **self.args)
         if not self.pairs:
             return mask.new_zeros((), dtype=torch.float32)
-        s = tap_layers(student_out, self.tap, [p[0] for p in self.pairs], mask, self.where).float()
+        s = tap_layers(student_out, self.tap, [p[0] for p in self.pairs], mask, self.where)  # (fp32)
         with torch.no_grad():
             t, candidates = self._teacher(teacher_out, mask)
-            t = t.float() if t is not None else None
-            candidates = [c.float() for c in candidates] if candidates is not None else None
         if self.concat:
             s, t = s.flatten(1).unsqueeze(1), t.flatten(1).unsqueeze(1)
             if "cat" in self.student_proj:
