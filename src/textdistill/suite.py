@@ -199,14 +199,12 @@ def cache_folder(suite: Suite, run: dict, recipe) -> str:
     from transformers import AutoConfig
 
     from .models.loading import resolve_model_path
-    from .models.student import parse_layer_spec
     from .schemes.cache import cache_plan
+    from .train import student_depth
 
     n_teacher = AutoConfig.from_pretrained(resolve_model_path(recipe.teacher)).num_hidden_layers
-    n_student = 0
-    if any(t.tap != "logits" for t in recipe.terms):  # (logits alone: the student's depth does not matter)
-        init = resolve_model_path(recipe.student.init or recipe.teacher)
-        n_student = len(parse_layer_spec(recipe.student.layers, AutoConfig.from_pretrained(init).num_hidden_layers))
+    # (logits alone: the student's depth does not matter, and a BiLSTM student has none)
+    n_student = student_depth(recipe) if any(t.tap != "logits" for t in recipe.terms) else 0
     holds = {"taps": cache_plan(recipe.terms, n_teacher, n_student), "data": recipe.data.model_dump(),
              "transfer": recipe.transfer.model_dump(), "max_length": recipe.train.max_length,
              "dtype": recipe.teacher_cache.dtype}

@@ -227,13 +227,20 @@ def _stages(recipe: Recipe, out_dir, overwrite: bool, distill: bool | None) -> d
                   lambda name, done: resolve_references(dict(stages)[name], done), finish)
 
 
-def cache_only(recipe: Recipe, out_dir: str | os.PathLike, overwrite: bool = False) -> dict:
-    """``textdistill cache``: build (or check) the teacher cache of a recipe; returns its manifest."""
-    from tqdm.auto import tqdm
+def student_depth(recipe: Recipe) -> int:
+    """The number of layers the recipe's student keeps (``student.layers`` of its ``student.init``, or the teacher)."""
     from transformers import AutoConfig
 
     from .models.loading import resolve_model_path
     from .models.student import parse_layer_spec
+
+    init = resolve_model_path(recipe.student.init or recipe.teacher)
+    return len(parse_layer_spec(recipe.student.layers, AutoConfig.from_pretrained(init).num_hidden_layers))
+
+
+def cache_only(recipe: Recipe, out_dir: str | os.PathLike, overwrite: bool = False) -> dict:
+    """``textdistill cache``: build (or check) the teacher cache of a recipe; returns its manifest."""
+    from tqdm.auto import tqdm
 
     teachers = teacher_list(recipe)
     if len(teachers) != 1:
@@ -244,9 +251,7 @@ def cache_only(recipe: Recipe, out_dir: str | os.PathLike, overwrite: bool = Fal
     task = resolve_task(recipe)
     transfer.check(recipe)
     train_ex = transfer.extend(recipe, load_split(task, recipe, "train"), tqdm)
-    init = recipe.student.init or recipe.teacher
-    n_student = len(parse_layer_spec(recipe.student.layers,
-                                     AutoConfig.from_pretrained(resolve_model_path(init)).num_hidden_layers))
+    n_student = student_depth(recipe)
     folder = Path(out_dir)
     tokenizer, model = load_tokenizer(recipe.teacher), None
     if overwrite or not cache_ready(folder):  # the teacher is scored before its outputs are stored
