@@ -61,14 +61,15 @@ if sweeps:
     rows = [[f"{pt['threshold']:g}", mean_cell([100 * s[i]["accuracy"] for s in sweeps]),
              f"{statistics.mean(s[i]['mean_layers'] for s in sweeps):.2f}"] for i, pt in enumerate(sweeps[0])]
     print(markdown_table(["threshold", "dev accuracy", "mean layers run (of 6)"], rows))
-ban = runs("sst2", "born-again")
-if ban:
-    print("\n### 5.3 Born-again networks (SST-2, 6-layer students, 20k rows)\n")
-    n = max(len(r["generations"]) for r in ban)
-    rows = [["teacher (seed 42)", f"{pct(teachers['sst2']['dev'], 'accuracy'):.2f}"]]
-    rows += [[f"generation {g}", mean_cell([100 * r["generations"][g - 1]["dev"]["accuracy"] for r in ban
-                                            if len(r["generations"]) >= g])] for g in range(1, n + 1)]
-    print(markdown_table(["model", "SST-2 dev accuracy"], rows))
+btasks = [t for t in tasks if runs(t, "born-again")]
+if btasks:
+    print("\n### 5.3 Born-again networks (6-layer students of the teacher's architecture, bf16 autocast)\n")
+    n = max(len(r["generations"]) for t in btasks for r in runs(t, "born-again"))
+    rows = [["teacher (seed 42)"] + [f"{pct(teachers[t]['dev'], main[t]):.2f}" for t in btasks]]
+    rows += [[f"generation {g}"] + [mean_cell([pct(r["generations"][g - 1]["dev"], main[t])
+                                               for r in runs(t, "born-again") if len(r["generations"]) >= g])
+                                    for t in btasks] for g in range(1, n + 1)]
+    print(markdown_table(["model"] + [f"{t} ({main[t]})" for t in btasks], rows))
 multi = [("KD from teacher seed 42", "kd"), ("KD from teacher seed 1", "kd-teacher-s1"),
          ("KD from teacher seed 2", "kd-teacher-s2"), ("KD from 3 teachers, average of logits", "kd-3teachers-average"),
          ("KD from 3 teachers, one term per teacher", "kd-3teachers-per-teacher")]
