@@ -175,3 +175,61 @@ def test_runs_share_a_cache_when_it_would_hold_the_same_outputs(tiny_bert, tmp_p
     others = {folder("pkd-skip", ("student.layers", "first:2")), folder("pkd-skip", ("student.layers", "first:3")),
               folder("kd", ("train.max_length", 64)), folder("kd", ("data.train_rows", 50))}
     assert len(others) == 4 and kd2 not in others
+
+
+def test_a_reference_puts_the_papers_share_of_its_teacher_beside_the_runs(tmp_path):
+    """An entry's `reference: KEY` adds the run's % of its teacher in the paper's metric (MRPC: accuracy, where the
+    main metric is F1) and the paper's own % of its teacher, read from the shipped PKD file."""
+    import csv
+
+    from textdistill.suite import load_suite, plan, summarise
+
+    out = tmp_path / "out"
+    suite = {"out": str(out), "seeds": [1, 2], "reference": str(ROOT / "references" / "pkd-glue-dev.csv"),
+             "teachers": {"t": {"task": "mrpc"}},
+             "runs": [{"name": "pkd", "reference": "pkd-skip-6", "recipe": str(ROOT / "recipes" / "pkd-skip.yaml"),
+                       "tasks": {"mrpc": "t"}},
+                      {"name": "ft", "recipe": str(ROOT / "recipes" / "ft.yaml"), "tasks": {"mrpc": None}}]}
+    path = tmp_path / "suite.yaml"
+    path.write_text(yaml.safe_dump(suite))
+    s = load_suite(str(path))
+    (out / "teachers" / "t").mkdir(parents=True)
+    (out / "teachers" / "t" / "metrics.json").write_text(json.dumps({"dev": {"f1": 0.86, "accuracy": 0.80}}))
+    for r, acc in zip(plan(s), (0.76, 0.79, 0.70, 0.71)):
+        r["out"].mkdir(parents=True)
+        (r["out"] / "metrics.json").write_text(json.dumps({"main_metric": "f1", "dev": {"f1": acc + 0.05,
+                                                           "accuracy": acc}, "train_seconds": 1.0}))
+    summarise(s, plan(s))
+    with open(ROOT / "references" / "pkd-glue-dev.csv", newline="") as f:
+        paper = {(r["key"], r["task"]): float(r["value"]) for r in csv.DictReader(f)}
+    want = 100 * paper[("pkd-skip-6", "mrpc")] / paper[("teacher", "mrpc")]
+    rows = {r["run"]: r for r in csv.DictReader(open(out / "summary.csv"))}
+    assert rows["pkd"]["of_teacher_paper_metric"] == f"{100 * (0.76 + 0.79) / 2 / 0.80:.1f}% (accuracy)"
+    assert rows["pkd"]["paper_of_teacher"].startswith(f"{want:.1f}% (83.46 / 86.93)")
+    assert abs(want - 96.0) < 0.1  # the repository's PKD-6 keeps 96.0 % of its teacher on MRPC (dev accuracy)
+    assert rows["ft"]["paper_of_teacher"] == rows["ft"]["of_teacher_paper_metric"] == ""  # no reference named
+    assert "paper (pkd-glue-dev): % of its teacher" in (out / "summary.md").read_text()
+
+
+def test_bad_references(tmp_path, capsys):
+    ref = tmp_path / "ref.csv"
+    suite = {"out": str(tmp_path / "out"), "reference": str(ref),
+             "runs": [{"name": "kd", "reference": "kd-6", "recipe": str(ROOT / "recipes" / "ft.yaml"),
+                       "tasks": {"rte": None}}]}
+    path = tmp_path / "suite.yaml"
+    for text, needle in ((None, f"reference {ref}: not found"),
+                         ("key,task,value\n", "the header needs the columns key, task, metric, value (missing: metric)"),
+                         ("key,task,metric,value\nkd-6,rte,accuracy,high\n", f"{ref}: row 2: value 'high' is not a number"),
+                         ("key,task,metric,value\nkd-6,rte,accuracy,67.5\n", "row 2: value 67.5 is not a fraction"),
+                         ("key,task,metric,value\nkd-6,rtee,accuracy,0.6\n", "row 2: unknown task 'rtee'"),
+                         ("key,task,metric,value\nkd-6,rte,accuracy,0.6\nkd-6,rte,accuracy,0.7\n",
+                          "row 3: kd-6 on rte is listed twice"),
+                         ("key,task,metric,value\nkd-3,rte,accuracy,0.6\n",
+                          f"runs[0] (kd).reference: 'kd-6' is not a key of the reference file {ref}")):
+        if text is not None:
+            ref.write_text(text)
+        path.write_text(yaml.safe_dump(suite))
+        fails_one_line(["suite", str(path), "--dry-run"], capsys, needle)
+    del suite["reference"]
+    path.write_text(yaml.safe_dump(suite))
+    fails_one_line(["suite", str(path), "--dry-run"], capsys, "is not a key of a reference file (the suite names none)")

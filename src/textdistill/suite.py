@@ -21,12 +21,17 @@ A suite file::
         seeds: [1]                       # this entry's seeds (default: the suite's)
     ood: {sst2: [imdb, "imdb:test"]}     # also evaluate a task's runs on other sets (task: its dev file,
                                          #   task:split another split: IMDB's 2k subset and its 25k test)
+    reference: references/pkd-glue-dev.csv   # a paper's figures (CSV: key,task,metric,value[,source]; the
+                                         #   row keyed "teacher" is its teacher); an entry's `reference: KEY`
+                                         #   puts the paper's % of teacher beside the run's, in that metric
 
 A run whose ``metrics.json`` exists is skipped; an interrupted one (a ``.partial`` with a checkpoint)
 continues with ``--resume``. The summary (``<out>/summary.md``, ``summary.csv``) holds, per task and entry
 (and grid point), the main dev metric as mean ± sd over seeds, % of the teacher, parameters, seconds and
 the out-of-domain metrics; with a grid, the points ranked by mean dev metric and the best point's recipe
-(``<out>/best-<entry>-<task>.yaml``).
+(``<out>/best-<entry>-<task>.yaml``). With a ``reference``, rows of entries that name a reference key also get
+the run's % of the teacher in the reference's metric (e.g. accuracy where the main metric is F1) and the
+paper's own % of its teacher: a claim compared point by point, not in absolute figures from another model.
 """
 from __future__ import annotations
 
@@ -70,6 +75,7 @@ class RunEntry(_Strict):
     grid: dict[str, list[Any]] = Field(default_factory=dict)
     cache: bool = False
     seeds: list[int] | None = Field(None, min_length=1)  # this entry's seeds instead of the suite's
+    reference: str | None = None  # its key in the suite's reference file (the paper's row to compare with)
 
     @field_validator("seeds")
     @classmethod
@@ -90,6 +96,39 @@ class Suite(_Strict):
     teachers: dict[str, TeacherEntry] = Field(default_factory=dict)
     runs: list[RunEntry] = Field(min_length=1)
     ood: dict[str, list[str]] = Field(default_factory=dict)
+    reference: str | None = None  # a CSV of a paper's figures (key,task,metric,value[,source])
+
+
+def load_reference(path: str) -> dict[tuple[str, str], tuple[str, float]]:
+    """A paper's figures: ``{(key, task): (metric, value)}`` from a CSV with the columns key, task, metric, value
+    (a fraction, as the metrics in metrics.json) and optionally source; the key ``teacher`` is the paper's teacher."""
+    from .data.tasks import get_task
+
+    if not Path(path).is_file():
+        raise TextDistillError(f"reference {path}: not found")
+    out = {}
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        missing = {"key", "task", "metric", "value"} - set(reader.fieldnames or ())
+        if missing:
+            raise TextDistillError(f"{path}: the header needs the columns key, task, metric, value "
+                                   f"(missing: {', '.join(sorted(missing))})")
+        for row in reader:
+            where = f"{path}: row {reader.line_num}"
+            try:
+                value = float(row["value"])
+            except (TypeError, ValueError):
+                raise TextDistillError(f"{where}: value {row['value']!r} is not a number") from None
+            if not 0 < value <= 1:
+                raise TextDistillError(f"{where}: value {value} is not a fraction in (0, 1] (as metrics.json has them)")
+            try:
+                get_task(row["task"])
+            except TextDistillError as e:
+                raise TextDistillError(f"{where}: {e}") from None
+            if (row["key"], row["task"]) in out:
+                raise TextDistillError(f"{where}: {row['key']} on {row['task']} is listed twice")
+            out[(row["key"], row["task"])] = (row["metric"], value)
+    return out
 
 
 def load_suite(path: str) -> Suite:
@@ -111,6 +150,11 @@ def load_suite(path: str) -> Suite:
             if teacher and teacher not in suite.teachers and not Path(teacher).is_dir():
                 raise TextDistillError(f"{path}: runs[{i}] ({entry.name}).tasks.{task}: '{teacher}' is neither a "
                                        f"teacher of the suite nor a model folder")
+    keys = {k for k, _ in load_reference(suite.reference)} if suite.reference else set()
+    for i, entry in enumerate(suite.runs):
+        if entry.reference is not None and entry.reference not in keys:
+            raise TextDistillError(f"{path}: runs[{i}] ({entry.name}).reference: '{entry.reference}' is not a key of "
+                                   f"{'the reference file ' + suite.reference if suite.reference else 'a reference file (the suite names none)'}")
     for task, others in suite.ood.items():
         get_task(task)
         for t in others:
@@ -304,6 +348,10 @@ def summarise(suite: Suite, runs: list[dict]) -> dict:
     header = ["task", "run", "grid point", "seeds", "dev (main metric)", "% of teacher", "params", "train s"]
     oods = sorted({o for v in suite.ood.values() for o in v})
     header += [f"OOD {o}" for o in oods]
+    refs = load_reference(suite.reference) if suite.reference else None
+    if refs is not None:
+        header += ["% of teacher (paper's metric)", f"paper ({Path(suite.reference).stem}): % of its teacher"]
+    entries = {e.name: e for e in suite.runs}
     rows, csv_rows, ranked, best = [], [], {}, {}
     for (task, entry, point), items in sorted(groups.items()):
         main = items[0][1]["main_metric"]
@@ -317,11 +365,14 @@ def summarise(suite: Suite, runs: list[dict]) -> dict:
             ood_cells.append(f"{mean_std(vals)[0]:.2f}" if vals else "")
         params = items[0][1].get("params_student")
         seconds = mean_std([m["train_seconds"] for _, m in items])[0]
+        ref_cells = _reference_cells(refs, entries[entry].reference, task, items, teacher) if refs is not None else []
         rows.append([task, entry, point or "-", len(items), f"{mean:.2f} ± {sd:.2f} ({main})", pct,
-                     f"{params / 1e6:.1f}M" if params else "", f"{seconds:.0f}", *ood_cells])
+                     f"{params / 1e6:.1f}M" if params else "", f"{seconds:.0f}", *ood_cells, *ref_cells])
         csv_rows.append({"task": task, "run": entry, "point": point, "seeds": len(items), "metric": main,
                          "mean": round(mean, 4), "sd": round(sd, 4), "of_teacher": pct, "params": params,
-                         "train_seconds": round(seconds, 1), **{f"ood_{o}": c for o, c in zip(oods, ood_cells)}})
+                         "train_seconds": round(seconds, 1), **{f"ood_{o}": c for o, c in zip(oods, ood_cells)},
+                         **({"of_teacher_paper_metric": ref_cells[0], "paper_of_teacher": ref_cells[1]}
+                            if refs is not None else {})})
         ranked.setdefault((entry, task), []).append((mean, point, items[0][0]["point"], seconds))
     text = [f"# Suite {suite.out}\n", markdown_table(header, rows)] if rows else [f"# Suite {suite.out}\n", "no run done"]
     for (entry, task), points in sorted(ranked.items()):
@@ -343,6 +394,21 @@ def summarise(suite: Suite, runs: list[dict]) -> dict:
             w.writerows(csv_rows)
     return {"runs": len(runs), "done": sum(len(v) for v in groups.values()), "best": best,
             "summary": str(out / "summary.md")}
+
+
+def _reference_cells(refs: dict, key: str | None, task: str, items: list, teacher: dict | None) -> list[str]:
+    """The run's % of its teacher in the reference's metric and the paper's % of its own teacher, e.g.
+    ``["96.3% (accuracy)", "98.4% (91.06 / 92.58)"]``; empty cells where either side is missing."""
+    if key is None or (key, task) not in refs or ("teacher", task) not in refs:
+        return ["", ""]
+    metric, value = refs[(key, task)]
+    t_metric, t_value = refs[("teacher", task)]
+    paper = f"{100 * value / t_value:.1f}% ({100 * value:.2f} / {100 * t_value:.2f})" if t_metric == metric else ""
+    vals = [m["dev"][metric] for _, m in items if metric in m["dev"]]
+    ours = ""
+    if teacher and metric in teacher["dev"] and len(vals) == len(items):
+        ours = f"{100 * sum(vals) / len(vals) / teacher['dev'][metric]:.1f}% ({metric})"
+    return [ours, paper]
 
 
 def describe(summary: dict) -> dict:
