@@ -195,6 +195,32 @@ def test_a_cache_built_in_onnx_runtime_holds_the_pytorch_outputs(setup, method, 
         torch.testing.assert_close(stores["onnx"][name], a, rtol=1e-4, atol=1e-5, msg=name)
 
 
+def test_a_bf16_cache_holds_the_teacher_under_autocast_and_is_keyed_apart(setup, tmp_path):
+    """teacher_cache.runtime torch-bf16: the pass runs under bf16 autocast (outputs near fp32's, not equal to them);
+    its key records the precision, so an fp32 recipe refuses the cache (naming why) and vice versa."""
+    from safetensors.torch import load_file
+
+    recipe = _recipe(setup, "pkd-skip")
+    task = resolve_task(recipe)
+    train_ex = load_split(task, recipe, "train")
+    tok = load_tokenizer(recipe.teacher)
+    teacher = load_model(recipe.teacher, 2, task.labels)[0].eval()
+
+    def cache(folder, runtime):
+        return open_cache(teacher=recipe.teacher, task=task, folder=folder, train_ex=train_ex, tokenizer=tok,
+                          term_cfgs=recipe.terms, n_student=2, max_length=recipe.train.max_length, dtype="float32",
+                          batch_size=64, model=teacher, runtime=runtime)[1]
+    m16, m32 = cache(tmp_path / "bf16", "torch-bf16"), cache(tmp_path / "fp32", "torch")
+    assert m16["runtime"] == "torch-bf16" and m16["key"]["teacher_precision"] == "bf16"
+    assert "teacher_precision" not in m32["key"]
+    a, b = (load_file(str(tmp_path / f / "outputs.safetensors")) for f in ("bf16", "fp32"))
+    for name in b:
+        assert a[name].dtype == torch.float32 and 0 < (a[name] - b[name]).abs().max() < 0.1, name
+    for folder, runtime in (("bf16", "onnx"), ("fp32", "torch-bf16")):
+        with pytest.raises(TextDistillError, match="stale teacher cache, built for other the teacher's precision"):
+            cache(tmp_path / folder, runtime)
+
+
 def test_onnx_runtime_falls_back_to_pytorch_when_it_disagrees(setup, tmp_path, monkeypatch, caplog):
     import textdistill.schemes.cache as cache_mod
 

@@ -243,7 +243,7 @@ def cache_folder(suite: Suite, run: dict, recipe) -> str:
     from transformers import AutoConfig
 
     from .models.loading import resolve_model_path
-    from .schemes.cache import cache_plan
+    from .schemes.cache import PRECISION, cache_plan
     from .train import student_depth
 
     n_teacher = AutoConfig.from_pretrained(resolve_model_path(recipe.teacher)).num_hidden_layers
@@ -252,6 +252,8 @@ def cache_folder(suite: Suite, run: dict, recipe) -> str:
     holds = {"taps": cache_plan(recipe.terms, n_teacher, n_student), "data": recipe.data.model_dump(),
              "transfer": recipe.transfer.model_dump(), "max_length": recipe.train.max_length,
              "dtype": recipe.teacher_cache.dtype}
+    if recipe.teacher_cache.runtime in PRECISION:  # (outputs of another precision: another cache)
+        holds["teacher_precision"] = PRECISION[recipe.teacher_cache.runtime]
     digest = hashlib.sha256(json.dumps(holds, sort_keys=True, default=str).encode()).hexdigest()[:10]
     return str(Path(suite.out) / "cache" / f"{run['task']}-{run['teacher']}-{digest}")
 

@@ -84,16 +84,23 @@ def cache_plan(term_cfgs, n_teacher: int, n_student: int) -> dict[str, list[int]
     return {tap: sorted(layers) for tap, layers in sorted(plan.items())}
 
 
-def cache_key(*, teacher: str, tokenizer, examples, max_length: int, plan: dict, dtype: str) -> dict:
-    return {"version": VERSION, "teacher": teacher_fingerprint(teacher), "tokenizer": tokenizer_fingerprint(tokenizer),
-            "train_texts": examples_fingerprint(examples), "rows": len(examples), "max_length": max_length,
-            "taps": plan, "dtype": dtype}
+def cache_key(*, teacher: str, tokenizer, examples, max_length: int, plan: dict, dtype: str,
+              runtime: str = "onnx") -> dict:
+    """What a cache holds. ``runtime`` enters it only where it changes the outputs' precision (``torch-bf16``):
+    ONNX Runtime and PyTorch in fp32 give the same outputs (checked within ``ONNX_TOL`` when the cache is built)."""
+    key = {"version": VERSION, "teacher": teacher_fingerprint(teacher), "tokenizer": tokenizer_fingerprint(tokenizer),
+           "train_texts": examples_fingerprint(examples), "rows": len(examples), "max_length": max_length,
+           "taps": plan, "dtype": dtype}
+    if runtime in PRECISION:
+        key["teacher_precision"] = PRECISION[runtime]
+    return key
 
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
-RUNTIMES = ("torch", "onnx")
+RUNTIMES = ("torch", "onnx", "torch-bf16")
+PRECISION = {"torch-bf16": "bf16"}  # runtimes whose outputs are not fp32's (the cache key says so)
 ONNX_TOL = 1e-3  # max |difference| of logits and tap vectors allowed between ONNX Runtime and PyTorch
 
 
@@ -123,6 +130,18 @@ def _torch_runner(teacher_model, plan):
     def run(batch):
         inputs = {k: v.to(device) for k, v in model_inputs(batch).items()}
         return list(_CacheGraph(teacher_model, plan, list(inputs))(*inputs.values()))
+    return run
+
+
+def _bf16_runner(teacher_model, plan):
+    """The cache graph in PyTorch under bf16 autocast (on the teacher's device): ~3x the fp32 pass of a 12-layer
+    teacher on a CPU with native bf16 (docs/performance.md section 10); logits and tap vectors come back fp32."""
+    run32 = _torch_runner(teacher_model, plan)
+    device = next(teacher_model.parameters()).device.type
+
+    def run(batch):
+        with torch.autocast(device, dtype=torch.bfloat16):
+            return [t.float() for t in run32(batch)]
     return run
 
 
@@ -171,7 +190,8 @@ def build_cache(folder: Path, *, teacher_model, key: dict, data, tokenizer, batc
     ``onnx`` (a teacher on the CPU): the teacher with the pooling of the cached taps exported to ONNX and run
     by ONNX Runtime -- faster on CPU (docs/performance.md section 10) --, checked against PyTorch on the
     shortest and the longest batch; PyTorch if that fails, and for the batches after an ONNX Runtime error.
-    ``torch``: PyTorch."""
+    ``torch``: PyTorch. ``torch-bf16``: PyTorch under bf16 autocast (outputs within bf16's precision of fp32's;
+    the cache key records it, so an fp32 recipe never reads such a cache)."""
     import tempfile
 
     from safetensors.torch import save_file
@@ -189,6 +209,14 @@ def build_cache(folder: Path, *, teacher_model, key: dict, data, tokenizer, batc
     loader = eval_loader(data, tokenizer, batch_size)  # (shortest rows first)
     torch_run = _torch_runner(teacher_model, plan)
     run, used, extra = torch_run, "torch", {}
+    if runtime == "torch-bf16":
+        from ..train import bf16_native
+
+        if next(teacher_model.parameters()).device.type == "cpu" and not bf16_native():
+            log.warning("teacher_cache.runtime torch-bf16: this CPU has no native bf16 (avx512_bf16 / amx_bf16); "
+                        "the pass will be slower than fp32 (runtime: onnx)")
+        torch_run = run = _bf16_runner(teacher_model, plan)
+        used = "torch-bf16"
     with tempfile.TemporaryDirectory(prefix="textdistill-onnx-") as work:
         if runtime == "onnx" and next(teacher_model.parameters()).device.type != "cpu":
             log.info("teacher cache: the teacher is on %s; it runs there in PyTorch (ONNX Runtime here is for "
@@ -243,8 +271,9 @@ def check_key(folder: Path, manifest: dict, key: dict) -> None:
     names = {"teacher": "the teacher's weights or config", "tokenizer": "the tokenizer",
              "train_texts": "the training texts (data file, train_rows or sample_seed)", "rows": "the number of rows",
              "max_length": "train.max_length", "taps": "the taps/layers the terms read", "dtype": "the dtype",
-             "version": "the cache format"}
-    differ = [names.get(k, k) for k in key if have.get(k) != key[k]]
+             "version": "the cache format",
+             "teacher_precision": "the teacher's precision (teacher_cache.runtime torch-bf16 or fp32)"}
+    differ = [names.get(k, k) for k in list(key) + [k for k in have if k not in key] if have.get(k) != key.get(k)]
     if differ:
         raise TextDistillError(f"{folder}: stale teacher cache, built for other {'; '.join(differ)}; "
                                f"rebuild it (textdistill cache ... --overwrite) or point teacher_cache elsewhere")

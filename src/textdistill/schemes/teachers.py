@@ -174,7 +174,7 @@ def open_cache(*, teacher: str, task, folder: Path, train_ex, tokenizer, term_cf
     n_teacher = AutoConfig.from_pretrained(teacher_path).num_hidden_layers
     plan = cache_plan(term_cfgs, n_teacher, n_student)
     key = cache_key(teacher=teacher_path, tokenizer=tokenizer, examples=train_ex, max_length=max_length,
-                    plan=plan, dtype=dtype)
+                    plan=plan, dtype=dtype, runtime=runtime)
     if rebuild or not cache_ready(folder):
         if model is None:
             model = load_teacher(teacher, task)
