@@ -33,19 +33,34 @@ def pct(m: dict, metric: str) -> float:
     return 100 * m[metric]
 
 
+def ood(task: str, method: str, model: str = "model", name: str = "imdb") -> list[float]:
+    """Out-of-domain accuracy x 100 of each seed's ``model`` (scripts/ood_results.py), where evaluated."""
+    out = []
+    for f in sorted((root / task).glob(f"{method}-s*/ood-by-model.json")):
+        if re.fullmatch(re.escape(method) + r"-s\d+", f.parent.name):
+            got = json.loads(f.read_text()).get(model, {}).get(name)
+            if got:
+                out.append(100 * got["accuracy"])
+    return out
+
+
 teachers = {t: load(troot / name / "metrics.json") for t, name in TASKS.items()}
 tasks = [t for t in TASKS if teachers[t]]
 main = {t: teachers[t]["main_metric"] for t in tasks}
 print("### 5.1 Online (DML) vs FT vs offline KD\n")
 cols = [t for t in tasks if any(runs(t, m) for m in ("ft", "kd", "dml"))]  # (columns with runs)
-header = ["method"] + [f"{t} ({main[t]})" for t in cols]
-rows = [["teacher (MiniLM-L6, 6 layers, fine-tuned)"] + [f"{pct(teachers[t]['dev'], main[t]):.2f}" for t in cols]]
+t_ood = load(troot / TASKS["sst2"] / "ood-by-model.json")
+with_ood = "sst2" in cols and (t_ood or any(ood("sst2", m) for m in ("ft", "kd")))
+header = ["method"] + [f"{t} ({main[t]})" for t in cols] + (["sst2 → IMDB 2k (OOD, accuracy)"] if with_ood else [])
+rows = [["teacher (MiniLM-L6, 6 layers, fine-tuned)"] + [f"{pct(teachers[t]['dev'], main[t]):.2f}" for t in cols]
+        + ([f"{100 * t_ood['model']['imdb']['accuracy']:.2f}" if t_ood else ""] if with_ood else [])]
 for label, method, pick in (("FT, 3 layers (labels only)", "ft", None), ("KD from the teacher, 3 layers", "kd", None),
                             ("the same KD, bf16 autocast (train.mixed_precision)", "kd-bf16", None),
                             ("DML, 3-layer peer (no fine-tuned teacher)", "dml", "l3"),
                             ("DML, 6-layer peer", "dml", "l6")):
     rows.append([label] + [mean_cell([pct(r["peers"][pick] if pick else r["dev"], main[t]) for r in runs(t, method)])
-                           for t in cols])
+                           for t in cols]
+                + ([mean_cell(ood("sst2", method, f"{pick}/model" if pick else "model"))] if with_ood else []))
 print(markdown_table(header, rows))
 sst = runs("sst2", "self")
 if sst:
@@ -54,6 +69,9 @@ if sst:
     print(markdown_table(["exit after layer"] + layers,
                          [["dev accuracy"] + [mean_cell([100 * r["history"][-1]["exits"][k]["accuracy"] for r in sst])
                                               for k in layers]]))
+    if ood("sst2", "self"):
+        print(f"\nThe saved model (all 6 layers, the last exit) on IMDB's 2k subset (OOD, accuracy): "
+              f"{mean_cell(ood('sst2', 'self'))}")
 sweeps = [json.loads(f.read_text())["sweep"] for f in sorted((root / "sst2").glob("self-s*/exit-sweep.json"))]
 if sweeps:
     print(f"\nEarly exit on SST-2 dev (`textdistill evaluate --exit-sweep`; normalised-entropy threshold; mean over "
@@ -70,6 +88,9 @@ if btasks:
                                                for r in runs(t, "born-again") if len(r["generations"]) >= g])
                                     for t in btasks] for g in range(1, n + 1)]
     print(markdown_table(["model"] + [f"{t} ({main[t]})" for t in btasks], rows))
+    if "sst2" in btasks and any(ood("sst2", "born-again", f"gen-{g}/model") for g in range(1, n + 1)):
+        print("\nSST-2 generations on IMDB's 2k subset (OOD, accuracy): " + ", ".join(
+            f"generation {g} {mean_cell(ood('sst2', 'born-again', f'gen-{g}/model'))}" for g in range(1, n + 1)))
 multi = [("KD from teacher seed 42", "kd"), ("KD from teacher seed 1", "kd-teacher-s1"),
          ("KD from teacher seed 2", "kd-teacher-s2"), ("KD from 3 teachers, average of logits", "kd-3teachers-average"),
          ("KD from 3 teachers, one term per teacher", "kd-3teachers-per-teacher")]

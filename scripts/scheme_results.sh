@@ -55,6 +55,8 @@ for seed in $SEEDS; do
     .venv/bin/textdistill evaluate --model "$sst/self-s$seed/model" --task sst2 --data-dir "$GLUE" --exit-sweep \
       $([ "$seed" = 1 ] && echo --plot docs/self-distill-exits-sst2.png) 2>/dev/null | tail -n 1 > "$sweep.tmp" && mv "$sweep.tmp" "$sweep"
   fi
+  # SST-2 models out of domain: IMDB's 2,000-review subset (results/**/ood-by-model.json)
+  .venv/bin/python scripts/ood_results.py "$OUT"/sst2/*-s"$seed" "$T"/minilm-sst2-20k --data-dir "$GLUE" || true
   # several teachers: three seeds of the MiniLM teacher (42, 1, 2), where they exist
   for task in rte mrpc sst2; do
     multi_teacher "$task" "$seed"

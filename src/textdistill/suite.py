@@ -312,11 +312,8 @@ def _resumable(out: Path) -> bool:
 def _ood(suite: Suite, r: dict, metrics: dict) -> dict:
     """Metrics of the run's model on the suite's out-of-domain sets (``task`` or ``task:split``; computed once,
     kept in the run's ood.json), tokenized per batch (25,000 IMDB reviews fit in memory)."""
-    from .data.batching import stream_loader
-    from .data.readers import load_examples, resolve_file
     from .data.tasks import get_task
-    from .evaluate import compute_metrics, predict
-    from .models.loading import load_model, load_tokenizer
+    from .evaluate import evaluate_folder
 
     cache = r["out"] / "ood.json"
     done = json.loads(cache.read_text()) if cache.is_file() else {}
@@ -324,12 +321,7 @@ def _ood(suite: Suite, r: dict, metrics: dict) -> dict:
         if name in done or not (r["out"] / "model").is_dir():
             continue
         task_name, split = ood_split(name)
-        task = get_task(task_name)
-        examples = load_examples(task, resolve_file(task, split, suite.data_dir or "."))
-        model = load_model(str(r["out"] / "model"), task.num_labels, task.labels)[0]
-        tok = load_tokenizer(str(r["out"] / "model"))
-        logits = predict(model, stream_loader(examples, tok, 64, 128, task.is_regression))
-        done[name] = compute_metrics(task, logits, examples.labels)
+        done[name] = evaluate_folder(r["out"] / "model", get_task(task_name), split, suite.data_dir or ".")
         cache.write_text(json.dumps(done, indent=2) + "\n")
     return done
 
