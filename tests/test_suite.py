@@ -142,15 +142,22 @@ def test_an_entry_may_have_its_own_seeds(tiny_teacher_run, tiny_bert, tmp_path):
 
 
 def test_task_filter(capsys, monkeypatch):
-    """--task runs one task's part of a suite (the shipped 12-layer suite, listed with --dry-run); an unknown
-    task is one line."""
+    """--task runs one task's part of a suite and --seed one seed's (the shipped 12-layer suite, listed with
+    --dry-run); an unknown task or seed, or filters that leave no run, are one line."""
     monkeypatch.chdir(ROOT)
     assert main(["suite", "suites/mpnet12.yaml", "--dry-run", "--task", "rte", "--task", "mrpc"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == 2 * 14 * 3 + 1 and json.loads(lines[-1])["runs"] == 84
     assert {line.split()[1].split("/")[2] for line in lines[:-1]} == {"rte", "mrpc"}
     fails_one_line(["suite", "suites/mpnet12.yaml", "--dry-run", "--task", "rte", "--only", "kd-6-full"], capsys,
-                   "--only kd-6-full: the entry has no run of --task rte")
+                   "--only kd-6-full --task rte: no run matches all of these")
+    # --seed: one seed of a task's runs (the first pass of a long suite on a CPU)
+    assert main(["suite", "suites/mpnet12.yaml", "--dry-run", "--task", "rte", "--seed", "2"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 14 + 1 and all(line.endswith("-s2") for line in lines[:-1])
+    fails_one_line(["suite", "suites/mpnet12.yaml", "--dry-run", "--seed", "9"], capsys, "--seed 9: no run of that seed")
+    fails_one_line(["suite", "suites/mpnet12.yaml", "--dry-run", "--only", "kd-6-full", "--seed", "2"], capsys,
+                   "--only kd-6-full --seed 2: no run matches all of these")
     fails_one_line(["suite", "suites/mpnet12.yaml", "--dry-run", "--only", "kd-7"], capsys,
                    "--only kd-7: no run entry of that name")
     fails_one_line(["suite", "suites/mpnet12.yaml", "--task", "sst5"], capsys, "--task sst5: no run of that task")

@@ -311,7 +311,8 @@ def _suite(args) -> int:
     from .suite import describe, run_suite
 
     single_process("textdistill suite")
-    print(json.dumps(describe(run_suite(args.suite, only=args.only, dry_run=args.dry_run, tasks=args.task))))
+    print(json.dumps(describe(run_suite(args.suite, only=args.only, dry_run=args.dry_run, tasks=args.task,
+                                        seeds=args.seed))))
     return 0
 
 
@@ -439,6 +440,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--task", action="append", metavar="TASK", help="run only this task's runs (repeatable); the "
                    "teachers of other tasks are not fine-tuned")
     p.add_argument("--dry-run", action="store_true", help="list the runs (done / todo) and stop")
+    p.add_argument("--seed", type=int, action="append", metavar="SEED",
+                   help="run only this seed's runs (repeatable): e.g. one seed of everything first")
     p.set_defaults(fn=_suite)
     p = sub.add_parser("layer-map", help="show which teacher layer each student layer learns from")
     p.add_argument("--strategy", required=True, help="a map name, or 'all'")

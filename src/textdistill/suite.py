@@ -1,7 +1,7 @@
 """Suites: many runs from one file -- tasks x methods x seeds (x a hyper-parameter grid) -- resumable, with
 the teachers fine-tuned and their output caches built once, and one table at the end.
 
-    textdistill suite suites/example.yaml [--only NAME] [--task TASK ...] [--dry-run]
+    textdistill suite suites/example.yaml [--only NAME] [--task TASK ...] [--seed SEED ...] [--dry-run]
 
 A suite file::
 
@@ -258,7 +258,8 @@ def cache_folder(suite: Suite, run: dict, recipe) -> str:
     return str(Path(suite.out) / "cache" / f"{run['task']}-{run['teacher']}-{digest}")
 
 
-def run_suite(path: str, only: str | None = None, dry_run: bool = False, tasks: list[str] | None = None) -> dict:
+def run_suite(path: str, only: str | None = None, dry_run: bool = False, tasks: list[str] | None = None,
+              seeds: list[int] | None = None) -> dict:
     from .recipe import dump_recipe, load_recipe
     from .train import run
 
@@ -269,9 +270,15 @@ def run_suite(path: str, only: str | None = None, dry_run: bool = False, tasks: 
             raise TextDistillError(f"--task {task}: no run of that task in {path}")
     if only is not None and not any(r["entry"].name == only for r in everything):
         raise TextDistillError(f"--only {only}: no run entry of that name in {path}")
-    runs = [r for r in everything if (only is None or r["entry"].name == only) and (not tasks or r["task"] in tasks)]
+    for seed in seeds or []:
+        if not any(r["seed"] == seed for r in everything):
+            raise TextDistillError(f"--seed {seed}: no run of that seed in {path}")
+    runs = [r for r in everything if (only is None or r["entry"].name == only) and (not tasks or r["task"] in tasks)
+            and (not seeds or r["seed"] in seeds)]
     if not runs:
-        raise TextDistillError(f"--only {only}: the entry has no run of --task {', '.join(tasks or [])} in {path}")
+        asked = " ".join([f"--only {only}"] * (only is not None) + [f"--task {t}" for t in tasks or []]
+                         + [f"--seed {s}" for s in seeds or []])
+        raise TextDistillError(f"{asked}: no run matches all of these in {path}")
     # check every recipe before anything runs
     recipes = [load_recipe(r["entry"].recipe, _overrides(suite, r)) for r in runs]
     needed = {r["teacher"] for r in runs if r["teacher"] in suite.teachers}
