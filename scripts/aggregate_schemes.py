@@ -53,7 +53,8 @@ t_ood = load(troot / TASKS["sst2"] / "ood-by-model.json")
 with_ood = "sst2" in cols and (t_ood or any(ood("sst2", m) for m in ("ft", "kd")))
 header = ["method"] + [f"{t} ({main[t]})" for t in cols] + (["sst2 → IMDB 2k (OOD, accuracy)"] if with_ood else [])
 rows = [["teacher (MiniLM-L6, 6 layers, fine-tuned)"] + [f"{pct(teachers[t]['dev'], main[t]):.2f}" for t in cols]
-        + ([f"{100 * t_ood['model']['imdb']['accuracy']:.2f}" if t_ood else ""] if with_ood else [])]
+        + ([mean_cell([100 * t_ood["model"]["imdb"]["accuracy"]] if (t_ood or {}).get("model", {}).get("imdb")
+                     else [])] if with_ood else [])]
 for label, method, pick in (("FT, 3 layers (labels only)", "ft", None), ("KD from the teacher, 3 layers", "kd", None),
                             ("the same KD, bf16 autocast (train.mixed_precision)", "kd-bf16", None),
                             ("DML, 3-layer peer (no fine-tuned teacher)", "dml", "l3"),

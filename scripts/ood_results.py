@@ -27,6 +27,8 @@ name = args.task if args.split == "dev" else f"{args.task}:{args.split}"
 try:
     task = get_task(args.task)
     for run in map(Path, args.runs):
+        if not run.resolve().is_relative_to((ROOT / "runs").resolve()):
+            raise TextDistillError(f"{run}: not a run folder under runs/ (its metrics are kept in results/)")
         if not (run / "metrics.json").is_file():
             continue  # unfinished
         rel = run.resolve().relative_to((ROOT / "runs").resolve())

@@ -35,6 +35,6 @@ MPNET=(--set student.init=mpnet-12 --set train.lr=2e-5 --set train.batch_size=16
 mkdir -p runs/suite-mpnet12/teachers
 for task in rte mrpc sst2 qnli; do
   teacher "mpnet-$task" "$task" "${MPNET[@]}"
-  [ -e "runs/suite-mpnet12/teachers/mpnet-$task" ] || ln -s "../../teachers/mpnet-$task" "runs/suite-mpnet12/teachers/mpnet-$task"
+  ln -sfn "../../teachers/mpnet-$task" "runs/suite-mpnet12/teachers/mpnet-$task"
 done
 echo "=== all done $(date -u +%H:%M:%S)"

@@ -221,6 +221,19 @@ def test_a_bf16_cache_holds_the_teacher_under_autocast_and_is_keyed_apart(setup,
             cache(tmp_path / folder, runtime)
 
 
+def test_a_bf16_cache_on_a_cpu_without_native_bf16_warns(setup, tmp_path, monkeypatch, caplog):
+    import textdistill.train as train
+
+    monkeypatch.setattr(train, "bf16_native", lambda: False)
+    recipe = _recipe(setup, "kd")
+    task = resolve_task(recipe)
+    open_cache(teacher=recipe.teacher, task=task, folder=tmp_path / "c", train_ex=load_split(task, recipe, "train"),
+               tokenizer=load_tokenizer(recipe.teacher), term_cfgs=recipe.terms, n_student=2,
+               max_length=recipe.train.max_length, dtype="float32", batch_size=64,
+               model=load_model(recipe.teacher, 2, task.labels)[0].eval(), runtime="torch-bf16")
+    assert "this CPU has no native bf16" in caplog.text
+
+
 def test_onnx_runtime_falls_back_to_pytorch_when_it_disagrees(setup, tmp_path, monkeypatch, caplog):
     import textdistill.schemes.cache as cache_mod
 

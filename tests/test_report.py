@@ -161,3 +161,20 @@ def test_write_json_leaves_no_path_of_the_machine(tmp_path):
     text = (tmp_path / "new" / "bench.json").read_text()
     assert json.loads(text) == {"teacher": "runs/t/model", "other": "/data/x", "n": 1}
     assert str(tmp_path) not in text and text.endswith("}\n")
+
+
+def test_latency_times_the_forward_without_autograd():
+    """Speed is measured as inference runs: no autograd graph built (report --measure-speed has no outer no-grad)."""
+    import torch
+
+    from textdistill.evaluate import latency
+
+    seen = []
+
+    class Probe(torch.nn.Module):
+        def forward(self, **batch):
+            seen.append(torch.is_grad_enabled())
+            return batch["x"] * 2
+
+    assert latency(Probe(), {"x": torch.ones(2, requires_grad=True)}, repeats=2, warmup=1) >= 0
+    assert seen == [False, False, False]

@@ -45,7 +45,10 @@ def test_a_suite_runs_skips_and_summarises(tiny_teacher_run, tiny_bert, tmp_path
     table = [[c.strip() for c in line.split("|")[1:-1]] for line in summary.splitlines() if line.startswith("| sst2")]
     assert [(r[1], r[2], r[3]) for r in table] == [("ft", "-", "2"), ("kd", "kd.temperature=2", "2"),
                                                    ("kd", "kd.temperature=5", "2")]
-    assert all(r[5].endswith("%") for r in table[1:]) and table[0][5] == ""  # % of the teacher where there is one
+    assert all(r[5].endswith("%") for r in table)  # % of the teacher (FT: of the suite's teacher of its task)
+    t_acc = json.loads((out / "teachers" / "tiny" / "metrics.json").read_text())["dev"]["accuracy"]
+    ft = [json.loads((out / "sst2" / f"ft-s{k}" / "metrics.json").read_text())["dev"]["accuracy"] for k in (1, 2)]
+    assert table[0][5] == f"{100 * sum(ft) / 2 / t_acc:.1f}%"
     assert "grid points ranked by mean dev metric" in summary and "best recipe: best-kd-sst2.yaml" in summary
     best = yaml.safe_load((out / "best-kd-sst2.yaml").read_text())
     means = {t: sum(json.loads((out / "sst2" / f"kd-kd.temperature={t}-s{k}" / "metrics.json").read_text())["dev"]
@@ -179,9 +182,12 @@ def test_runs_share_a_cache_when_it_would_hold_the_same_outputs(tiny_bert, tmp_p
     kd2, kd3 = folder("kd", ("student.layers", "first:2")), folder("kd", ("student.layers", "first:3"))
     assert kd2 == kd3 and Path(kd2).name.startswith("sst2-tiny-")
     assert folder("kd", ("terms.kd.args.temperature", 20), ("hard_weight", 0.1)) == kd2  # not in the cache
+    # ONNX Runtime and PyTorch in fp32 hold the same outputs; under bf16 autocast they are other outputs
+    assert folder("kd", ("teacher_cache.runtime", "torch")) == kd2
     others = {folder("pkd-skip", ("student.layers", "first:2")), folder("pkd-skip", ("student.layers", "first:3")),
-              folder("kd", ("train.max_length", 64)), folder("kd", ("data.train_rows", 50))}
-    assert len(others) == 4 and kd2 not in others
+              folder("kd", ("train.max_length", 64)), folder("kd", ("data.train_rows", 50)),
+              folder("kd", ("teacher_cache.runtime", "torch-bf16"))}
+    assert len(others) == 5 and kd2 not in others
 
 
 def test_a_reference_puts_the_papers_share_of_its_teacher_beside_the_runs(tmp_path):
@@ -196,13 +202,15 @@ def test_a_reference_puts_the_papers_share_of_its_teacher_beside_the_runs(tmp_pa
              "teachers": {"t": {"task": "mrpc"}},
              "runs": [{"name": "pkd", "reference": "pkd-skip-6", "recipe": str(ROOT / "recipes" / "pkd-skip.yaml"),
                        "tasks": {"mrpc": "t"}},
-                      {"name": "ft", "recipe": str(ROOT / "recipes" / "ft.yaml"), "tasks": {"mrpc": None}}]}
+                      {"name": "ft", "reference": "ft-6", "recipe": str(ROOT / "recipes" / "ft.yaml"),
+                       "tasks": {"mrpc": None}},
+                      {"name": "kd", "recipe": str(ROOT / "recipes" / "kd.yaml"), "tasks": {"mrpc": "t"}}]}
     path = tmp_path / "suite.yaml"
     path.write_text(yaml.safe_dump(suite))
     s = load_suite(str(path))
     (out / "teachers" / "t").mkdir(parents=True)
     (out / "teachers" / "t" / "metrics.json").write_text(json.dumps({"dev": {"f1": 0.86, "accuracy": 0.80}}))
-    for r, acc in zip(plan(s), (0.76, 0.79, 0.70, 0.71)):
+    for r, acc in zip(plan(s), (0.76, 0.79, 0.70, 0.71, 0.72, 0.74)):
         r["out"].mkdir(parents=True)
         (r["out"] / "metrics.json").write_text(json.dumps({"main_metric": "f1", "dev": {"f1": acc + 0.05,
                                                            "accuracy": acc}, "train_seconds": 1.0}))
@@ -214,7 +222,12 @@ def test_a_reference_puts_the_papers_share_of_its_teacher_beside_the_runs(tmp_pa
     assert rows["pkd"]["of_teacher_paper_metric"] == f"{100 * (0.76 + 0.79) / 2 / 0.80:.1f}% (accuracy)"
     assert rows["pkd"]["paper_of_teacher"].startswith(f"{want:.1f}% (83.46 / 86.93)")
     assert abs(want - 96.0) < 0.1  # the repository's PKD-6 keeps 96.0 % of its teacher on MRPC (dev accuracy)
-    assert rows["ft"]["paper_of_teacher"] == rows["ft"]["of_teacher_paper_metric"] == ""  # no reference named
+    # FT has no teacher: it is compared with the suite's teacher of its task (PKD's tables do the same)
+    assert rows["ft"]["of_teacher"] == f"{100 * (0.75 + 0.76) / 2 / 0.86:.1f}%"  # main metric, F1
+    assert rows["ft"]["of_teacher_paper_metric"] == f"{100 * (0.70 + 0.71) / 2 / 0.80:.1f}% (accuracy)"
+    assert rows["ft"]["paper_of_teacher"].startswith(
+        f"{100 * paper[('ft-6', 'mrpc')] / paper[('teacher', 'mrpc')]:.1f}% (82.23 / 86.93)")
+    assert rows["kd"]["paper_of_teacher"] == rows["kd"]["of_teacher_paper_metric"] == ""  # no reference named
     assert "paper (pkd-glue-dev): % of its teacher" in (out / "summary.md").read_text()
 
 
@@ -227,7 +240,8 @@ def test_bad_references(tmp_path, capsys):
     for text, needle in ((None, f"reference {ref}: not found"),
                          ("key,task,value\n", "the header needs the columns key, task, metric, value (missing: metric)"),
                          ("key,task,metric,value\nkd-6,rte,accuracy,high\n", f"{ref}: row 2: value 'high' is not a number"),
-                         ("key,task,metric,value\nkd-6,rte,accuracy,67.5\n", "row 2: value 67.5 is not a fraction"),
+                         ("key,task,metric,value\nkd-6,rte,accuracy,67.5\n", "row 2: value 67.5 is not in [-1, 1]"),
+                         ("key,task,metric,value\nkd-6,rte,acc,0.675\n", "row 2: rte has no metric 'acc'"),
                          ("key,task,metric,value\nkd-6,rtee,accuracy,0.6\n", "row 2: unknown task 'rtee'"),
                          ("key,task,metric,value\nkd-6,rte,accuracy,0.6\nkd-6,rte,accuracy,0.7\n",
                           "row 3: kd-6 on rte is listed twice"),
@@ -240,3 +254,16 @@ def test_bad_references(tmp_path, capsys):
     del suite["reference"]
     path.write_text(yaml.safe_dump(suite))
     fails_one_line(["suite", str(path), "--dry-run"], capsys, "is not a key of a reference file (the suite names none)")
+
+
+def test_reference_cells_need_the_same_metric_on_both_sides():
+    """The paper's % is computed only where its teacher and student figures share a metric; the run's only where
+    every seed (and the teacher) has the reference's metric."""
+    from textdistill.suite import _reference_cells
+
+    refs = {("teacher", "mrpc"): ("accuracy", 0.9), ("kd-6", "mrpc"): ("f1", 0.8), ("ft-6", "mrpc"): ("accuracy", 0.81)}
+    items = [({}, {"dev": {"accuracy": 0.72}}), ({}, {"dev": {"f1": 0.8}})]
+    teacher = {"dev": {"accuracy": 0.8, "f1": 0.86}}
+    assert _reference_cells(refs, "kd-6", "mrpc", items, teacher) == ["", ""]  # f1: a seed lacks it; metrics differ
+    assert _reference_cells(refs, "ft-6", "mrpc", items[:1], teacher) == ["90.0% (accuracy)", "90.0% (81.00 / 90.00)"]
+    assert _reference_cells(refs, "ft-6", "rte", items[:1], teacher) == ["", ""]  # no figure for the task

@@ -50,7 +50,6 @@ def compute_metrics(task, logits: np.ndarray, labels) -> dict[str, float]:
     return {name: METRICS[name](preds, labels) for name in task.metrics}
 
 
-@torch.inference_mode()
 def evaluate_folder(model_dir, task, split: str, data_dir: str, batch_size: int = 64,
                     max_length: int = 128) -> dict[str, float]:
     """Metrics of a saved model folder on ``split`` of ``task`` (e.g. an SST-2 student on IMDB: out of domain),
@@ -66,6 +65,7 @@ def evaluate_folder(model_dir, task, split: str, data_dir: str, batch_size: int 
     return compute_metrics(task, logits, examples.labels)
 
 
+@torch.inference_mode()
 def latency(model, batch: dict, repeats: int = 10, warmup: int = 3) -> float:
     """Median seconds of one forward pass on an already tokenized batch (tokenization excluded)."""
     model.eval()

@@ -138,8 +138,8 @@ class CacheCfg(_Strict):
     dtype: Literal["float32", "float16", "bfloat16"] = "float16"  # of the stored vectors (logits stay float32)
     runtime: Literal["torch", "onnx", "torch-bf16"] = "onnx"  # the teacher's pass building the cache: ONNX Runtime
     # (faster on CPU, checked against PyTorch on two batches, PyTorch if that fails or the teacher is on a GPU),
-    # torch, or torch-bf16 (PyTorch under bf16 autocast: fastest for a 12-layer teacher on a CPU with native bf16
-    # or a GPU; its outputs carry bf16's rounding, and the cache key says so)
+    # torch, or torch-bf16 (PyTorch under bf16 autocast: the fastest here for a 12-layer teacher on a CPU with
+    # native bf16, docs/performance.md section 10; its outputs carry bf16's rounding, and the cache key says so)
 
 
 class TrainCfg(_Strict):

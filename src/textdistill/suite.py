@@ -27,11 +27,12 @@ A suite file::
 
 A run whose ``metrics.json`` exists is skipped; an interrupted one (a ``.partial`` with a checkpoint)
 continues with ``--resume``. The summary (``<out>/summary.md``, ``summary.csv``) holds, per task and entry
-(and grid point), the main dev metric as mean ± sd over seeds, % of the teacher, parameters, seconds and
-the out-of-domain metrics; with a grid, the points ranked by mean dev metric and the best point's recipe
-(``<out>/best-<entry>-<task>.yaml``). With a ``reference``, rows of entries that name a reference key also get
-the run's % of the teacher in the reference's metric (e.g. accuracy where the main metric is F1) and the
-paper's own % of its teacher: a claim compared point by point, not in absolute figures from another model.
+(and grid point), the main dev metric as mean ± sd over seeds, % of the teacher (for a run without one, FT:
+of the suite's teacher of that task, if it has exactly one), parameters, seconds and the out-of-domain metrics;
+with a grid, the points ranked by mean dev metric and the best point's recipe (``<out>/best-<entry>-<task>.yaml``).
+With a ``reference``, rows of entries that name a reference key also get the run's % of the teacher in the
+reference's metric (e.g. accuracy where the main metric is F1) and the paper's own % of its teacher: a claim
+compared point by point, not in absolute figures from another model.
 """
 from __future__ import annotations
 
@@ -100,8 +101,9 @@ class Suite(_Strict):
 
 
 def load_reference(path: str) -> dict[tuple[str, str], tuple[str, float]]:
-    """A paper's figures: ``{(key, task): (metric, value)}`` from a CSV with the columns key, task, metric, value
-    (a fraction, as the metrics in metrics.json) and optionally source; the key ``teacher`` is the paper's teacher."""
+    """A paper's figures: ``{(key, task): (metric, value)}`` from a CSV with the columns key, task, metric (one of
+    the task's metrics), value (a fraction, as in metrics.json) and optionally source; the key ``teacher`` is the
+    paper's teacher."""
     from .data.tasks import get_task
 
     if not Path(path).is_file():
@@ -119,12 +121,16 @@ def load_reference(path: str) -> dict[tuple[str, str], tuple[str, float]]:
                 value = float(row["value"])
             except (TypeError, ValueError):
                 raise TextDistillError(f"{where}: value {row['value']!r} is not a number") from None
-            if not 0 < value <= 1:
-                raise TextDistillError(f"{where}: value {value} is not a fraction in (0, 1] (as metrics.json has them)")
+            if not -1 <= value <= 1:
+                raise TextDistillError(f"{where}: value {value} is not in [-1, 1] (a fraction, as metrics.json has "
+                                       f"them: 0.912 for 91.2 %)")
             try:
-                get_task(row["task"])
+                task = get_task(row["task"])
             except TextDistillError as e:
                 raise TextDistillError(f"{where}: {e}") from None
+            if row["metric"] not in task.metrics:
+                raise TextDistillError(f"{where}: {row['task']} has no metric '{row['metric']}' (its metrics: "
+                                       f"{', '.join(task.metrics)})")
             if (row["key"], row["task"]) in out:
                 raise TextDistillError(f"{where}: {row['key']} on {row['task']} is listed twice")
             out[(row["key"], row["task"])] = (row["metric"], value)
@@ -235,9 +241,9 @@ def _overrides(suite: Suite, run: dict) -> list[tuple[str, Any]]:
 
 def cache_folder(suite: Suite, run: dict, recipe) -> str:
     """The teacher-output cache of a ``cache: true`` run: one per (task, teacher, what the cache holds), so every
-    run whose cache would hold the same outputs -- the same taps and teacher layers, training texts, max_length
-    and dtype -- shares it, across seeds, grid points and entries (KD with a 6- and a 3-layer student: one
-    logits cache). Needs the teacher's folder (read when the run starts, after the suite's teachers exist)."""
+    run whose cache would hold the same outputs -- the same taps and teacher layers, training texts, max_length,
+    dtype and the teacher pass's precision (teacher_cache.runtime torch-bf16) -- shares it, across seeds, grid
+    points and entries (KD with a 6- and a 3-layer student: one logits cache). Needs the teacher's folder (read when the run starts, after the suite's teachers exist)."""
     import hashlib
 
     from transformers import AutoConfig
@@ -358,7 +364,7 @@ def summarise(suite: Suite, runs: list[dict]) -> dict:
         main = items[0][1]["main_metric"]
         values = [100 * m["dev"][main] for _, m in items]
         mean, sd = mean_std(values)
-        teacher = teachers.get(items[0][0]["teacher"])
+        teacher = teachers.get(items[0][0]["teacher"] or _task_teacher(suite, task))
         pct = f"{100 * mean / (100 * teacher['dev'][main]):.1f}%" if teacher else ""
         ood_cells = []
         for o in oods:
@@ -395,6 +401,12 @@ def summarise(suite: Suite, runs: list[dict]) -> dict:
             w.writerows(csv_rows)
     return {"runs": len(runs), "done": sum(len(v) for v in groups.values()), "best": best,
             "summary": str(out / "summary.md")}
+
+
+def _task_teacher(suite: Suite, task: str) -> str | None:
+    """The teacher a run without one (FT) is compared with: the suite's only teacher of its task, if one."""
+    names = [name for name, t in suite.teachers.items() if t.task == task]
+    return names[0] if len(names) == 1 else None
 
 
 def _reference_cells(refs: dict, key: str | None, task: str, items: list, teacher: dict | None) -> list[str]:
