@@ -104,12 +104,13 @@ if mtasks:
                                                         if seeds[t][i][1] else "" for t in mtasks] for i in range(3)]
     rows += [[label] + [mean_cell([pct(r["dev"], main[t]) for r in runs(t, m)]) for t in mtasks] for label, m in multi]
     print(markdown_table(["model"] + [f"{t} ({main[t]})" for t in mtasks], rows))
-mp = load(troot / "mpnet-rte/metrics.json")
-if mp and runs("rte", "kd-mpnet"):
-    print("\n### 5.5 A better teacher with another tokenizer (RTE, 3-layer MiniLM students)\n")
-    rows = [["teacher MiniLM-L6 (6 x 384)", f"{pct(teachers['rte']['dev'], 'accuracy'):.2f}"],
-            ["teacher MPNet-12 (12 x 768)", f"{pct(mp['dev'], 'accuracy'):.2f}"]]
-    rows += [[label, mean_cell([pct(r["dev"], "accuracy") for r in runs("rte", m)])]
+ptasks = [t for t in ("rte", "mrpc") if load(troot / f"mpnet-{t}/metrics.json") and runs(t, "kd-mpnet")]
+if ptasks:
+    print("\n### 5.5 A better teacher with another tokenizer (3-layer MiniLM students)\n")
+    mp = {t: load(troot / f"mpnet-{t}/metrics.json") for t in ptasks}
+    rows = [["teacher MiniLM-L6 (6 x 384)"] + [f"{pct(teachers[t]['dev'], main[t]):.2f}" for t in ptasks],
+            ["teacher MPNet-12 (12 x 768)"] + [f"{pct(mp[t]['dev'], main[t]):.2f}" for t in ptasks]]
+    rows += [[label] + [mean_cell([pct(r["dev"], main[t]) for r in runs(t, m)]) for t in ptasks]
              for label, m in (("KD from MiniLM-L6", "kd"), ("KD from MPNet-12", "kd-mpnet"),
                               ("KD from MPNet-12 + MiniLM-L6 (average)", "kd-mpnet+minilm"))]
-    print(markdown_table(["model", "RTE dev accuracy"], rows))
+    print(markdown_table(["model"] + [f"{t} ({main[t]})" for t in ptasks], rows))

@@ -62,11 +62,12 @@ for seed in $SEEDS; do
     multi_teacher "$task" "$seed"
   done
   # a better teacher with another tokenizer (MPNet-12), alone and beside the MiniLM teacher, where it exists
-  if [ -f "$T/mpnet-rte/metrics.json" ]; then
-    job "$OUT/rte/kd-mpnet-s$seed" distill recipes/kd.yaml --task rte --seed "$seed" --teacher "$T/mpnet-rte/model" \
-      --set teacher_cache.dir="$OUT/cache/rte-mpnet"
-    job "$OUT/rte/kd-mpnet+minilm-s$seed" distill recipes/kd.yaml --task rte --seed "$seed" --set teacher=null \
-      --set "teachers=[{model: $T/mpnet-rte/model, name: mpnet, cache: $OUT/cache/rte-mpnet}, {model: $T/minilm-rte/model, name: minilm, cache: $OUT/cache/rte-minilm}]"
-  fi
+  for task in rte mrpc; do
+    [ -f "$T/mpnet-$task/metrics.json" ] || continue
+    job "$OUT/$task/kd-mpnet-s$seed" distill recipes/kd.yaml --task "$task" --seed "$seed" --teacher "$T/mpnet-$task/model" \
+      --set teacher_cache.dir="$OUT/cache/$task-mpnet"
+    job "$OUT/$task/kd-mpnet+minilm-s$seed" distill recipes/kd.yaml --task "$task" --seed "$seed" --set teacher=null \
+      --set "teachers=[{model: $T/mpnet-$task/model, name: mpnet, cache: $OUT/cache/$task-mpnet}, {model: $T/minilm-$task/model, name: minilm, cache: $OUT/cache/$task-minilm}]"
+  done
 done
 echo "=== all done $(date -u +%H:%M:%S)"
