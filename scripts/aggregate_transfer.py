@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Summarise results/transfer (scripts/transfer_results.sh) as the markdown of docs/results.md section 5:
+"""Summarise results/transfer (scripts/transfer_results.sh) as the markdown of docs/results.md section 6:
 3-layer students on each transfer set, dev metric x 100, mean ± sd over seeds (seeds in brackets), and
 the seconds of generation and of training.
     .venv/bin/python scripts/aggregate_transfer.py [results/transfer] [results/teachers]"""

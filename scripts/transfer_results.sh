@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# docs/results.md section 5 (transfer sets): 3-layer MiniLM students (layers 2, 4, 6) of a MiniLM-L6 teacher,
+# docs/results.md section 6 (transfer sets): 3-layer MiniLM students (layers 2, 4, 6) of a MiniLM-L6 teacher,
 # KD on the training rows vs KD on rows + Tang-augmented / TinyBERT-style-augmented rows vs KD + adversarial
 # rows vs data-free KD (no real row) vs two-stage TinyBERT (general + task). Resumable: a run whose
 # metrics.json is in runs/ or results/ is skipped; finished runs are copied to results/ (scripts/keep_results.sh).
