@@ -40,8 +40,9 @@ for label, m in METHODS:
     cells = []
     for s in sets:
         rs = runs(s, m)
-        cells.append(f"{statistics.median(r['train_seconds'] for r in rs):.0f} ({rs[0]['train_rows']:,} rows)"
-                     if rs else "")
+        what = (f"{rs[0]['train_rows']:,} rows" if "train_rows" in rs[0] else  # two stages: each one's seconds
+                " + ".join(f"{st['name']} {st['train_seconds']:.0f} s" for st in rs[0].get("stages", []))) if rs else ""
+        cells.append(f"{statistics.median(r['train_seconds'] for r in rs):.0f} ({what})" if rs else "")
     rows.append([label] + cells)
 print("\nTraining seconds (median over seeds; rows seen per epoch in brackets; one thread beside other jobs):\n")
 print(markdown_table(["method"] + sets, rows))
