@@ -21,12 +21,14 @@ def load(path: Path) -> dict | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
+def seed_files(task: str, method: str, name: str) -> list[dict]:
+    """``name`` (a JSON file) of each seed's run of ``method`` (folders ``<method>-s<seed>``), where present."""
+    return [json.loads(f.read_text()) for f in sorted((root / task).glob(f"{method}-s*/{name}"))
+            if re.fullmatch(re.escape(method) + r"-s\d+", f.parent.name)]
+
+
 def runs(task: str, method: str) -> list[dict]:
-    out = []
-    for f in sorted((root / task).glob(f"{method}-s*/metrics.json")):
-        if re.fullmatch(re.escape(method) + r"-s\d+", f.parent.name):
-            out.append(json.loads(f.read_text()))
-    return out
+    return seed_files(task, method, "metrics.json")
 
 
 def pct(m: dict, metric: str) -> float:
@@ -35,13 +37,8 @@ def pct(m: dict, metric: str) -> float:
 
 def ood(task: str, method: str, model: str = "model", name: str = "imdb") -> list[float]:
     """Out-of-domain accuracy x 100 of each seed's ``model`` (scripts/ood_results.py), where evaluated."""
-    out = []
-    for f in sorted((root / task).glob(f"{method}-s*/ood-by-model.json")):
-        if re.fullmatch(re.escape(method) + r"-s\d+", f.parent.name):
-            got = json.loads(f.read_text()).get(model, {}).get(name)
-            if got:
-                out.append(100 * got["accuracy"])
-    return out
+    return [100 * got["accuracy"] for got in (d.get(model, {}).get(name)
+                                               for d in seed_files(task, method, "ood-by-model.json")) if got]
 
 
 teachers = {t: load(troot / name / "metrics.json") for t, name in TASKS.items()}

@@ -159,8 +159,10 @@ def load_suite(path: str) -> Suite:
     keys = {k for k, _ in load_reference(suite.reference)} if suite.reference else set()
     for i, entry in enumerate(suite.runs):
         if entry.reference is not None and entry.reference not in keys:
+            where = (f"the reference file {suite.reference}" if suite.reference
+                     else "a reference file (the suite names none)")
             raise TextDistillError(f"{path}: runs[{i}] ({entry.name}).reference: '{entry.reference}' is not a key of "
-                                   f"{'the reference file ' + suite.reference if suite.reference else 'a reference file (the suite names none)'}")
+                                   f"{where}")
     for task, others in suite.ood.items():
         get_task(task)
         for t in others:
@@ -243,13 +245,14 @@ def cache_folder(suite: Suite, run: dict, recipe) -> str:
     """The teacher-output cache of a ``cache: true`` run: one per (task, teacher, what the cache holds), so every
     run whose cache would hold the same outputs -- the same taps and teacher layers, training texts, max_length,
     dtype and the teacher pass's precision (teacher_cache.runtime torch-bf16) -- shares it, across seeds, grid
-    points and entries (KD with a 6- and a 3-layer student: one logits cache). Needs the teacher's folder (read when the run starts, after the suite's teachers exist)."""
+    points and entries (KD with a 6- and a 3-layer student: one logits cache). Needs the teacher's folder (read
+    when the run starts, after the suite's teachers exist)."""
     import hashlib
 
     from transformers import AutoConfig
 
     from .models.loading import resolve_model_path
-    from .schemes.cache import PRECISION, cache_plan
+    from .schemes.cache import cache_plan, precision_key
     from .train import student_depth
 
     n_teacher = AutoConfig.from_pretrained(resolve_model_path(recipe.teacher)).num_hidden_layers
@@ -258,8 +261,7 @@ def cache_folder(suite: Suite, run: dict, recipe) -> str:
     holds = {"taps": cache_plan(recipe.terms, n_teacher, n_student), "data": recipe.data.model_dump(),
              "transfer": recipe.transfer.model_dump(), "max_length": recipe.train.max_length,
              "dtype": recipe.teacher_cache.dtype}
-    if recipe.teacher_cache.runtime in PRECISION:  # (outputs of another precision: another cache)
-        holds["teacher_precision"] = PRECISION[recipe.teacher_cache.runtime]
+    holds.update(precision_key(recipe.teacher_cache.runtime))  # (outputs of another precision: another cache)
     digest = hashlib.sha256(json.dumps(holds, sort_keys=True, default=str).encode()).hexdigest()[:10]
     return str(Path(suite.out) / "cache" / f"{run['task']}-{run['teacher']}-{digest}")
 

@@ -88,12 +88,14 @@ def cache_key(*, teacher: str, tokenizer, examples, max_length: int, plan: dict,
               runtime: str = "onnx") -> dict:
     """What a cache holds. ``runtime`` enters it only where it changes the outputs' precision (``torch-bf16``):
     ONNX Runtime and PyTorch in fp32 give the same outputs (checked within ``ONNX_TOL`` when the cache is built)."""
-    key = {"version": VERSION, "teacher": teacher_fingerprint(teacher), "tokenizer": tokenizer_fingerprint(tokenizer),
-           "train_texts": examples_fingerprint(examples), "rows": len(examples), "max_length": max_length,
-           "taps": plan, "dtype": dtype}
-    if runtime in PRECISION:
-        key["teacher_precision"] = PRECISION[runtime]
-    return key
+    return {"version": VERSION, "teacher": teacher_fingerprint(teacher), "tokenizer": tokenizer_fingerprint(tokenizer),
+            "train_texts": examples_fingerprint(examples), "rows": len(examples), "max_length": max_length,
+            "taps": plan, "dtype": dtype, **precision_key(runtime)}
+
+
+def precision_key(runtime: str) -> dict:
+    """What a cache's key (and a suite's cache folder) adds for a runtime whose outputs are not fp32's."""
+    return {"teacher_precision": PRECISION[runtime]} if runtime in PRECISION else {}
 
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -207,16 +209,15 @@ def build_cache(folder: Path, *, teacher_model, key: dict, data, tokenizer, batc
         store[tap] = torch.empty(n, len(layers), teacher_model.config.hidden_size, dtype=dtype)
     teacher_model.eval()
     loader = eval_loader(data, tokenizer, batch_size)  # (shortest rows first)
-    torch_run = _torch_runner(teacher_model, plan)
-    run, used, extra = torch_run, "torch", {}
-    if runtime == "torch-bf16":
+    bf16 = runtime == "torch-bf16"
+    torch_run = (_bf16_runner if bf16 else _torch_runner)(teacher_model, plan)
+    run, used, extra = torch_run, "torch-bf16" if bf16 else "torch", {}
+    if bf16:
         from ..train import bf16_native
 
         if next(teacher_model.parameters()).device.type == "cpu" and not bf16_native():
             log.warning("teacher_cache.runtime torch-bf16: this CPU has no native bf16 (avx512_bf16 / amx_bf16); "
                         "the pass will be slower than fp32 (runtime: onnx)")
-        torch_run = run = _bf16_runner(teacher_model, plan)
-        used = "torch-bf16"
     with tempfile.TemporaryDirectory(prefix="textdistill-onnx-") as work:
         if runtime == "onnx" and next(teacher_model.parameters()).device.type != "cpu":
             log.info("teacher cache: the teacher is on %s; it runs there in PyTorch (ONNX Runtime here is for "
