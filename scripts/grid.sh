@@ -3,7 +3,9 @@
 #                                   OMP_NUM_THREADS says otherwise), GLUE (argument 1, default ../shared/data/glue)
 #                                   and SEEDS (argument 2, default 1 2 3), and defines job:
 #   job OUTPUT COMMAND RECIPE ARGS...   runs `textdistill COMMAND -r RECIPE -o OUTPUT ...` unless its metrics.json
-#                                       is in runs/ or kept in results/; keeps the metrics (keep_results.sh)
+#                                       is in runs/ or kept in results/; keeps the metrics (keep_results.sh);
+#                                       an interrupted run (or chain) with a checkpoint is resumed, even across
+#                                       code versions (its metrics.json records both), any other one restarts
 # Progress bars are filtered out of the log. KEEP lists the runs/ folders to keep (default: all grids).
 scripts/setup.sh
 export HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
@@ -13,8 +15,11 @@ job() {
   local out=$1 cmd=$2 recipe=$3; shift 3
   [ -f "$out/metrics.json" ] || [ -f "results/${out#runs/}/metrics.json" ] && return
   [ -f "$recipe" ] || { echo "skip $out ($recipe absent)"; return; }
-  echo "=== $out $(date -u +%H:%M:%S)"
-  .venv/bin/textdistill "$cmd" -r "$recipe" -o "$out" --data-dir "$GLUE" --overwrite "$@" 2>&1 | tr '\r' '\n' \
+  local mode=(--overwrite)
+  .venv/bin/python -c 'import sys; from textdistill.train import resumable; sys.exit(not resumable(sys.argv[1]))' \
+    "$out" && mode=(--resume --resume-any-version)
+  echo "=== $out $(date -u +%H:%M:%S) ${mode[*]}"
+  .venv/bin/textdistill "$cmd" -r "$recipe" -o "$out" --data-dir "$GLUE" "${mode[@]}" "$@" 2>&1 | tr '\r' '\n' \
     | grep -v -E '^\s*(epoch|evaluate|augment|teacher cache)[^:]*:\s+[0-9]+%' || true
   [ -f "$out/metrics.json" ] || echo "FAILED $out"
   scripts/keep_results.sh ${KEEP:-} > /dev/null

@@ -134,3 +134,49 @@ def test_sigterm_keeps_the_partial_run(tiny_teacher_run, tiny_bert, tmp_path):
     assert proc.returncode == 130, err
     assert "continue it with the same command and --resume" in err.strip().splitlines()[-1]
     assert not out.exists() and (tmp_path / ".t.partial" / "checkpoint").is_dir()
+
+
+def test_an_interrupted_chain_keeps_its_finished_links_and_resumes(tiny_teacher_run, tiny_bert, tmp_path,
+                                                                   monkeypatch, capsys):
+    """Born-again, 2 generations of 26 steps: stopped at step 8 of generation 2 (its checkpoint at step 6),
+    resumed: generation 1 is kept, generation 2 continues, and both equal an uninterrupted chain's."""
+    d = tiny_teacher_run
+
+    def args(out, *more):
+        return ["distill", "-r", "recipes/born-again.yaml", "-o", str(out), "--data-dir", str(d / "sst2"),
+                "--teacher", str(d / "teacher" / "model"), "--set", f"student.init={tiny_bert}", *FAST, *more]
+    assert main(args(tmp_path / "full")) == 0
+    out, tmp = tmp_path / "cut", tmp_path / ".cut.partial"
+    with monkeypatch.context() as m:
+        _interrupt_at(m, 26 + 8)
+        assert main(args(out)) == 130
+    assert "the chain's finished links and last checkpoint are kept" in capsys.readouterr().err
+    assert (tmp / "gen-1" / "metrics.json").is_file() and not out.exists()
+    assert json.loads((tmp / ".gen-2.partial" / "checkpoint" / "state.json").read_text())["progress"]["step"] == 6
+    gen1 = (tmp / "gen-1" / "model" / "model.safetensors").stat().st_mtime_ns
+    # a recipe that would make another generation 1 is refused, and the partial chain is left alone
+    assert main([*args(out, "--set", "train.lr=1e-3"), "--resume"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "gen-1 was made with another recipe (first difference: 'lr: " in err, err
+    assert (tmp / "gen-1" / "metrics.json").is_file() and (tmp / ".gen-2.partial" / "checkpoint").is_dir()
+    assert main([*args(out), "--resume"]) == 0
+    assert (out / "gen-1" / "model" / "model.safetensors").stat().st_mtime_ns == gen1  # kept, not retrained
+    assert "resuming at epoch" in (out / "gen-2" / "train.log").read_text()
+    for g in ("gen-1", "gen-2"):
+        _same_run(tmp_path / "full" / g, out / g)
+    summary = json.loads((out / "metrics.json").read_text())
+    assert summary["resumed"] is True and summary["dev"] == json.loads((tmp_path / "full" / "metrics.json").read_text())["dev"]
+    assert json.loads((out / "gen-2" / "metrics.json").read_text())["teacher"] == str(out / "gen-1" / "model")
+    assert not tmp.exists()
+
+
+def test_a_chain_interrupted_before_any_checkpoint_leaves_nothing(tiny_teacher_run, tiny_bert, tmp_path,
+                                                                  monkeypatch, capsys):
+    d = tiny_teacher_run
+    out = tmp_path / "c"
+    with monkeypatch.context() as m:
+        _interrupt_at(m, 2)
+        assert main(["distill", "-r", "recipes/born-again.yaml", "-o", str(out), "--data-dir", str(d / "sst2"),
+                     "--teacher", str(d / "teacher" / "model"), "--set", f"student.init={tiny_bert}", *FAST]) == 130
+    assert "interrupted (nothing was written)" in capsys.readouterr().err
+    assert not out.exists() and not (tmp_path / ".c.partial").exists()

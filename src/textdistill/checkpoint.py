@@ -105,10 +105,15 @@ def read(folder: Path, recipe_text: str, where: str, any_version: bool = False) 
                                f"{state.get('code')}, now {code_hash()}); start it again, or accept the mix with "
                                f"--resume-any-version")
     if state.get("recipe") != recipe_text:
-        old, new = state.get("recipe", "").splitlines(), recipe_text.splitlines()
-        diff = next((f"'{a.strip()}' -> '{b.strip()}'" for a, b in zip(old, new) if a != b), "its length")
-        raise TextDistillError(f"--resume: {where} was started with another recipe (first difference: {diff})")
+        raise TextDistillError(f"--resume: {where} was started with another recipe (first difference: "
+                               f"{first_difference(state.get('recipe', ''), recipe_text)})")
     return state, tensors
+
+
+def first_difference(old: str, new: str) -> str:
+    """The first line where two recipes differ, as ``'old' -> 'new'`` (or "its length")."""
+    a, b = old.splitlines(), new.splitlines()
+    return next((f"'{x.strip()}' -> '{y.strip()}'" for x, y in zip(a, b) if x != y), "its length")
 
 
 def restore(state: dict, tensors: dict, *, modules: dict, optimizer, scheduler) -> torch.Tensor:

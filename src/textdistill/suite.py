@@ -269,7 +269,7 @@ def cache_folder(suite: Suite, run: dict, recipe) -> str:
 def run_suite(path: str, only: str | None = None, dry_run: bool = False, tasks: list[str] | None = None,
               seeds: list[int] | None = None) -> dict:
     from .recipe import dump_recipe, load_recipe
-    from .train import run
+    from .train import resumable, run
 
     suite = load_suite(path)
     everything = plan(suite)
@@ -300,7 +300,7 @@ def run_suite(path: str, only: str | None = None, dry_run: bool = False, tasks: 
         if not (folder / "metrics.json").is_file():
             sets = [("task", t.task)] + ([("data.dir", suite.data_dir)] if suite.data_dir else []) + list(t.set.items())
             log.info("suite: fine-tuning teacher %s", name)
-            run(load_recipe(t.recipe, sets), folder, overwrite=True, resume=_resumable(folder))
+            run(load_recipe(t.recipe, sets), folder, overwrite=True, resume=resumable(folder))
     for r, recipe in zip(runs, recipes):
         if (r["out"] / "metrics.json").is_file():
             continue
@@ -308,7 +308,7 @@ def run_suite(path: str, only: str | None = None, dry_run: bool = False, tasks: 
         if r["entry"].cache and recipe.teacher:
             recipe.teacher_cache.dir = cache_folder(suite, r, recipe)
         distill = bool(recipe.teacher or recipe.teachers or recipe.scheme != "offline")
-        run(recipe, r["out"], overwrite=True, distill=distill, resume=_resumable(r["out"]))
+        run(recipe, r["out"], overwrite=True, distill=distill, resume=resumable(r["out"]))
     # the summary covers every finished run of the suite, not only those of this call (--only, --task)
     summary = summarise(suite, everything)
     for (entry, task), best in summary["best"].items():
@@ -316,12 +316,6 @@ def run_suite(path: str, only: str | None = None, dry_run: bool = False, tasks: 
         (Path(suite.out) / f"best-{entry}-{task}.yaml").write_text(
             dump_recipe(load_recipe(r["entry"].recipe, _overrides(suite, r))))
     return summary
-
-
-def _resumable(out: Path) -> bool:
-    from .checkpoint import FOLDER
-
-    return (out.parent / f".{out.name}.partial" / FOLDER).is_dir() and not out.exists()
 
 
 def _ood(suite: Suite, r: dict, metrics: dict) -> dict:

@@ -7,7 +7,8 @@ says what one step's loss parts are, how to evaluate and what to save; the *term
 (``knowledge/terms.py``) say what a method compares. This loop steps, logs, evaluates and saves without
 knowing either. The run writes into a hidden ``.<out>.partial`` folder and renames it to ``<out>``
 only when everything succeeded. ``generations: N`` (born-again networks) chains N runs, each
-generation the teacher of the next.
+generation the teacher of the next; ``stages:`` chains a general and a task distillation. An interrupted
+chain keeps its finished links and the interrupted link's checkpoint: ``--resume`` continues it.
 """
 from __future__ import annotations
 
@@ -88,15 +89,14 @@ def run(recipe: Recipe, out_dir: str | os.PathLike, overwrite: bool = False, dis
     """Train (distil, or fine-tune when the recipe has no teacher); returns metrics. With
     ``generations: N`` the run is repeated N times, each generation taught by the one before
     (``<out>/gen-1`` ... ``<out>/gen-N``, and a ``metrics.json`` over them)."""
-    if resume and (recipe.stages or recipe.generations > 1):
-        raise TextDistillError("--resume: continues one run; chains of runs (stages, generations) start again")
     if recipe.stages or recipe.generations > 1:
         dist.single_process("stages / generations")
+    chain = {"resume": resume, "any_version": any_version}
     if recipe.stages:
-        return _stages(recipe, out_dir, overwrite, distill)
+        return _stages(recipe, out_dir, overwrite, distill, **chain)
     check_command(recipe, distill)
     if recipe.generations > 1:
-        return _generations(recipe, out_dir, overwrite)
+        return _generations(recipe, out_dir, overwrite, **chain)
     from accelerate.utils import set_seed
     from tqdm.auto import tqdm
 
@@ -152,17 +152,38 @@ class Interrupted(KeyboardInterrupt):
     """An interrupted run whose checkpoint was kept (the message says where)."""
 
 
-def _chain(out_dir, overwrite: bool, names: list[str], make, finish=None) -> dict:
+def resumable(out_dir) -> bool:
+    """Whether ``out_dir`` is an interrupted run that ``--resume`` continues: its ``.partial`` holds a
+    checkpoint, or (a chain of runs) a finished link or an interrupted link's checkpoint."""
+    out = Path(out_dir)
+    tmp = out.parent / f".{out.name}.partial"
+    if out.exists() or not tmp.is_dir():
+        return False
+    ck = f"{checkpoint.FOLDER}*"
+    return any(tmp.glob(ck)) or any(tmp.glob("*/metrics.json")) or any(tmp.glob(f".*.partial/{ck}"))
+
+
+def _chain(out_dir, overwrite: bool, names: list[str], make, finish=None, resume: bool = False,
+           any_version: bool = False) -> dict:
     """Runs that build on each other (born-again generations, two-stage distillation): ``make(name, done)``
     gives the recipe of link ``name`` from ``done`` (the model folders of the links before it); each link is
-    a complete run in ``<out>/<name>``; ``finish`` may reshape the summary (``<out>/metrics.json``). All links are written into ``.<out>.partial`` and renamed together,
-    and the paths inside their metrics and recipes are rewritten to where the models end up."""
-    out, tmp = prepare_output(out_dir, overwrite)
+    a complete run in ``<out>/<name>``; ``finish`` may reshape the summary (``<out>/metrics.json``). All links
+    are written into ``.<out>.partial`` and renamed together, and the paths inside their metrics and recipes
+    are rewritten to where the models end up. Interrupted after a link finished or a checkpoint was written,
+    the partial chain is kept; ``resume`` keeps its finished links (their recipes must be the ones the chain
+    makes now) and continues the interrupted one from its checkpoint."""
+    out, tmp = prepare_output(out_dir, overwrite, resume=resume)
     try:
         done, results = {}, []
         for name in names:
-            m = run(make(name, done), tmp / name)
-            done[name] = str(tmp / name / "model")
+            r, link = make(name, done), tmp / name
+            if resume and (link / "metrics.json").is_file():
+                _check_finished_link(link, r)
+                log.info("%s: finished before the interruption, kept", link.name)
+                m = json.loads((link / "metrics.json").read_text())
+            else:
+                m = run(r, link, overwrite=True, resume=resume and resumable(link), any_version=any_version)
+            done[name] = str(link / "model")
             results.append((name, m))
         for name, m in results:
             for f in (tmp / name / "metrics.json", tmp / name / "recipe.yaml"):
@@ -172,16 +193,36 @@ def _chain(out_dir, overwrite: bool, names: list[str], make, finish=None) -> dic
                    "dev": results[-1][1]["dev"], "links": [{"name": n, "teacher": m.get("teacher"), "dev": m["dev"],
                                                           "train_seconds": m["train_seconds"]} for n, m in results],
                    "train_seconds": round(sum(m["train_seconds"] for _, m in results), 1)}
+        if resume:
+            summary["resumed"] = True
         summary = finish(summary) if finish else summary
         (tmp / "metrics.json").write_text(json.dumps(summary, indent=2) + "\n")
         commit_output(tmp, out)
+    except KeyboardInterrupt:
+        if resumable(out):
+            raise Interrupted(f"interrupted; the chain's finished links and last checkpoint are kept in {tmp}: "
+                              f"continue it with the same command and --resume") from None
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    except TextDistillError:
+        if not resume:  # a refused --resume leaves the partial chain alone
+            shutil.rmtree(tmp, ignore_errors=True)
+        raise
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return summary
 
 
-def _generations(recipe: Recipe, out_dir, overwrite: bool) -> dict:
+def _check_finished_link(link: Path, recipe: Recipe) -> None:
+    """A finished link is kept by ``--resume`` only if the chain would make the same recipe now."""
+    old, new = (link / "recipe.yaml").read_text(), dump_recipe(recipe)
+    if old != new:
+        raise TextDistillError(f"--resume: {link} was made with another recipe (first difference: "
+                               f"{checkpoint.first_difference(old, new)})")
+
+
+def _generations(recipe: Recipe, out_dir, overwrite: bool, **chain) -> dict:
     """Born-again networks (Furlanello et al. 2018): generation 1 learns from the recipe's teacher,
     generation g+1 from generation g; all share the student's architecture and initialisation."""
     if recipe.scheme != "offline" or not recipe.teacher:
@@ -202,10 +243,10 @@ def _generations(recipe: Recipe, out_dir, overwrite: bool) -> dict:
         links = summary.pop("links")
         return {"method": recipe.method, **summary,
                 "generations": [dict(link, generation=g) for g, link in enumerate(links, 1)]}
-    return _chain(out_dir, overwrite, names, make, finish)
+    return _chain(out_dir, overwrite, names, make, finish, **chain)
 
 
-def _stages(recipe: Recipe, out_dir, overwrite: bool, distill: bool | None) -> dict:
+def _stages(recipe: Recipe, out_dir, overwrite: bool, distill: bool | None, **chain) -> dict:
     """Two-stage (or n-stage) distillation, TinyBERT-style: general distillation on unlabelled text, then
     task distillation starting from its student (``student.init: "@general"``). Every stage's recipe,
     data and scheme are checked before the first one runs."""
@@ -224,7 +265,7 @@ def _stages(recipe: Recipe, out_dir, overwrite: bool, distill: bool | None) -> d
     def finish(summary):
         return {"method": recipe.method, **summary, "stages": summary.pop("links")}
     return _chain(out_dir, overwrite, [n for n, _ in stages],
-                  lambda name, done: resolve_references(dict(stages)[name], done), finish)
+                  lambda name, done: resolve_references(dict(stages)[name], done), finish, **chain)
 
 
 def student_depth(recipe: Recipe) -> int:
