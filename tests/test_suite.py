@@ -94,8 +94,14 @@ def test_an_interrupted_suite_run_is_resumed(tiny_teacher_run, tiny_bert, tmp_pa
     capsys.readouterr()
     assert main(["suite", str(path), "--dry-run"]) == 0
     assert "todo" in capsys.readouterr().out
-    assert main(["suite", str(path), "--only", "ft"]) == 0
-    assert json.loads((tmp_path / "out" / "sst2" / "ft-s1" / "metrics.json").read_text())["resumed"] is True
+    # a checkpoint of other code: refused with one line, unless --resume-any-version (recorded)
+    state = tmp_path / "out" / "sst2" / ".ft-s1.partial" / "checkpoint" / "state.json"
+    state.write_text(json.dumps({**json.loads(state.read_text()), "code": "0123456789abcdef"}))
+    assert main(["suite", str(path), "--only", "ft"]) == 2
+    assert "was written by another version of textdistill" in capsys.readouterr().err
+    assert main(["suite", str(path), "--only", "ft", "--resume-any-version"]) == 0
+    m = json.loads((tmp_path / "out" / "sst2" / "ft-s1" / "metrics.json").read_text())
+    assert m["resumed"] is True and m["resumed_across_code"][0] == "0123456789abcdef"
 
 
 def test_bad_suite_files(tiny_teacher_run, tiny_bert, tmp_path, capsys):

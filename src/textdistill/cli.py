@@ -312,7 +312,7 @@ def _suite(args) -> int:
 
     single_process("textdistill suite")
     print(json.dumps(describe(run_suite(args.suite, only=args.only, dry_run=args.dry_run, tasks=args.task,
-                                        seeds=args.seed))))
+                                        seeds=args.seed, any_version=args.resume_any_version))))
     return 0
 
 
@@ -442,6 +442,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true", help="list the runs (done / todo) and stop")
     p.add_argument("--seed", type=int, action="append", metavar="SEED",
                    help="run only this seed's runs (repeatable): e.g. one seed of everything first")
+    p.add_argument("--resume-any-version", action="store_true",
+                   help="continue interrupted runs even from checkpoints of other textdistill code (recorded in "
+                        "their metrics)")
     p.set_defaults(fn=_suite)
     p = sub.add_parser("layer-map", help="show which teacher layer each student layer learns from")
     p.add_argument("--strategy", required=True, help="a map name, or 'all'")

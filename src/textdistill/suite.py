@@ -25,8 +25,9 @@ A suite file::
                                          #   row keyed "teacher" is its teacher); an entry's `reference: KEY`
                                          #   puts the paper's % of teacher beside the run's, in that metric
 
-A run whose ``metrics.json`` exists is skipped; an interrupted one (a ``.partial`` with a checkpoint)
-continues with ``--resume``. The summary (``<out>/summary.md``, ``summary.csv``) holds, per task and entry
+A run whose ``metrics.json`` exists is skipped; an interrupted one (a ``.partial`` with a checkpoint, or a
+chain's finished links) is resumed (from a checkpoint of other textdistill code only with
+``--resume-any-version``). The summary (``<out>/summary.md``, ``summary.csv``) holds, per task and entry
 (and grid point), the main dev metric as mean ± sd over seeds, % of the teacher (for a run without one, FT:
 of the suite's teacher of that task, if it has exactly one), parameters, seconds and the out-of-domain metrics;
 with a grid, the points ranked by mean dev metric and the best point's recipe (``<out>/best-<entry>-<task>.yaml``).
@@ -267,7 +268,7 @@ def cache_folder(suite: Suite, run: dict, recipe) -> str:
 
 
 def run_suite(path: str, only: str | None = None, dry_run: bool = False, tasks: list[str] | None = None,
-              seeds: list[int] | None = None) -> dict:
+              seeds: list[int] | None = None, any_version: bool = False) -> dict:
     from .recipe import dump_recipe, load_recipe
     from .train import resumable, run
 
@@ -300,7 +301,8 @@ def run_suite(path: str, only: str | None = None, dry_run: bool = False, tasks: 
         if not (folder / "metrics.json").is_file():
             sets = [("task", t.task)] + ([("data.dir", suite.data_dir)] if suite.data_dir else []) + list(t.set.items())
             log.info("suite: fine-tuning teacher %s", name)
-            run(load_recipe(t.recipe, sets), folder, overwrite=True, resume=resumable(folder))
+            run(load_recipe(t.recipe, sets), folder, overwrite=True, resume=resumable(folder),
+                any_version=any_version)
     for r, recipe in zip(runs, recipes):
         if (r["out"] / "metrics.json").is_file():
             continue
@@ -308,7 +310,7 @@ def run_suite(path: str, only: str | None = None, dry_run: bool = False, tasks: 
         if r["entry"].cache and recipe.teacher:
             recipe.teacher_cache.dir = cache_folder(suite, r, recipe)
         distill = bool(recipe.teacher or recipe.teachers or recipe.scheme != "offline")
-        run(recipe, r["out"], overwrite=True, distill=distill, resume=resumable(r["out"]))
+        run(recipe, r["out"], overwrite=True, distill=distill, resume=resumable(r["out"]), any_version=any_version)
     # the summary covers every finished run of the suite, not only those of this call (--only, --task)
     summary = summarise(suite, everything)
     for (entry, task), best in summary["best"].items():
