@@ -169,3 +169,31 @@ def test_multi_line_quoted_fields_are_valid(tmp_path, text):
     ex = load_examples(task, f)
     assert len(ex) == 2 and ex.labels == [1, 0]
     assert ex.text_a[0] == ("first line\nsecond line" if text.startswith("label") else "good film")
+
+
+def test_dev_rows_holds_out_a_seeded_dev_set(tmp_path):
+    """data.dev_rows: a dev set held out of the train file (QQP here has no dev file): disjoint from the
+    train rows, together all of them, the same rows for every recipe of the same sample_seed, and train_rows
+    samples only from the rest."""
+    from textdistill.data.splits import load_split
+    from textdistill.recipe import load_recipe
+
+    rows = [f"sentence number {i} .\t{i % 2}" for i in range(50)]
+    (tmp_path / "train.tsv").write_text("sentence\tlabel\n" + "\n".join(rows) + "\n")
+
+    def split(*sets):
+        r = load_recipe("recipes/ft.yaml", [("task", "sst2"), ("data.train", str(tmp_path / "train.tsv")), *sets])
+        return load_split(get_task("sst2"), r, "train"), load_split(get_task("sst2"), r, "dev")
+    train, dev = split(("data.dev_rows", 10))
+    assert len(dev) == 10 and len(train) == 40 and not set(dev.text_a) & set(train.text_a)
+    assert sorted(dev.text_a + train.text_a) == sorted(r.split("\t")[0] for r in rows)
+    assert dev.labels == [int(t.split()[2]) % 2 for t in dev.text_a]  # labels travel with their rows
+    assert "10 held-out rows" in dev.source and "minus 10 held-out" in train.source
+    assert split(("data.dev_rows", 10))[1].text_a == dev.text_a
+    assert split(("data.dev_rows", 10), ("data.sample_seed", 1))[1].text_a != dev.text_a
+    small, dev2 = split(("data.dev_rows", 10), ("data.train_rows", 15))
+    assert dev2.text_a == dev.text_a and len(small) == 15 and set(small.text_a) <= set(train.text_a)
+    with pytest.raises(TextDistillError, match=r"^data.dev_rows: 50 is not fewer than the 50 rows of"):
+        split(("data.dev_rows", 50))
+    with pytest.raises(TextDistillError, match=r"^data.dev_rows: holds the dev set out of the train file; drop"):
+        split(("data.dev_rows", 10), ("data.dev", str(tmp_path / "train.tsv")))

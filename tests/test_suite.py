@@ -43,10 +43,16 @@ def test_a_suite_runs_skips_and_summarises(tiny_teacher_run, tiny_bert, tmp_path
     assert [p.name for p in (out / "cache").iterdir()] == [Path(kd["teacher_cache"]).name]  # one, for both points
     summary = (out / "summary.md").read_text()
     table = [[c.strip() for c in line.split("|")[1:-1]] for line in summary.splitlines() if line.startswith("| sst2")]
+    t_acc = json.loads((out / "teachers" / "tiny" / "metrics.json").read_text())["dev"]["accuracy"]
+    # the teacher first, with its own out-of-domain figures (the students' OOD columns mean little without them)
+    t_ood = json.loads((out / "teachers" / "tiny" / "ood.json").read_text())
+    assert table[0][:6] == ["sst2", "teacher tiny", "-", "1", f"{100 * t_acc:.2f} (accuracy)", "100%"]
+    assert table[0][8:10] == [f"{100 * t_ood[o]['accuracy']:.2f}" for o in ("sst2", "sst2:train")]
+    assert table[0][8] == table[0][4].split()[0]  # OOD "sst2" is the dev file itself here
+    table = table[1:]
     assert [(r[1], r[2], r[3]) for r in table] == [("ft", "-", "2"), ("kd", "kd.temperature=2", "2"),
                                                    ("kd", "kd.temperature=5", "2")]
     assert all(r[5].endswith("%") for r in table)  # % of the teacher (FT: of the suite's teacher of its task)
-    t_acc = json.loads((out / "teachers" / "tiny" / "metrics.json").read_text())["dev"]["accuracy"]
     ft = [json.loads((out / "sst2" / f"ft-s{k}" / "metrics.json").read_text())["dev"]["accuracy"] for k in (1, 2)]
     assert table[0][5] == f"{100 * sum(ft) / 2 / t_acc:.1f}%"
     assert "grid points ranked by mean dev metric" in summary and "best recipe: best-kd-sst2.yaml" in summary
@@ -59,7 +65,7 @@ def test_a_suite_runs_skips_and_summarises(tiny_teacher_run, tiny_bert, tmp_path
     assert (out / "sst2" / "ft-s1" / "ood.json").is_file() and "OOD sst2" in summary
     assert set(json.loads((out / "sst2" / "ft-s1" / "ood.json").read_text())) == {"sst2", "sst2:train"}
     rows = (out / "summary.csv").read_text().splitlines()
-    assert len(rows) == 1 + 3 and rows[0].startswith("task,run,point,seeds,metric,mean,sd")
+    assert len(rows) == 1 + 1 + 3 and rows[0].startswith("task,run,point,seeds,metric,mean,sd")
     # a second call runs nothing
     import textdistill.train as train
 
@@ -235,6 +241,7 @@ def test_a_reference_puts_the_papers_share_of_its_teacher_beside_the_runs(tmp_pa
         f"{100 * paper[('ft-6', 'mrpc')] / paper[('teacher', 'mrpc')]:.1f}% (82.23 / 86.93)")
     assert rows["kd"]["paper_of_teacher"] == rows["kd"]["of_teacher_paper_metric"] == ""  # no reference named
     assert "paper (pkd-glue-dev): % of its teacher" in (out / "summary.md").read_text()
+    assert rows["teacher t"]["mean"] == "86.0" and rows["teacher t"]["paper_of_teacher"] == "teacher: 86.93 (accuracy)"
 
 
 def test_bad_references(tmp_path, capsys):

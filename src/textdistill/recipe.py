@@ -26,6 +26,7 @@ class DataCfg(_Strict):
     train: str | None = None  # explicit file paths win over dir
     dev: str | None = None
     train_rows: int | None = Field(None, gt=0)  # random sample of the train file (seeded by sample_seed)
+    dev_rows: int | None = Field(None, gt=0)  # hold out a random sample of the train file as the dev set
     sample_seed: int = 0
 
 

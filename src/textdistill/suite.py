@@ -27,8 +27,8 @@ A suite file::
 
 A run whose ``metrics.json`` exists is skipped; an interrupted one (a ``.partial`` with a checkpoint, or a
 chain's finished links) is resumed (from a checkpoint of other textdistill code only with
-``--resume-any-version``). The summary (``<out>/summary.md``, ``summary.csv``) holds, per task and entry
-(and grid point), the main dev metric as mean ± sd over seeds, % of the teacher (for a run without one, FT:
+``--resume-any-version``). The summary (``<out>/summary.md``, ``summary.csv``) holds, per task, its teachers (dev and
+out-of-domain figures) and, per entry (and grid point), the main dev metric as mean ± sd over seeds, % of the teacher (for a run without one, FT:
 of the suite's teacher of that task, if it has exactly one), parameters, seconds and the out-of-domain metrics;
 with a grid, the points ranked by mean dev metric and the best point's recipe (``<out>/best-<entry>-<task>.yaml``).
 With a ``reference``, rows of entries that name a reference key also get the run's % of the teacher in the
@@ -358,6 +358,23 @@ def summarise(suite: Suite, runs: list[dict]) -> dict:
         header += ["% of teacher (paper's metric)", f"paper ({Path(suite.reference).stem}): % of its teacher"]
     entries = {e.name: e for e in suite.runs}
     rows, csv_rows, ranked, best = [], [], {}, {}
+    for name, m in sorted(teachers.items(), key=lambda x: (suite.teachers[x[0]].task, x[0])):
+        # each teacher first in its task's rows: its dev and out-of-domain figures are what the students keep
+        task = suite.teachers[name].task
+        main = m.get("main_metric") or next(iter(m["dev"]))
+        ood = _ood(suite, {"out": Path(suite.out) / "teachers" / name, "task": task}, m)
+        ood_cells = [f"{100 * ood[o][next(iter(ood[o]))]:.2f}" if o in ood else "" for o in oods]
+        ref_cells = ["", f"teacher: {100 * refs[('teacher', task)][1]:.2f} ({refs[('teacher', task)][0]})"
+                     if ("teacher", task) in refs else ""] if refs is not None else []
+        params, seconds = m.get("params_student"), m.get("train_seconds")
+        rows.append([task, f"teacher {name}", "-", 1, f"{100 * m['dev'][main]:.2f} ({main})", "100%",
+                     f"{params / 1e6:.1f}M" if params else "", f"{seconds:.0f}" if seconds else "", *ood_cells,
+                     *ref_cells])
+        csv_rows.append({"task": task, "run": f"teacher {name}", "point": "", "seeds": 1, "metric": main,
+                         "mean": round(100 * m["dev"][main], 4), "sd": 0.0, "of_teacher": "100%", "params": params,
+                         "train_seconds": seconds, **{f"ood_{o}": c for o, c in zip(oods, ood_cells)},
+                         **({"of_teacher_paper_metric": ref_cells[0], "paper_of_teacher": ref_cells[1]}
+                            if refs is not None else {})})
     for (task, entry, point), items in sorted(groups.items()):
         main = items[0][1]["main_metric"]
         values = [100 * m["dev"][main] for _, m in items]
@@ -379,6 +396,8 @@ def summarise(suite: Suite, runs: list[dict]) -> dict:
                          **({"of_teacher_paper_metric": ref_cells[0], "paper_of_teacher": ref_cells[1]}
                             if refs is not None else {})})
         ranked.setdefault((entry, task), []).append((mean, point, items[0][0]["point"], seconds))
+    order = sorted(range(len(rows)), key=lambda i: rows[i][0])  # by task, stable: teachers before their students
+    rows, csv_rows = [rows[i] for i in order], [csv_rows[i] for i in order]
     text = [f"# Suite {suite.out}\n", markdown_table(header, rows)] if rows else [f"# Suite {suite.out}\n", "no run done"]
     for (entry, task), points in sorted(ranked.items()):
         if len(points) < 2:
