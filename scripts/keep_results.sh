@@ -1,15 +1,16 @@
 #!/usr/bin/env bash
-# Copy the metrics of finished runs (runs/<grid>/**/metrics.json; provenance.json of generated sets; small
-# JSON) into results/, which is
+# Copy the metrics of finished runs (runs/<grid>/**/metrics.json, their out-of-domain ood.json; provenance.json
+# of generated sets; a suite's summary.md/.csv: small text) into results/, which is
 # committed: the result tables are regenerated from results/ on any machine, and the grid scripts skip a
 # run whose metrics are there. Models stay in runs/ (not committed).
-#   scripts/keep_results.sh [GRID ...]      (default: teachers schemes transfer)
+#   scripts/keep_results.sh [GRID ...]      (default: teachers schemes transfer and the suites' folders)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-for grid in "${@:-teachers schemes transfer}"; do
+for grid in "${@:-teachers schemes transfer suite-mpnet12 suite-qqp-paws}"; do
   for g in $grid; do
     [ -d "runs/$g" ] || continue
-    find "runs/$g" \( -name metrics.json -o -name provenance.json \) -not -path '*/.*' | while read -r f; do
+    find "runs/$g" \( -name metrics.json -o -name provenance.json -o -name ood.json -o -path "runs/$g/summary.*" \) \
+        -not -path '*/.*' | while read -r f; do
       dest="results/${f#runs/}"
       mkdir -p "$(dirname "$dest")"
       cp "$f" "$dest"

@@ -1,6 +1,7 @@
 """Suites: tasks x methods x seeds x grid in one command; finished runs skipped, interrupted ones resumed,
 teachers fine-tuned once, a ranked grid and the best recipe, out-of-domain columns, bad suite files."""
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -76,38 +77,48 @@ def test_a_suite_runs_skips_and_summarises(tiny_teacher_run, tiny_bert, tmp_path
     (out / "best-kd-sst2.yaml").unlink()
     assert main(["suite", str(path), "--only", "ft", "--task", "sst2"]) == 0
     assert (out / "summary.md").read_text() == summary and (out / "best-kd-sst2.yaml").is_file()
+    # --summary: the table and best recipes from the finished runs, nothing run
+    (out / "summary.md").unlink()
+    (out / "best-kd-sst2.yaml").unlink()
+    assert main(["suite", str(path), "--summary"]) == 0
+    assert (out / "summary.md").read_text() == summary and (out / "best-kd-sst2.yaml").is_file()
 
 
 def test_an_interrupted_suite_run_is_resumed(tiny_teacher_run, tiny_bert, tmp_path, capsys, monkeypatch):
+    """FT at seeds 1 and 2 (13 steps each): stopped at step 8 of seed 2 (its checkpoint at step 6). The summary
+    already holds seed 1 (rewritten after each run); the suite resumes seed 2."""
     from textdistill.schemes.offline import Offline
 
     d = tiny_teacher_run
-    path = _suite(tmp_path, d, tiny_bert, seeds=[1])
+    path = _suite(tmp_path, d, tiny_bert, seeds=[1, 2])
     s = yaml.safe_load(path.read_text())
-    s["runs"][0]["set"]["train.checkpoint_every"] = 3  # a checkpoint at step 6, the stop at step 8
+    s["runs"][0]["set"]["train.checkpoint_every"] = 3
     path.write_text(yaml.safe_dump(s))
     real, calls = Offline.loss_parts, []
 
     def stop_once(self, batch):
         calls.append(1)
-        if len(calls) == 8:
+        if len(calls) == 13 + 8:
             raise KeyboardInterrupt
         return real(self, batch)
     with monkeypatch.context() as m:
         m.setattr(Offline, "loss_parts", stop_once)
         assert main(["suite", str(path), "--only", "ft"]) == 130
-    assert (tmp_path / "out" / "sst2" / ".ft-s1.partial" / "checkpoint").is_dir()
+    out = tmp_path / "out" / "sst2"
+    assert (out / "ft-s1" / "metrics.json").is_file() and (out / ".ft-s2.partial" / "checkpoint").is_dir()
+    assert re.search(r"\| sst2 +\| ft +\| - +\| 1 +\|", (tmp_path / "out" / "summary.md").read_text())
     capsys.readouterr()
     assert main(["suite", str(path), "--dry-run"]) == 0
-    assert "todo" in capsys.readouterr().out
+    assert "todo " + str(out / "ft-s2") in capsys.readouterr().out
     # a checkpoint of other code: refused with one line, unless --resume-any-version (recorded)
-    state = tmp_path / "out" / "sst2" / ".ft-s1.partial" / "checkpoint" / "state.json"
+    state = out / ".ft-s2.partial" / "checkpoint" / "state.json"
     state.write_text(json.dumps({**json.loads(state.read_text()), "code": "0123456789abcdef"}))
     assert main(["suite", str(path), "--only", "ft"]) == 2
     assert "was written by another version of textdistill" in capsys.readouterr().err
     assert main(["suite", str(path), "--only", "ft", "--resume-any-version"]) == 0
-    m = json.loads((tmp_path / "out" / "sst2" / "ft-s1" / "metrics.json").read_text())
+    m = json.loads((out / "ft-s2" / "metrics.json").read_text())
     assert m["resumed"] is True and m["resumed_across_code"][0] == "0123456789abcdef"
+    assert re.search(r"\| sst2 +\| ft +\| - +\| 2 +\|", (tmp_path / "out" / "summary.md").read_text())
 
 
 def test_bad_suite_files(tiny_teacher_run, tiny_bert, tmp_path, capsys):

@@ -312,7 +312,8 @@ def _suite(args) -> int:
 
     single_process("textdistill suite")
     print(json.dumps(describe(run_suite(args.suite, only=args.only, dry_run=args.dry_run, tasks=args.task,
-                                        seeds=args.seed, any_version=args.resume_any_version))))
+                                        seeds=args.seed, any_version=args.resume_any_version,
+                                        summary_only=args.summary))))
     return 0
 
 
@@ -440,6 +441,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--task", action="append", metavar="TASK", help="run only this task's runs (repeatable); the "
                    "teachers of other tasks are not fine-tuned")
     p.add_argument("--dry-run", action="store_true", help="list the runs (done / todo) and stop")
+    p.add_argument("--summary", action="store_true", help="write <out>/summary.md and .csv from the finished runs "
+                   "(and their out-of-domain figures) and stop; a suite also rewrites them after each run")
     p.add_argument("--seed", type=int, action="append", metavar="SEED",
                    help="run only this seed's runs (repeatable): e.g. one seed of everything first")
     p.add_argument("--resume-any-version", action="store_true",

@@ -1,7 +1,7 @@
 """Suites: many runs from one file -- tasks x methods x seeds (x a hyper-parameter grid) -- resumable, with
 the teachers fine-tuned and their output caches built once, and one table at the end.
 
-    textdistill suite suites/example.yaml [--only NAME] [--task TASK ...] [--seed SEED ...] [--dry-run]
+    textdistill suite suites/example.yaml [--only NAME] [--task TASK ...] [--seed SEED ...] [--dry-run | --summary]
 
 A suite file::
 
@@ -268,8 +268,8 @@ def cache_folder(suite: Suite, run: dict, recipe) -> str:
 
 
 def run_suite(path: str, only: str | None = None, dry_run: bool = False, tasks: list[str] | None = None,
-              seeds: list[int] | None = None, any_version: bool = False) -> dict:
-    from .recipe import dump_recipe, load_recipe
+              seeds: list[int] | None = None, any_version: bool = False, summary_only: bool = False) -> dict:
+    from .recipe import load_recipe
     from .train import resumable, run
 
     suite = load_suite(path)
@@ -295,6 +295,8 @@ def run_suite(path: str, only: str | None = None, dry_run: bool = False, tasks: 
         for r in runs:
             print(f"{'done' if (r['out'] / 'metrics.json').is_file() else 'todo'} {r['out']}")
         return {"runs": len(runs)}
+    if summary_only:
+        return _summary_and_best(suite, everything)
     for name in sorted(needed):
         t = suite.teachers[name]
         folder = Path(suite.out) / "teachers" / name
@@ -311,7 +313,15 @@ def run_suite(path: str, only: str | None = None, dry_run: bool = False, tasks: 
             recipe.teacher_cache.dir = cache_folder(suite, r, recipe)
         distill = bool(recipe.teacher or recipe.teachers or recipe.scheme != "offline")
         run(recipe, r["out"], overwrite=True, distill=distill, resume=resumable(r["out"]), any_version=any_version)
-    # the summary covers every finished run of the suite, not only those of this call (--only, --task)
+        summarise(suite, everything)  # kept current: a long suite's table grows run by run
+    return _summary_and_best(suite, everything)
+
+
+def _summary_and_best(suite: Suite, everything: list[dict]) -> dict:
+    """The summary over every finished run of the suite, not only those of this call (--only, --task), and
+    the best grid point's recipe of each (entry, task)."""
+    from .recipe import dump_recipe, load_recipe
+
     summary = summarise(suite, everything)
     for (entry, task), best in summary["best"].items():
         r = next(x for x in everything if x["entry"].name == entry and x["task"] == task and x["point"] == best["point"])
