@@ -1,0 +1,20 @@
+#!/usr/bin/env python
+"""Replace the generated block of a markdown file -- the lines between ``<!-- NAME ... -->`` and
+``<!-- /NAME -->`` -- with standard input; the file is left alone unless exactly one such block exists.
+    .venv/bin/python scripts/aggregate_transfer.py | scripts/splice.py docs/results.md aggregate_transfer
+    tail -n +3 results/suite-mpnet12/summary.md | scripts/splice.py docs/results.md suite-mpnet12"""
+import re
+import sys
+from pathlib import Path
+
+if len(sys.argv) != 3:
+    sys.exit(__doc__)
+path, name = Path(sys.argv[1]), sys.argv[2]
+text = path.read_text()
+pattern = re.compile(r"(^<!-- " + re.escape(name) + r"(?: [^\n]*)? -->\n)(.*?)(^<!-- /" + re.escape(name) + r" -->$)",
+                     re.S | re.M)
+found = pattern.findall(text)
+if len(found) != 1:
+    sys.exit(f"{path}: {len(found)} blocks <!-- {name} --> ... <!-- /{name} --> (need exactly one)")
+body = sys.stdin.read().strip("\n") + "\n"
+path.write_text(pattern.sub(lambda m: m.group(1) + body + m.group(3), text))
