@@ -4,8 +4,9 @@
 #                                   and SEEDS (argument 2, default 1 2 3), and defines job:
 #   job OUTPUT COMMAND RECIPE ARGS...   runs `textdistill COMMAND -r RECIPE -o OUTPUT ...` unless its metrics.json
 #                                       is in runs/ or kept in results/; keeps the metrics (keep_results.sh);
-#                                       an interrupted run (or chain) with a checkpoint is resumed, even across
-#                                       code versions (its metrics.json records both), any other one restarts
+#                                       an interrupted run with a checkpoint (or a chain with a finished link or
+#                                       a checkpoint) is resumed, even across code versions (recorded in its
+#                                       metrics.json), any other one restarts
 # Progress bars are filtered out of the log. KEEP lists the runs/ folders to keep (default: all grids).
 scripts/setup.sh
 export HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}

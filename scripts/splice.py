@@ -17,4 +17,6 @@ found = pattern.findall(text)
 if len(found) != 1:
     sys.exit(f"{path}: {len(found)} blocks <!-- {name} --> ... <!-- /{name} --> (need exactly one)")
 body = sys.stdin.read().strip("\n") + "\n"
+if not body.strip():  # e.g. the aggregate script before the pipe failed
+    sys.exit(f"{path}: empty input for <!-- {name} -->; the file is left alone")
 path.write_text(pattern.sub(lambda m: m.group(1) + body + m.group(3), text))

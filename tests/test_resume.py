@@ -165,9 +165,70 @@ def test_an_interrupted_chain_keeps_its_finished_links_and_resumes(tiny_teacher_
     for g in ("gen-1", "gen-2"):
         _same_run(tmp_path / "full" / g, out / g)
     summary = json.loads((out / "metrics.json").read_text())
-    assert summary["resumed"] is True and summary["dev"] == json.loads((tmp_path / "full" / "metrics.json").read_text())["dev"]
+    assert summary["resumed"] is True
+    assert summary["dev"] == json.loads((tmp_path / "full" / "metrics.json").read_text())["dev"]
     assert json.loads((out / "gen-2" / "metrics.json").read_text())["teacher"] == str(out / "gen-1" / "model")
     assert not tmp.exists()
+
+
+def test_chain_resume_edge_cases(tiny_teacher_run, tiny_bert, tmp_path, monkeypatch, capsys):
+    """Generation 1 stopped after a checkpoint resumes from it; an error (not an interrupt) in generation 2
+    keeps generation 1; a finished link of other code is kept only with --resume-any-version (recorded);
+    --resume with nothing to continue is refused; a leftover checkpoint.tmp is no checkpoint."""
+    import textdistill.train as train
+    from textdistill.checkpoint import code_hash
+    from textdistill.recipe import load_recipe
+
+    d = tiny_teacher_run
+
+    def args(out, *more):
+        return ["distill", "-r", "recipes/born-again.yaml", "-o", str(out), "--data-dir", str(d / "sst2"),
+                "--teacher", str(d / "teacher" / "model"), "--set", f"student.init={tiny_bert}", *FAST, *more]
+
+    def fails(argv, needle):
+        assert main(argv) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and needle in err, err
+
+    assert main(args(tmp_path / "full")) == 0
+    out, tmp = tmp_path / "a", tmp_path / ".a.partial"
+    with monkeypatch.context() as m:
+        _interrupt_at(m, 8)  # generation 1, step 8: its checkpoint at step 6
+        assert main(args(out)) == 130
+    capsys.readouterr()
+    assert train.resumable(out) and not (tmp / "gen-1").exists()
+    assert main([*args(out), "--resume"]) == 0
+    assert "resuming at epoch" in (out / "gen-1" / "train.log").read_text()
+    for g in ("gen-1", "gen-2"):
+        _same_run(tmp_path / "full" / g, out / g)
+
+    out, tmp = tmp_path / "b", tmp_path / ".b.partial"
+    real, calls = Offline.loss_parts, []
+
+    def breaks(self, batch):
+        calls.append(1)
+        if len(calls) == 26 + 2:  # generation 2, before its first checkpoint
+            raise RuntimeError("out of memory (simulated)")
+        return real(self, batch)
+    with monkeypatch.context() as m:
+        m.setattr(Offline, "loss_parts", breaks)
+        with pytest.raises(RuntimeError):
+            train.run(load_recipe("recipes/born-again.yaml", [
+                ("data.dir", str(d / "sst2")), ("teacher", str(d / "teacher" / "model")),
+                ("student.init", str(tiny_bert)), *[tuple(a.split("=", 1)) for a in FAST[1::2]]]), out)
+    assert (tmp / "gen-1" / "metrics.json").is_file() and not (tmp / ".gen-2.partial").exists()
+    metrics = tmp / "gen-1" / "metrics.json"
+    metrics.write_text(json.dumps({**json.loads(metrics.read_text()), "code": "0123456789abcdef"}))
+    fails([*args(out), "--resume"], "gen-1 was trained by another version of textdistill (source hash 0123456789abcdef")
+    assert main([*args(out), "--resume", "--resume-any-version"]) == 0
+    summary = json.loads((out / "metrics.json").read_text())
+    assert summary["resumed_across_code"] == sorted(["0123456789abcdef", code_hash()])
+    _same_run(tmp_path / "full" / "gen-2", out / "gen-2")
+
+    (tmp_path / ".c.partial" / "checkpoint.tmp").mkdir(parents=True)  # a first checkpoint write that was killed
+    assert not train.resumable(tmp_path / "c")
+    fails([*args(tmp_path / "c"), "--resume"], "holds no finished link and no checkpoint to continue")
+    assert (tmp_path / ".c.partial").is_dir()
 
 
 def test_a_chain_interrupted_before_any_checkpoint_leaves_nothing(tiny_teacher_run, tiny_bert, tmp_path,

@@ -66,3 +66,28 @@ def test_stage_and_corpus_bad_input(tiny_teacher_run, tiny_bert, corpus, tmp_pat
     fails("tap: general distillation has no task and no logits", "--set",
           "stages.general.terms=[{name: kd, tap: logits, loss: kd_kl}]")
     fails("stages[1].name: every stage needs a name", "--set", "stages.task.name=")
+    fails("data.dev_rows: general distillation holds out the corpus's last lines", "--set",
+          "stages.general.data.dev_rows=10")
+
+
+def test_an_interrupted_two_stage_run_resumes_its_task_stage(tiny_teacher_run, tiny_bert, corpus, tmp_path,
+                                                             monkeypatch, capsys):
+    """Stopped in the task stage (after its first checkpoint): the general stage is kept, the task stage
+    continues, and the result equals an uninterrupted two-stage run's."""
+    from test_resume import _interrupt_at, _same_run
+
+    d = tiny_teacher_run
+    args = [*_args(d, tiny_bert, corpus, tmp_path / "full"), "--set", "stages.task.train.checkpoint_every=3"]
+    assert main(args) == 0
+    cut = [*_args(d, tiny_bert, corpus, tmp_path / "cut"), "--set", "stages.task.train.checkpoint_every=3"]
+    with monkeypatch.context() as m:
+        _interrupt_at(m, 8)  # the task stage's 8th step (general distillation is another scheme)
+        assert main(cut) == 130
+    assert "finished links and last checkpoint are kept" in capsys.readouterr().err
+    tmp = tmp_path / ".cut.partial"
+    assert (tmp / "general" / "metrics.json").is_file() and (tmp / ".task.partial" / "checkpoint").is_dir()
+    assert main([*cut, "--resume"]) == 0
+    for stage in ("general", "task"):
+        _same_run(tmp_path / "full" / stage, tmp_path / "cut" / stage)
+    assert json.loads((tmp_path / "cut" / "task" / "metrics.json").read_text())["student_init"] == str(
+        tmp_path / "cut" / "general" / "model")

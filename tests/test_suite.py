@@ -77,9 +77,10 @@ def test_a_suite_runs_skips_and_summarises(tiny_teacher_run, tiny_bert, tmp_path
     (out / "best-kd-sst2.yaml").unlink()
     assert main(["suite", str(path), "--only", "ft", "--task", "sst2"]) == 0
     assert (out / "summary.md").read_text() == summary and (out / "best-kd-sst2.yaml").is_file()
-    # --summary: the table and best recipes from the finished runs, nothing run
+    # --summary: the table and best recipes from the finished runs, nothing run (seed 3 would run without it)
     (out / "summary.md").unlink()
     (out / "best-kd-sst2.yaml").unlink()
+    path.write_text(yaml.safe_dump({**yaml.safe_load(path.read_text()), "seeds": [1, 2, 3]}))
     assert main(["suite", str(path), "--summary"]) == 0
     assert (out / "summary.md").read_text() == summary and (out / "best-kd-sst2.yaml").is_file()
 
@@ -105,6 +106,7 @@ def test_an_interrupted_suite_run_is_resumed(tiny_teacher_run, tiny_bert, tmp_pa
         m.setattr(Offline, "loss_parts", stop_once)
         assert main(["suite", str(path), "--only", "ft"]) == 130
     out = tmp_path / "out" / "sst2"
+    assert f"{out / 'ft-s2'} keeps its last checkpoint: run the suite again to continue it" in capsys.readouterr().err
     assert (out / "ft-s1" / "metrics.json").is_file() and (out / ".ft-s2.partial" / "checkpoint").is_dir()
     assert re.search(r"\| sst2 +\| ft +\| - +\| 1 +\|", (tmp_path / "out" / "summary.md").read_text())
     capsys.readouterr()

@@ -84,6 +84,12 @@ def save(folder: Path, *, modules: dict, optimizer, scheduler, sampler_state: to
     shutil.rmtree(old, ignore_errors=True)
 
 
+def present(folder: Path) -> bool:
+    """Whether ``folder`` holds a complete checkpoint (or the previous one, when a write was interrupted between
+    its two renames); a leftover ``checkpoint.tmp`` of a killed first write is none."""
+    return any((folder / name / STATE).is_file() for name in (FOLDER, f"{FOLDER}.old"))
+
+
 def read(folder: Path, recipe_text: str, where: str, any_version: bool = False) -> tuple[dict, dict]:
     """``(state, tensors)`` of the checkpoint in ``folder``, checked against the recipe and the code (with
     ``any_version``, a checkpoint of other code is accepted: the run records both hashes)."""
@@ -92,7 +98,7 @@ def read(folder: Path, recipe_text: str, where: str, any_version: bool = False) 
     ck = folder / FOLDER
     if not (ck / STATE).is_file() and (folder / f"{FOLDER}.old" / STATE).is_file():
         ck = folder / f"{FOLDER}.old"  # interrupted between the two renames
-    if not (ck / STATE).is_file():
+    if not present(folder):
         raise TextDistillError(f"--resume: {where} has no checkpoint to resume (train.checkpoint_every was 0, or "
                                f"the run never reached one)")
     try:

@@ -442,7 +442,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "teachers of other tasks are not fine-tuned")
     p.add_argument("--dry-run", action="store_true", help="list the runs (done / todo) and stop")
     p.add_argument("--summary", action="store_true", help="write <out>/summary.md and .csv from the finished runs "
-                   "(and their out-of-domain figures) and stop; a suite also rewrites them after each run")
+                   "and stop, training nothing (out-of-domain figures not yet computed are computed); a suite also "
+                   "rewrites them after each run")
     p.add_argument("--seed", type=int, action="append", metavar="SEED",
                    help="run only this seed's runs (repeatable): e.g. one seed of everything first")
     p.add_argument("--resume-any-version", action="store_true",

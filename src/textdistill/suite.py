@@ -27,10 +27,12 @@ A suite file::
 
 A run whose ``metrics.json`` exists is skipped; an interrupted one (a ``.partial`` with a checkpoint, or a
 chain's finished links) is resumed (from a checkpoint of other textdistill code only with
-``--resume-any-version``). The summary (``<out>/summary.md``, ``summary.csv``) holds, per task, its teachers (dev and
-out-of-domain figures) and, per entry (and grid point), the main dev metric as mean ± sd over seeds, % of the teacher (for a run without one, FT:
-of the suite's teacher of that task, if it has exactly one), parameters, seconds and the out-of-domain metrics;
-with a grid, the points ranked by mean dev metric and the best point's recipe (``<out>/best-<entry>-<task>.yaml``).
+``--resume-any-version``). The summary is rewritten after each run (``--summary``: written from the finished
+runs, computing missing out-of-domain figures, without training). The summary (``<out>/summary.md``,
+``summary.csv``) holds, per task, its teachers (dev and out-of-domain figures) and, per entry (and grid point),
+the main dev metric as mean ± sd over seeds, % of the teacher (for a run without one, FT: of the suite's teacher
+of that task, if it has exactly one), parameters, seconds and the out-of-domain metrics; with a grid, the points
+ranked by mean dev metric and the best point's recipe (``<out>/best-<entry>-<task>.yaml``).
 With a ``reference``, rows of entries that name a reference key also get the run's % of the teacher in the
 reference's metric (e.g. accuracy where the main metric is F1) and the paper's own % of its teacher: a claim
 compared point by point, not in absolute figures from another model.
@@ -270,7 +272,7 @@ def cache_folder(suite: Suite, run: dict, recipe) -> str:
 def run_suite(path: str, only: str | None = None, dry_run: bool = False, tasks: list[str] | None = None,
               seeds: list[int] | None = None, any_version: bool = False, summary_only: bool = False) -> dict:
     from .recipe import load_recipe
-    from .train import resumable, run
+    from .train import Interrupted, resumable, run
 
     suite = load_suite(path)
     everything = plan(suite)
@@ -312,8 +314,16 @@ def run_suite(path: str, only: str | None = None, dry_run: bool = False, tasks: 
         if r["entry"].cache and recipe.teacher:
             recipe.teacher_cache.dir = cache_folder(suite, r, recipe)
         distill = bool(recipe.teacher or recipe.teachers or recipe.scheme != "offline")
-        run(recipe, r["out"], overwrite=True, distill=distill, resume=resumable(r["out"]), any_version=any_version)
-        summarise(suite, everything)  # kept current: a long suite's table grows run by run
+        try:
+            run(recipe, r["out"], overwrite=True, distill=distill, resume=resumable(r["out"]),
+                any_version=any_version)
+        except Interrupted:
+            raise Interrupted(f"interrupted; {r['out']} keeps its last checkpoint: run the suite again to continue "
+                              f"it") from None
+        try:  # kept current: a long suite's table grows run by run (and a summary problem stops no training)
+            _summary_and_best(suite, everything)
+        except TextDistillError as e:
+            log.warning("suite: summary not updated (%s)", e)
     return _summary_and_best(suite, everything)
 
 
@@ -324,7 +334,8 @@ def _summary_and_best(suite: Suite, everything: list[dict]) -> dict:
 
     summary = summarise(suite, everything)
     for (entry, task), best in summary["best"].items():
-        r = next(x for x in everything if x["entry"].name == entry and x["task"] == task and x["point"] == best["point"])
+        r = next(x for x in everything
+                 if x["entry"].name == entry and x["task"] == task and x["point"] == best["point"])
         (Path(suite.out) / f"best-{entry}-{task}.yaml").write_text(
             dump_recipe(load_recipe(r["entry"].recipe, _overrides(suite, r))))
     return summary
@@ -368,47 +379,48 @@ def summarise(suite: Suite, runs: list[dict]) -> dict:
         header += ["% of teacher (paper's metric)", f"paper ({Path(suite.reference).stem}): % of its teacher"]
     entries = {e.name: e for e in suite.runs}
     rows, csv_rows, ranked, best = [], [], {}, {}
+
+    def add(task, run, point, seeds, values, main, pct, params, seconds, ood_cells, ref_cells, spread=True):
+        """One row of summary.md and summary.csv; returns the mean."""
+        mean, sd = mean_std(values)
+        rows.append([task, run, point or "-", seeds, f"{mean:.2f}{f' ± {sd:.2f}' if spread else ''} ({main})", pct,
+                     f"{params / 1e6:.1f}M" if params else "", f"{seconds:.0f}" if seconds else "", *ood_cells,
+                     *ref_cells])
+        csv_rows.append({"task": task, "run": run, "point": point, "seeds": seeds, "metric": main,
+                         "mean": round(mean, 4), "sd": round(sd, 4), "of_teacher": pct, "params": params,
+                         "train_seconds": round(seconds, 1) if seconds else None,
+                         **{f"ood_{o}": c for o, c in zip(oods, ood_cells)},
+                         **({"of_teacher_paper_metric": ref_cells[0], "paper_of_teacher": ref_cells[1]}
+                            if refs is not None else {})})
+        return mean
+
     for name, m in sorted(teachers.items(), key=lambda x: (suite.teachers[x[0]].task, x[0])):
         # each teacher first in its task's rows: its dev and out-of-domain figures are what the students keep
         task = suite.teachers[name].task
         main = m.get("main_metric") or next(iter(m["dev"]))
         ood = _ood(suite, {"out": Path(suite.out) / "teachers" / name, "task": task}, m)
-        ood_cells = [f"{100 * ood[o][next(iter(ood[o]))]:.2f}" if o in ood else "" for o in oods]
         ref_cells = ["", f"teacher: {100 * refs[('teacher', task)][1]:.2f} ({refs[('teacher', task)][0]})"
                      if ("teacher", task) in refs else ""] if refs is not None else []
-        params, seconds = m.get("params_student"), m.get("train_seconds")
-        rows.append([task, f"teacher {name}", "-", 1, f"{100 * m['dev'][main]:.2f} ({main})", "100%",
-                     f"{params / 1e6:.1f}M" if params else "", f"{seconds:.0f}" if seconds else "", *ood_cells,
-                     *ref_cells])
-        csv_rows.append({"task": task, "run": f"teacher {name}", "point": "", "seeds": 1, "metric": main,
-                         "mean": round(100 * m["dev"][main], 4), "sd": 0.0, "of_teacher": "100%", "params": params,
-                         "train_seconds": seconds, **{f"ood_{o}": c for o, c in zip(oods, ood_cells)},
-                         **({"of_teacher_paper_metric": ref_cells[0], "paper_of_teacher": ref_cells[1]}
-                            if refs is not None else {})})
+        add(task, f"teacher {name}", None, 1, [100 * m["dev"][main]], main, "100%", m.get("params_student"),
+            m.get("train_seconds"), [f"{100 * ood[o][next(iter(ood[o]))]:.2f}" if o in ood else "" for o in oods],
+            ref_cells, spread=False)
     for (task, entry, point), items in sorted(groups.items()):
         main = items[0][1]["main_metric"]
         values = [100 * m["dev"][main] for _, m in items]
-        mean, sd = mean_std(values)
         teacher = teachers.get(items[0][0]["teacher"] or _task_teacher(suite, task))
-        pct = f"{100 * mean / (100 * teacher['dev'][main]):.1f}%" if teacher else ""
+        pct = f"{100 * mean_std(values)[0] / (100 * teacher['dev'][main]):.1f}%" if teacher else ""
         ood_cells = []
         for o in oods:
             vals = [100 * d[o][next(iter(d[o]))] for d in (_ood(suite, r, m) for r, m in items) if o in d]
             ood_cells.append(f"{mean_std(vals)[0]:.2f}" if vals else "")
-        params = items[0][1].get("params_student")
         seconds = mean_std([m["train_seconds"] for _, m in items])[0]
         ref_cells = _reference_cells(refs, entries[entry].reference, task, items, teacher) if refs is not None else []
-        rows.append([task, entry, point or "-", len(items), f"{mean:.2f} ± {sd:.2f} ({main})", pct,
-                     f"{params / 1e6:.1f}M" if params else "", f"{seconds:.0f}", *ood_cells, *ref_cells])
-        csv_rows.append({"task": task, "run": entry, "point": point, "seeds": len(items), "metric": main,
-                         "mean": round(mean, 4), "sd": round(sd, 4), "of_teacher": pct, "params": params,
-                         "train_seconds": round(seconds, 1), **{f"ood_{o}": c for o, c in zip(oods, ood_cells)},
-                         **({"of_teacher_paper_metric": ref_cells[0], "paper_of_teacher": ref_cells[1]}
-                            if refs is not None else {})})
+        mean = add(task, entry, point, len(items), values, main, pct, items[0][1].get("params_student"), seconds,
+                   ood_cells, ref_cells)
         ranked.setdefault((entry, task), []).append((mean, point, items[0][0]["point"], seconds))
     order = sorted(range(len(rows)), key=lambda i: rows[i][0])  # by task, stable: teachers before their students
     rows, csv_rows = [rows[i] for i in order], [csv_rows[i] for i in order]
-    text = [f"# Suite {suite.out}\n", markdown_table(header, rows)] if rows else [f"# Suite {suite.out}\n", "no run done"]
+    text = [f"# Suite {suite.out}\n", markdown_table(header, rows) if rows else "no run done"]
     for (entry, task), points in sorted(ranked.items()):
         if len(points) < 2:
             continue

@@ -137,7 +137,7 @@ def run(recipe: Recipe, out_dir: str | os.PathLike, overwrite: bool = False, dis
         if handler is not None:
             log.removeHandler(handler)
             handler.close()
-        if isinstance(e, KeyboardInterrupt) and (tmp / checkpoint.FOLDER).is_dir():
+        if isinstance(e, KeyboardInterrupt) and checkpoint.present(tmp):
             raise Interrupted(f"interrupted; the run and its last checkpoint are kept in {tmp}: continue it with "
                               f"the same command and --resume") from None
         if main:
@@ -157,10 +157,10 @@ def resumable(out_dir) -> bool:
     checkpoint, or (a chain of runs) a finished link or an interrupted link's checkpoint."""
     out = Path(out_dir)
     tmp = out.parent / f".{out.name}.partial"
-    if out.exists() or not tmp.is_dir():
+    if (out.exists() and (not out.is_dir() or any(out.iterdir()))) or not tmp.is_dir():
         return False
-    ck = f"{checkpoint.FOLDER}*"
-    return any(tmp.glob(ck)) or any(tmp.glob("*/metrics.json")) or any(tmp.glob(f".*.partial/{ck}"))
+    return (checkpoint.present(tmp) or any(tmp.glob("*/metrics.json"))
+            or any(checkpoint.present(p) for p in tmp.glob(".*.partial")))
 
 
 def _chain(out_dir, overwrite: bool, names: list[str], make, finish=None, resume: bool = False,
@@ -169,22 +169,26 @@ def _chain(out_dir, overwrite: bool, names: list[str], make, finish=None, resume
     gives the recipe of link ``name`` from ``done`` (the model folders of the links before it); each link is
     a complete run in ``<out>/<name>``; ``finish`` may reshape the summary (``<out>/metrics.json``). All links
     are written into ``.<out>.partial`` and renamed together, and the paths inside their metrics and recipes
-    are rewritten to where the models end up. Interrupted after a link finished or a checkpoint was written,
-    the partial chain is kept; ``resume`` keeps its finished links (their recipes must be the ones the chain
-    makes now) and continues the interrupted one from its checkpoint."""
+    are rewritten to where the models end up. Stopped (interrupted, or an error) after a link finished or a
+    checkpoint was written, the partial chain is kept; ``resume`` keeps its finished links (refused unless the
+    chain makes the same recipe for them now, with the same code unless ``any_version``) and continues the
+    interrupted one from its checkpoint."""
     out, tmp = prepare_output(out_dir, overwrite, resume=resume)
+    if resume and not resumable(out):
+        raise TextDistillError(f"--resume: {tmp} holds no finished link and no checkpoint to continue")
     try:
-        done, results = {}, []
+        done, results, codes = {}, [], set()
         for name in names:
             r, link = make(name, done), tmp / name
             if resume and (link / "metrics.json").is_file():
-                _check_finished_link(link, r)
-                log.info("%s: finished before the interruption, kept", link.name)
-                m = json.loads((link / "metrics.json").read_text())
+                m = _finished_link(link, r, tmp, out, any_version)
+                codes.add(m.get("code"))
             else:
                 m = run(r, link, overwrite=True, resume=resume and resumable(link), any_version=any_version)
             done[name] = str(link / "model")
             results.append((name, m))
+        for stale in set(p.name for p in tmp.iterdir()) - set(names) - {"metrics.json"}:  # links of a longer chain
+            shutil.rmtree(tmp / stale)
         for name, m in results:
             for f in (tmp / name / "metrics.json", tmp / name / "recipe.yaml"):
                 f.write_text(f.read_text().replace(str(tmp), str(out)))
@@ -195,31 +199,40 @@ def _chain(out_dir, overwrite: bool, names: list[str], make, finish=None, resume
                    "train_seconds": round(sum(m["train_seconds"] for _, m in results), 1)}
         if resume:
             summary["resumed"] = True
+            if codes - {checkpoint.code_hash()}:
+                summary["resumed_across_code"] = sorted(str(c) for c in codes | {checkpoint.code_hash()})
         summary = finish(summary) if finish else summary
         (tmp / "metrics.json").write_text(json.dumps(summary, indent=2) + "\n")
         commit_output(tmp, out)
-    except KeyboardInterrupt:
+    except BaseException as e:
+        if resume and isinstance(e, TextDistillError):  # a refused --resume leaves the partial chain alone
+            raise
         if resumable(out):
-            raise Interrupted(f"interrupted; the chain's finished links and last checkpoint are kept in {tmp}: "
-                              f"continue it with the same command and --resume") from None
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    except TextDistillError:
-        if not resume:  # a refused --resume leaves the partial chain alone
-            shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    except BaseException:
+            if isinstance(e, KeyboardInterrupt):
+                raise Interrupted(f"interrupted; the chain's finished links and last checkpoint are kept in {tmp}: "
+                                  f"continue it with the same command and --resume") from None
+            log.error("%s: stopped by an error; its finished links and last checkpoint are kept for --resume", tmp)
+            raise
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return summary
 
 
-def _check_finished_link(link: Path, recipe: Recipe) -> None:
-    """A finished link is kept by ``--resume`` only if the chain would make the same recipe now."""
+def _finished_link(link: Path, recipe: Recipe, tmp: Path, out: Path, any_version: bool) -> dict:
+    """The metrics of a link that finished before the chain stopped, kept by ``--resume`` only if the chain makes
+    the same recipe for it now (its paths may already point to ``out``: stopped while the chain was committed)
+    and, unless ``any_version``, it was trained by the same code."""
     old, new = (link / "recipe.yaml").read_text(), dump_recipe(recipe)
-    if old != new:
+    if old not in (new, new.replace(str(tmp), str(out))):
         raise TextDistillError(f"--resume: {link} was made with another recipe (first difference: "
                                f"{checkpoint.first_difference(old, new)})")
+    m = json.loads((link / "metrics.json").read_text())
+    if m.get("code") != checkpoint.code_hash() and not any_version:
+        raise TextDistillError(f"--resume: {link} was trained by another version of textdistill (source hash "
+                               f"{m.get('code')}, now {checkpoint.code_hash()}); start the chain again, or keep "
+                               f"the link with --resume-any-version")
+    log.warning("%s: finished before the chain stopped, kept", link.name)
+    return m
 
 
 def _generations(recipe: Recipe, out_dir, overwrite: bool, **chain) -> dict:
@@ -535,6 +548,7 @@ def _loop(scheme, tmp: Path, tqdm, resume: bool = False, any_version: bool = Fal
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "step_seconds": {"median": round(statistics.median(step_seconds), 4),
                          "p90": round(sorted(step_seconds)[int(0.9 * (len(step_seconds) - 1))], 4)},
-        "seed": cfg.seed, "versions": versions(), "resumed": resume, "processes": accelerator.num_processes,
+        "seed": cfg.seed, "versions": versions(), "code": checkpoint.code_hash(), "resumed": resume,
+        "processes": accelerator.num_processes,
         **({"resumed_across_code": run_codes} if run_codes else {}),
     }

@@ -30,11 +30,12 @@ def load_split(task: Task, recipe, split: str):
     """The train or dev examples of the recipe. ``data.train_rows``: a seeded sample of the train file.
     ``data.dev_rows``: for data without a dev file (QQP's train subsets here, a user's one labelled file), a
     seeded sample of the train file is held out as the dev set and the train set is the rest; every recipe
-    with the same ``sample_seed`` holds out the same rows, so a teacher and its students share the split."""
+    with the same ``sample_seed`` holds out the same rows, so a teacher and its students share the split (and
+    another ``sample_seed`` draws another dev set as well as another ``train_rows`` sample)."""
     d = recipe.data
     if d.dev_rows and d.dev:
         raise TextDistillError("data.dev_rows: holds the dev set out of the train file; drop data.dev (or dev_rows)")
-    if d.dev_rows:
+    if d.dev_rows and split in ("train", "dev"):
         examples = load_examples(task, data_file(task, recipe, "train"))
         if d.dev_rows >= len(examples):
             raise TextDistillError(f"data.dev_rows: {d.dev_rows} is not fewer than the {len(examples)} rows of "

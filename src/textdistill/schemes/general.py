@@ -71,6 +71,9 @@ class General(Scheme):
     def load_data(cls, recipe, task):
         if not recipe.data.train:
             raise TextDistillError("data.train: general distillation reads a text corpus (one text per line)")
+        if recipe.data.dev_rows:
+            raise TextDistillError("data.dev_rows: general distillation holds out the corpus's last lines (or reads "
+                                   "data.dev); drop dev_rows")
         texts = read_corpus(recipe.data.train, "data.train")
         if recipe.data.train_rows and recipe.data.train_rows < len(texts):  # a seeded sample, in corpus order
             import random
