@@ -244,6 +244,7 @@ def test_a_reference_puts_the_papers_share_of_its_teacher_beside_the_runs(tmp_pa
         paper = {(r["key"], r["task"]): float(r["value"]) for r in csv.DictReader(f)}
     want = 100 * paper[("pkd-skip-6", "mrpc")] / paper[("teacher", "mrpc")]
     rows = {r["run"]: r for r in csv.DictReader(open(out / "summary.csv"))}
+    assert list(rows) == ["teacher t", "pkd", "ft", "kd"]  # the teacher, then the entries in the suite's order
     assert rows["pkd"]["of_teacher_paper_metric"] == f"{100 * (0.76 + 0.79) / 2 / 0.80:.1f}% (accuracy)"
     assert rows["pkd"]["paper_of_teacher"].startswith(f"{want:.1f}% (83.46 / 86.93)")
     assert abs(want - 96.0) < 0.1  # the repository's PKD-6 keeps 96.0 % of its teacher on MRPC (dev accuracy)

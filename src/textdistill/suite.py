@@ -404,7 +404,8 @@ def summarise(suite: Suite, runs: list[dict]) -> dict:
         add(task, f"teacher {name}", None, 1, [100 * m["dev"][main]], main, "100%", m.get("params_student"),
             m.get("train_seconds"), [f"{100 * ood[o][next(iter(ood[o]))]:.2f}" if o in ood else "" for o in oods],
             ref_cells, spread=False)
-    for (task, entry, point), items in sorted(groups.items()):
+    position = {e.name: i for i, e in enumerate(suite.runs)}  # the suite file's order of entries
+    for (task, entry, point), items in sorted(groups.items(), key=lambda g: (g[0][0], position[g[0][1]], g[0][2])):
         main = items[0][1]["main_metric"]
         values = [100 * m["dev"][main] for _, m in items]
         teacher = teachers.get(items[0][0]["teacher"] or _task_teacher(suite, task))
