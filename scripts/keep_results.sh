@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 for grid in "${@:-teachers schemes transfer suite-mpnet12 suite-qqp-paws}"; do
   for g in $grid; do
     [ -d "runs/$g" ] || continue
-    find "runs/$g" \( -name metrics.json -o -name provenance.json -o -name ood.json -o -path "runs/$g/summary.*" \) \
+    find -L "runs/$g" \( -name metrics.json -o -name provenance.json -o -name ood.json -o -path "runs/$g/summary.*" \) \
         -not -path '*/.*' | while read -r f; do
       dest="results/${f#runs/}"
       mkdir -p "$(dirname "$dest")"

@@ -123,6 +123,55 @@ def test_an_interrupted_suite_run_is_resumed(tiny_teacher_run, tiny_bert, tmp_pa
     assert re.search(r"\| sst2 +\| ft +\| - +\| 2 +\|", (tmp_path / "out" / "summary.md").read_text())
 
 
+def test_runs_kept_from_an_earlier_machine_count_as_finished(tiny_teacher_run, tiny_bert, tmp_path, capsys,
+                                                             monkeypatch, caplog):
+    """The machine's run folders were lost, their figures kept (scripts/keep_results.sh: metrics.json, ood.json):
+    with ``kept:`` the suite runs only what is missing, fine-tunes a teacher again only for a run still to do, says
+    when the new teacher scores otherwise than the kept one, and its summary reads the kept figures."""
+    import shutil
+
+    import textdistill.train as train
+
+    d = tiny_teacher_run
+    path = _suite(tmp_path, d, tiny_bert)
+    out, kept = tmp_path / "out", tmp_path / "results"
+    assert main(["suite", str(path), "--only", "ft", "--seed", "1"]) == 0
+    for f in out.rglob("*.json"):  # what keep_results.sh keeps
+        if f.name in ("metrics.json", "ood.json") and "model" not in f.parts:
+            (kept / f.relative_to(out)).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(f, kept / f.relative_to(out))
+    s1 = json.loads((kept / "sst2" / "ft-s1" / "metrics.json").read_text())["dev"]["accuracy"]
+    ood1 = json.loads((kept / "sst2" / "ft-s1" / "ood.json").read_text())
+    (kept / "teachers" / "tiny").mkdir(parents=True)
+    (kept / "teachers" / "tiny" / "metrics.json").write_text(json.dumps({"dev": {"accuracy": 0.0123},
+                                                                        "main_metric": "accuracy"}))
+    shutil.rmtree(out)
+    path.write_text(yaml.safe_dump({**yaml.safe_load(path.read_text()), "kept": str(kept)}))
+    capsys.readouterr()
+    assert main(["suite", str(path), "--dry-run", "--only", "ft"]) == 0
+    assert capsys.readouterr().out.splitlines()[:2] == [f"done {out / 'sst2' / 'ft-s1'} (kept: {kept / 'sst2' / 'ft-s1'})",
+                                                    f"todo {out / 'sst2' / 'ft-s2'}"]
+    real, ran = train.run, []
+    monkeypatch.setattr(train, "run", lambda recipe, folder, **k: (ran.append(Path(folder).name),
+                                                                 real(recipe, folder, **k))[1])
+    assert main(["suite", str(path), "--only", "ft"]) == 0
+    assert ran == ["ft-s2"] and not (out / "teachers").exists()  # FT needs no teacher: none fine-tuned again
+    summary = (out / "summary.md").read_text()
+    s2 = json.loads((out / "sst2" / "ft-s2" / "metrics.json").read_text())["dev"]["accuracy"]
+    row = next([c.strip() for c in line.split("|")[1:-1]] for line in summary.splitlines() if "| ft " in line)
+    assert row[3] == "2" and row[4].startswith(f"{100 * (s1 + s2) / 2:.2f} ± ")
+    # the kept teacher is the % of teacher's base until a new one exists; s1's OOD figure is the kept one
+    assert row[5] == f"{100 * (s1 + s2) / 2 / 0.0123:.1f}%"
+    ood2 = json.loads((out / "sst2" / "ft-s2" / "ood.json").read_text())
+    assert row[8] == f"{100 * (ood1['sst2']['accuracy'] + ood2['sst2']['accuracy']) / 2:.2f}"
+    # KD needs the teacher's model: fine-tuned again, and the log says it differs from the kept one
+    ran.clear()
+    with caplog.at_level("WARNING", logger="textdistill"):
+        assert main(["suite", str(path), "--only", "kd", "--seed", "1"]) == 0
+    assert ran[0] == "tiny" and len(ran) == 3
+    assert "teacher tiny fine-tuned again scores" in caplog.text and "0.0123" in caplog.text
+
+
 def test_bad_suite_files(tiny_teacher_run, tiny_bert, tmp_path, capsys):
     d = tiny_teacher_run
     path = _suite(tmp_path, d, tiny_bert)
@@ -137,7 +186,8 @@ def test_bad_suite_files(tiny_teacher_run, tiny_bert, tmp_path, capsys):
                            (lambda x: x["runs"][1].update({"seeds": [2, 2]}), "a seed is listed twice"),
                            (lambda x: x["runs"][0].update({"set": {"train.lr": -1}}), "train.lr"),
                            (lambda x: x.update({"ood": {"sst2": ["imdb:validation"]}}),
-                            "ood.sst2: task imdb has no 'validation' split")):
+                            "ood.sst2: task imdb has no 'validation' split"),
+                           (lambda x: x.update({"kept": str(tmp_path / "results")}), "results: no such folder")):
         bad = yaml.safe_load(yaml.safe_dump(s))
         change(bad)
         path.write_text(yaml.safe_dump(bad))

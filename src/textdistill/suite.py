@@ -21,11 +21,16 @@ A suite file::
         seeds: [1]                       # this entry's seeds (default: the suite's)
     ood: {sst2: [imdb, "imdb:test"]}     # also evaluate a task's runs on other sets (task: its dev file,
                                          #   task:split another split: IMDB's 2k subset and its 25k test)
+    kept: results/suite-example          # optional: the figures of an earlier machine's runs, kept as small text
+                                         #   in the same layout (<task>/<name>/metrics.json, ood.json,
+                                         #   teachers/<name>/metrics.json; scripts/keep_results.sh): a run kept
+                                         #   there is finished, and the summary reads it
     reference: references/pkd-glue-dev.csv   # a paper's figures (CSV: key,task,metric,value[,source]; the
                                          #   row keyed "teacher" is its teacher); an entry's `reference: KEY`
                                          #   puts the paper's % of teacher beside the run's, in that metric
 
-A run whose ``metrics.json`` exists is skipped; an interrupted one (a ``.partial`` with a checkpoint, or a
+A run whose ``metrics.json`` exists (under ``out`` or ``kept``) is skipped; a teacher is fine-tuned only when a
+run still to do needs it (again, if only its kept figures are left: the log says if the new one scores otherwise); an interrupted one (a ``.partial`` with a checkpoint, or a
 chain's finished links) is resumed (from a checkpoint of other textdistill code only with
 ``--resume-any-version``). The summary is rewritten after each run (``--summary``: written from the finished
 runs, computing missing out-of-domain figures, without training). The summary (``<out>/summary.md``,
@@ -101,6 +106,19 @@ class Suite(_Strict):
     runs: list[RunEntry] = Field(min_length=1)
     ood: dict[str, list[str]] = Field(default_factory=dict)
     reference: str | None = None  # a CSV of a paper's figures (key,task,metric,value[,source])
+    kept: str | None = None  # a folder of kept figures in the layout of ``out`` (metrics.json, ood.json)
+
+
+def finished(suite: Suite, folder: Path) -> Path | None:
+    """Where a run's (or a teacher's) figures are: its folder under ``out`` if it has metrics.json, else the
+    same place under ``kept`` (figures of an earlier machine), else None."""
+    if (Path(folder) / "metrics.json").is_file():
+        return Path(folder)
+    if suite.kept:
+        kept = Path(suite.kept) / Path(folder).relative_to(suite.out)
+        if (kept / "metrics.json").is_file():
+            return kept
+    return None
 
 
 def load_reference(path: str) -> dict[tuple[str, str], tuple[str, float]]:
@@ -159,6 +177,8 @@ def load_suite(path: str) -> Suite:
             if teacher and teacher not in suite.teachers and not Path(teacher).is_dir():
                 raise TextDistillError(f"{path}: runs[{i}] ({entry.name}).tasks.{task}: '{teacher}' is neither a "
                                        f"teacher of the suite nor a model folder")
+    if suite.kept and not Path(suite.kept).is_dir():
+        raise TextDistillError(f"{path}: kept: {suite.kept}: no such folder")
     keys = {k for k, _ in load_reference(suite.reference)} if suite.reference else set()
     for i, entry in enumerate(suite.runs):
         if entry.reference is not None and entry.reference not in keys:
@@ -292,10 +312,12 @@ def run_suite(path: str, only: str | None = None, dry_run: bool = False, tasks: 
         raise TextDistillError(f"{asked}: no run matches all of these in {path}")
     # check every recipe before anything runs
     recipes = [load_recipe(r["entry"].recipe, _overrides(suite, r)) for r in runs]
-    needed = {r["teacher"] for r in runs if r["teacher"] in suite.teachers}
+    needed = {r["teacher"] for r in runs if r["teacher"] in suite.teachers and not finished(suite, r["out"])}
     if dry_run:
         for r in runs:
-            print(f"{'done' if (r['out'] / 'metrics.json').is_file() else 'todo'} {r['out']}")
+            where = finished(suite, r["out"])
+            print(f"{'todo' if where is None else 'done'} {r['out']}"
+                  + (f" (kept: {where})" if where is not None and where != r["out"] else ""))
         return {"runs": len(runs)}
     if summary_only:
         return _summary_and_best(suite, everything)
@@ -307,8 +329,9 @@ def run_suite(path: str, only: str | None = None, dry_run: bool = False, tasks: 
             log.info("suite: fine-tuning teacher %s", name)
             run(load_recipe(t.recipe, sets), folder, overwrite=True, resume=resumable(folder),
                 any_version=any_version)
+            _compare_with_kept(suite, name, folder)
     for r, recipe in zip(runs, recipes):
-        if (r["out"] / "metrics.json").is_file():
+        if finished(suite, r["out"]):
             continue
         log.info("suite: %s", r["out"])
         if r["entry"].cache and recipe.teacher:
@@ -341,14 +364,34 @@ def _summary_and_best(suite: Suite, everything: list[dict]) -> dict:
     return summary
 
 
+def _compare_with_kept(suite: Suite, name: str, folder: Path) -> None:
+    """A teacher fine-tuned again (its model was lost, its figures kept): the runs kept from the earlier one
+    were taught by that one; say so when the two differ."""
+    if not suite.kept:
+        return
+    kept = Path(suite.kept) / "teachers" / name / "metrics.json"
+    if not kept.is_file():
+        return
+    old, new = json.loads(kept.read_text())["dev"], json.loads((folder / "metrics.json").read_text())["dev"]
+    if old != new:
+        log.warning("suite: teacher %s fine-tuned again scores %s, the kept one %s: the kept runs had the earlier "
+                    "teacher", name, {k: round(v, 4) for k, v in new.items()},
+                    {k: round(v, 4) for k, v in old.items()})
+
+
 def _ood(suite: Suite, r: dict, metrics: dict) -> dict:
     """Metrics of the run's model on the suite's out-of-domain sets (``task`` or ``task:split``; computed once,
-    kept in the run's ood.json), tokenized per batch (25,000 IMDB reviews fit in memory)."""
+    kept in the run's ood.json), tokenized per batch (25,000 IMDB reviews fit in memory). A kept run's figures
+    come from its kept ood.json (its model is not here)."""
     from .data.tasks import get_task
     from .evaluate import evaluate_folder
 
     cache = r["out"] / "ood.json"
     done = json.loads(cache.read_text()) if cache.is_file() else {}
+    if suite.kept:
+        kept = Path(suite.kept) / Path(r["out"]).relative_to(suite.out) / "ood.json"
+        if kept.is_file():
+            done = {**json.loads(kept.read_text()), **done}
     for name in suite.ood.get(r["task"], []):
         if name in done or not (r["out"] / "model").is_dir():
             continue
@@ -362,15 +405,15 @@ def summarise(suite: Suite, runs: list[dict]) -> dict:
     """``summary.md`` / ``summary.csv`` over the finished runs; returns the best grid point per (entry, task)."""
     groups: dict[tuple, list[tuple[dict, dict]]] = {}
     for r in runs:
-        f = r["out"] / "metrics.json"
-        if f.is_file():
+        where = finished(suite, r["out"])
+        if where:
             groups.setdefault((r["task"], r["entry"].name, point_name(r["point"])), []).append(
-                (r, json.loads(f.read_text())))
+                (r, json.loads((where / "metrics.json").read_text())))
     teachers = {}
     for name in suite.teachers:
-        f = Path(suite.out) / "teachers" / name / "metrics.json"
-        if f.is_file():
-            teachers[name] = json.loads(f.read_text())
+        where = finished(suite, Path(suite.out) / "teachers" / name)
+        if where:
+            teachers[name] = json.loads((where / "metrics.json").read_text())
     header = ["task", "run", "grid point", "seeds", "dev (main metric)", "% of teacher", "params", "train s"]
     oods = sorted({o for v in suite.ood.values() for o in v})
     header += [f"OOD {o}" for o in oods]
