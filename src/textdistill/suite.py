@@ -48,6 +48,7 @@ import csv
 import itertools
 import json
 import logging
+import re
 from pathlib import Path
 from typing import Any
 
@@ -286,7 +287,9 @@ def cache_folder(suite: Suite, run: dict, recipe) -> str:
              "dtype": recipe.teacher_cache.dtype}
     holds.update(precision_key(recipe.teacher_cache.runtime))  # (outputs of another precision: another cache)
     digest = hashlib.sha256(json.dumps(holds, sort_keys=True, default=str).encode()).hexdigest()[:10]
-    return str(Path(suite.out) / "cache" / f"{run['task']}-{run['teacher']}-{digest}")
+    # a teacher given as a folder (runs/teachers/x/model) names its cache by the path's parts, in one folder name
+    teacher = re.sub(r"[^A-Za-z0-9_.+-]+", "_", run["teacher"]).strip("_.")[-60:]
+    return str(Path(suite.out) / "cache" / f"{run['task']}-{teacher}-{digest}")
 
 
 def run_suite(path: str, only: str | None = None, dry_run: bool = False, tasks: list[str] | None = None,
