@@ -426,14 +426,16 @@ def summarise(suite: Suite, runs: list[dict]) -> dict:
     entries = {e.name: e for e in suite.runs}
     rows, csv_rows, ranked, best = [], [], {}, {}
 
-    def add(task, run, point, seeds, values, main, pct, params, seconds, ood_cells, ref_cells, spread=True):
-        """One row of summary.md and summary.csv; returns the mean."""
+    def add(task, run, point, seeds, values, main, pct, params, seconds, ood_cells, ref_cells):
+        """One row of summary.md and summary.csv (a spread only over two or more seeds); returns the mean."""
         mean, sd = mean_std(values)
+        spread = len(values) > 1
         rows.append([task, run, point or "-", seeds, f"{mean:.2f}{f' ± {sd:.2f}' if spread else ''} ({main})", pct,
                      f"{params / 1e6:.1f}M" if params else "", f"{seconds:.0f}" if seconds else "", *ood_cells,
                      *ref_cells])
         csv_rows.append({"task": task, "run": run, "point": point, "seeds": seeds, "metric": main,
-                         "mean": round(mean, 4), "sd": round(sd, 4), "of_teacher": pct, "params": params,
+                         "mean": round(mean, 4), "sd": round(sd, 4) if spread else None, "of_teacher": pct,
+                         "params": params,
                          "train_seconds": round(seconds, 1) if seconds else None,
                          **{f"ood_{o}": c for o, c in zip(oods, ood_cells)},
                          **({"of_teacher_paper_metric": ref_cells[0], "paper_of_teacher": ref_cells[1]}
@@ -449,7 +451,7 @@ def summarise(suite: Suite, runs: list[dict]) -> dict:
                      if ("teacher", task) in refs else ""] if refs is not None else []
         add(task, f"teacher {name}", None, 1, [100 * m["dev"][main]], main, "100%", m.get("params_student"),
             m.get("train_seconds"), [f"{100 * ood[o][next(iter(ood[o]))]:.2f}" if o in ood else "" for o in oods],
-            ref_cells, spread=False)
+            ref_cells)
     position = {e.name: i for i, e in enumerate(suite.runs)}  # the suite file's order of entries
     for (task, entry, point), items in sorted(groups.items(), key=lambda g: (g[0][0], position[g[0][1]], g[0][2])):
         main = items[0][1]["main_metric"]
