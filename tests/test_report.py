@@ -178,3 +178,31 @@ def test_latency_times_the_forward_without_autograd():
 
     assert latency(Probe(), {"x": torch.ones(2, requires_grad=True)}, repeats=2, warmup=1) >= 0
     assert seen == [False, False, False]
+
+
+def test_students_of_one_depth_from_other_layers_are_other_rows(tmp_path, caplog):
+    """PKD's first 3 layers and every fourth layer are two students of one depth: two rows, labelled by the
+    layers they keep; two runs of one row with the same seed (grid points, say) are logged, not passed over."""
+    from textdistill.report import group_runs, load_run
+
+    def run(name, method, kept, seed):
+        folder = tmp_path / name
+        folder.mkdir()
+        (folder / "metrics.json").write_text(json.dumps({
+            "task": "rte", "method": method, "main_metric": "accuracy", "dev": {"accuracy": 0.5 + seed / 100},
+            "seed": seed, "student_layers": len(kept),
+            "student_from_teacher_layers": {str(i + 1): t for i, t in enumerate(kept)}}))
+        return load_run(folder)
+
+    runs = [run("ft-first3-s1", "ft", [1, 2, 3], 1), run("ft-3-s1", "ft", [4, 8, 12], 1),
+            run("ft-3-s2", "ft", [4, 8, 12], 2), run("ft-6-s1", "ft", [2, 4, 6, 8, 10, 12], 1),
+            run("kd-3-s1", "kd", [4, 8, 12], 1)]
+    with caplog.at_level("WARNING", logger="textdistill"):
+        groups = group_runs(runs)["rte"]
+    assert [(g["label"], [r["seed"] for r in g["runs"]]) for g in groups] == [
+        ("ft (6L)", [1]), ("ft (3L: layers 1,2,3)", [1]), ("ft (3L: layers 4,8,12)", [1, 2]), ("kd", [1])]
+    assert groups[2]["mean"] == pytest.approx(51.5 / 100)
+    assert "appears more than once" not in caplog.text
+    with caplog.at_level("WARNING", logger="textdistill"):
+        group_runs(runs + [run("kd-3-T20-s1", "kd", [4, 8, 12], 1)])
+    assert "report: kd on rte (3L): seed [1] appears more than once" in caplog.text

@@ -3,12 +3,15 @@ a markdown report with plots (plots.py) of finished runs."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import statistics
 from pathlib import Path
 
 from . import TextDistillError
+
+log = logging.getLogger("textdistill")
 
 
 def markdown_table(header: list[str], rows: list[list]) -> str:
@@ -104,32 +107,48 @@ def load_run(folder: Path) -> dict | None:
     if not (m.get("task") and m.get("method") and isinstance(m.get("dev"), dict) and metric in m["dev"]):
         return None
     return {"folder": folder, "model": m.get("_model", folder / "model"), "task": m["task"], "method": m["method"],
-            "layers": m.get("student_layers"), "seed": m.get("seed"), "metric": metric, "value": m["dev"][metric],
+            "layers": m.get("student_layers"), "seed": m.get("seed"),
+            # the pre-trained layers a sliced student keeps (every:4 and first:3 are different students)
+            "kept_layers": tuple(v for _, v in sorted((m.get("student_from_teacher_layers") or {}).items(),
+                                                      key=lambda kv: int(kv[0]))) or None, "metric": metric, "value": m["dev"][metric],
             "params": m.get("params_student"), "params_teacher": m.get("params_teacher"),
             "train_seconds": m.get("train_seconds"), "history": m.get("history") or [],
             "dev_file": (m.get("data") or {}).get("dev")}
 
 
 def group_runs(runs: list[dict]) -> dict[str, list[dict]]:
-    """Per task, groups of runs (same method and student depth: the seeds of one table row), with a label that
-    names the depth where one method appears at several."""
+    """Per task, groups of runs (same method, student depth and kept pre-trained layers: the seeds of one table
+    row), with a label that names the depth where one method appears at several, and the kept layers where one
+    method has several students of one depth (PKD's first 3 layers vs every fourth). A seed twice in a group (two
+    runs of one configuration and seed, or configurations this grouping cannot tell apart, such as grid points) is
+    logged."""
     groups: dict[tuple, list[dict]] = {}
     for r in runs:
-        groups.setdefault((r["task"], r["method"], r["layers"]), []).append(r)
+        groups.setdefault((r["task"], r["method"], r["layers"], r.get("kept_layers")), []).append(r)
     by_task: dict[str, list[dict]] = {}
-    for (task, method, layers), members in groups.items():
-        by_task.setdefault(task, []).append({"task": task, "method": method, "layers": layers,
+    for (task, method, layers, kept), members in groups.items():
+        seeds = [r["seed"] for r in members if r["seed"] is not None]
+        if len(set(seeds)) < len(seeds):
+            log.warning("report: %s on %s (%sL): seed %s appears more than once (%s); the row averages them",
+                        method, task, layers, sorted({s for s in seeds if seeds.count(s) > 1}),
+                        ", ".join(_rel(r["folder"]) for r in members))
+        by_task.setdefault(task, []).append({"task": task, "method": method, "layers": layers, "kept_layers": kept,
                                              "runs": sorted(members, key=lambda r: (r["seed"] is None, r["seed"]))})
     for task, gs in by_task.items():
-        depths: dict[str, int] = {}
+        depths: dict[str, set] = {}
+        kinds: dict[tuple, set] = {}
         for g in gs:
-            depths[g["method"]] = depths.get(g["method"], 0) + 1
+            depths.setdefault(g["method"], set()).add(g["layers"])
+            kinds.setdefault((g["method"], g["layers"]), set()).add(g["kept_layers"])
         for g in gs:
-            g["label"] = g["method"] + (f" ({g['layers']}L)" if depths[g["method"]] > 1 else "")
+            several_kept = len(kinds[(g["method"], g["layers"])]) > 1 and g["kept_layers"]
+            inside = ([f"{g['layers']}L"] if len(depths[g["method"]]) > 1 or several_kept else []) + (
+                [f"layers {','.join(map(str, g['kept_layers']))}"] if several_kept else [])
+            g["label"] = g["method"] + (f" ({': '.join(inside)})" if inside else "")
             values = [r["value"] for r in g["runs"]]
             g["mean"], g["sd"] = mean_std(values)
             g["params"] = g["runs"][0]["params"]
-        gs.sort(key=lambda g: (g["method"] != "teacher", -(g["layers"] or 0), g["method"]))
+        gs.sort(key=lambda g: (g["method"] != "teacher", -(g["layers"] or 0), g["method"], g["kept_layers"] or ()))
     return dict(sorted(by_task.items()))
 
 
