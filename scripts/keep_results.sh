@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Copy the metrics of finished runs (runs/<grid>/**/metrics.json, their out-of-domain ood.json; provenance.json
-# of generated sets; a suite's summary.md/.csv: small text) into results/, which is
+# Copy the metrics of finished runs (runs/<grid>/**/metrics.json, their out-of-domain ood.json, a suite run's
+# teacher.json; provenance.json of generated sets; a suite's summary.md/.csv: small text) into results/, which is
 # committed: the result tables are regenerated from results/ on any machine, and the grid scripts skip a
 # run whose metrics are there. Models stay in runs/ (not committed).
 #   scripts/keep_results.sh [GRID ...]      (default: teachers schemes transfer and the suites' folders)
@@ -9,8 +9,10 @@ cd "$(dirname "$0")/.."
 for grid in "${@:-teachers schemes transfer suite-mpnet12 suite-qqp-paws}"; do
   for g in $grid; do
     [ -d "runs/$g" ] || continue
-    find -L "runs/$g" \( -name metrics.json -o -name provenance.json -o -name ood.json -o -path "runs/$g/summary.*" \) \
-        -not -path '*/.*' | while read -r f; do
+    # -L: a suite's teachers may be links to runs/teachers/; model folders and hidden ones hold nothing to keep
+    { find -L "runs/$g" \( -name model -o -name '.*' -o -name cache \) -prune -o \( -name metrics.json \
+        -o -name provenance.json -o -name ood.json -o -name teacher.json -o -path "runs/$g/summary.*" \) -print \
+        || echo "keep_results: runs/$g: find reported a problem; kept what it listed" >&2; } | while read -r f; do
       dest="results/${f#runs/}"
       mkdir -p "$(dirname "$dest")"
       cp "$f" "$dest"

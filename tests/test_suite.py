@@ -146,12 +146,18 @@ def test_runs_kept_from_an_earlier_machine_count_as_finished(tiny_teacher_run, t
     (kept / "teachers" / "tiny").mkdir(parents=True)
     (kept / "teachers" / "tiny" / "metrics.json").write_text(json.dumps({"dev": {"accuracy": 0.0123},
                                                                         "main_metric": "accuracy"}))
+    (kept / "teachers" / "tiny" / "ood.json").write_text(json.dumps({"sst2": {"accuracy": 0.0111}}))
+    # a KD run the earlier teacher taught, kept without a teacher.json (as runs were before it existed)
+    kd_kept = kept / "sst2" / "kd-kd.temperature=2-s2"
+    kd_kept.mkdir(parents=True)
+    kd_kept_m = {**json.loads((kept / "sst2" / "ft-s1" / "metrics.json").read_text()), "dev": {"accuracy": 0.5}}
+    (kd_kept / "metrics.json").write_text(json.dumps(kd_kept_m))
     shutil.rmtree(out)
     path.write_text(yaml.safe_dump({**yaml.safe_load(path.read_text()), "kept": str(kept)}))
     capsys.readouterr()
     assert main(["suite", str(path), "--dry-run", "--only", "ft"]) == 0
-    assert capsys.readouterr().out.splitlines()[:2] == [f"done {out / 'sst2' / 'ft-s1'} (kept: {kept / 'sst2' / 'ft-s1'})",
-                                                    f"todo {out / 'sst2' / 'ft-s2'}"]
+    assert capsys.readouterr().out.splitlines()[:2] == [
+        f"done {out / 'sst2' / 'ft-s1'} (kept: {kept / 'sst2' / 'ft-s1'})", f"todo {out / 'sst2' / 'ft-s2'}"]
     real, ran = train.run, []
     monkeypatch.setattr(train, "run", lambda recipe, folder, **k: (ran.append(Path(folder).name),
                                                                  real(recipe, folder, **k))[1])
@@ -171,6 +177,19 @@ def test_runs_kept_from_an_earlier_machine_count_as_finished(tiny_teacher_run, t
         assert main(["suite", str(path), "--only", "kd", "--seed", "1"]) == 0
     assert ran[0] == "tiny" and len(ran) == 3
     assert "teacher tiny fine-tuned again scores" in caplog.text and "0.0123" in caplog.text
+    # each new run records the teacher that taught it; the summary compares each run with its own teacher
+    t_new = json.loads((out / "teachers" / "tiny" / "metrics.json").read_text())["dev"]["accuracy"]
+    kd1 = out / "sst2" / "kd-kd.temperature=2-s1"
+    assert json.loads((kd1 / "teacher.json").read_text())["dev"]["accuracy"] == t_new
+    table = {(c[1], c[2]): c for c in ([x.strip() for x in line.split("|")[1:-1]]
+                                       for line in (out / "summary.md").read_text().splitlines()
+                                       if line.startswith("| sst2"))}
+    assert table[("teacher tiny", "-")][4] == f"{100 * t_new:.2f} (accuracy)"
+    assert table[("teacher tiny", "-")][8] != "1.11"  # the new teacher's own OOD figure, not the kept one's
+    assert table[("teacher tiny (earlier)", "-")][4] == "1.23 (accuracy)"
+    a1 = json.loads((kd1 / "metrics.json").read_text())["dev"]["accuracy"]
+    row = table[("kd", "kd.temperature=2")]
+    assert row[3] == "2" and row[5] == f"{100 * (a1 / t_new + 0.5 / 0.0123) / 2:.1f}%"
 
 
 def test_bad_suite_files(tiny_teacher_run, tiny_bert, tmp_path, capsys):
@@ -226,13 +245,16 @@ def test_task_filter(capsys, monkeypatch):
     monkeypatch.chdir(ROOT)
     assert main(["suite", "suites/mpnet12.yaml", "--dry-run", "--task", "rte", "--task", "mrpc"]) == 0
     lines = capsys.readouterr().out.splitlines()
+    teachers = [line for line in lines if line.startswith("todo teacher ")]  # (where this checkout lacks them)
+    assert {line.rsplit("/", 1)[1] for line in teachers} <= {"mpnet-rte", "mpnet-mrpc"}
+    lines = [line for line in lines if line not in teachers]
     assert len(lines) == 2 * 14 * 3 + 1 and json.loads(lines[-1])["runs"] == 84
     assert {line.split()[1].split("/")[2] for line in lines[:-1]} == {"rte", "mrpc"}
     fails_one_line(["suite", "suites/mpnet12.yaml", "--dry-run", "--task", "rte", "--only", "kd-6-full"], capsys,
                    "--only kd-6-full --task rte: no run matches all of these")
     # --seed: one seed of a task's runs (the first pass of a long suite on a CPU)
     assert main(["suite", "suites/mpnet12.yaml", "--dry-run", "--task", "rte", "--seed", "2"]) == 0
-    lines = capsys.readouterr().out.splitlines()
+    lines = [line for line in capsys.readouterr().out.splitlines() if not line.startswith("todo teacher ")]
     assert len(lines) == 14 + 1 and all(line.endswith("-s2") for line in lines[:-1])
     fails_one_line(["suite", "suites/mpnet12.yaml", "--dry-run", "--seed", "9"], capsys, "--seed 9: no run of that seed")
     fails_one_line(["suite", "suites/mpnet12.yaml", "--dry-run", "--only", "kd-6-full", "--seed", "2"], capsys,
@@ -267,7 +289,11 @@ def test_runs_share_a_cache_when_it_would_hold_the_same_outputs(tiny_bert, tmp_p
     # a teacher given as a folder: its cache is one folder under <out>/cache, named by the path's parts
     r = load_recipe("recipes/kd.yaml", [("teacher", str(tiny_bert)), ("student.init", str(tiny_bert))])
     by_path = Path(cache_folder(suite, {"task": "sst2", "teacher": "/runs/teachers/mrpc x/model"}, r))
-    assert by_path.parent == tmp_path / "out" / "cache" and by_path.name.startswith("sst2-runs_teachers_mrpc_x_model-")
+    assert by_path.parent == tmp_path / "out" / "cache"
+    assert by_path.name.startswith("sst2-runs_teachers_mrpc_x_model-")
+    # two folders whose names read alike once made safe are two caches
+    alike = Path(cache_folder(suite, {"task": "sst2", "teacher": "/runs/teachers/mrpc_x/model"}, r))
+    assert alike.name.startswith("sst2-runs_teachers_mrpc_x_model-") and alike != by_path
 
 
 def test_a_reference_puts_the_papers_share_of_its_teacher_beside_the_runs(tmp_path):
@@ -344,8 +370,12 @@ def test_reference_cells_need_the_same_metric_on_both_sides():
     from textdistill.suite import _reference_cells
 
     refs = {("teacher", "mrpc"): ("accuracy", 0.9), ("kd-6", "mrpc"): ("f1", 0.8), ("ft-6", "mrpc"): ("accuracy", 0.81)}
-    items = [({}, {"dev": {"accuracy": 0.72}}), ({}, {"dev": {"f1": 0.8}})]
-    teacher = {"dev": {"accuracy": 0.8, "f1": 0.86}}
-    assert _reference_cells(refs, "kd-6", "mrpc", items, teacher) == ["", ""]  # f1: a seed lacks it; metrics differ
-    assert _reference_cells(refs, "ft-6", "mrpc", items[:1], teacher) == ["90.0% (accuracy)", "90.0% (81.00 / 90.00)"]
-    assert _reference_cells(refs, "ft-6", "rte", items[:1], teacher) == ["", ""]  # no figure for the task
+    teacher = {"accuracy": 0.8, "f1": 0.86}
+    items = [({"dev": {"accuracy": 0.72}}, teacher), ({"dev": {"f1": 0.8}}, teacher)]
+    assert _reference_cells(refs, "kd-6", "mrpc", items) == ["", ""]  # f1: a seed lacks it; metrics differ
+    assert _reference_cells(refs, "ft-6", "mrpc", items[:1]) == ["90.0% (accuracy)", "90.0% (81.00 / 90.00)"]
+    assert _reference_cells(refs, "ft-6", "rte", items[:1]) == ["", ""]  # no figure for the task
+    # seeds taught by two versions of a teacher (one fine-tuned again): each against its own
+    two = [({"dev": {"accuracy": 0.72}}, teacher), ({"dev": {"accuracy": 0.72}}, {"accuracy": 0.9})]
+    assert _reference_cells(refs, "ft-6", "mrpc", two)[0] == f"{100 * (0.9 + 0.8) / 2:.1f}% (accuracy)"
+    assert _reference_cells(refs, "ft-6", "mrpc", [({"dev": {"accuracy": 0.72}}, None)])[0] == ""

@@ -110,7 +110,8 @@ def load_run(folder: Path) -> dict | None:
             "layers": m.get("student_layers"), "seed": m.get("seed"),
             # the pre-trained layers a sliced student keeps (every:4 and first:3 are different students)
             "kept_layers": tuple(v for _, v in sorted((m.get("student_from_teacher_layers") or {}).items(),
-                                                      key=lambda kv: int(kv[0]))) or None, "metric": metric, "value": m["dev"][metric],
+                                                      key=lambda kv: int(kv[0]))) or None,
+            "metric": metric, "value": m["dev"][metric],
             "params": m.get("params_student"), "params_teacher": m.get("params_teacher"),
             "train_seconds": m.get("train_seconds"), "history": m.get("history") or [],
             "dev_file": (m.get("data") or {}).get("dev")}
@@ -129,9 +130,9 @@ def group_runs(runs: list[dict]) -> dict[str, list[dict]]:
     for (task, method, layers, kept), members in groups.items():
         seeds = [r["seed"] for r in members if r["seed"] is not None]
         if len(set(seeds)) < len(seeds):
-            log.warning("report: %s on %s (%sL): seed %s appears more than once (%s); the row averages them",
-                        method, task, layers, sorted({s for s in seeds if seeds.count(s) > 1}),
-                        ", ".join(_rel(r["folder"]) for r in members))
+            log.warning("report: %s on %s%s: seed %s appears more than once (%s); the row averages them",
+                        method, task, f" ({layers}L)" if layers is not None else "",
+                        sorted({s for s in seeds if seeds.count(s) > 1}), ", ".join(_rel(r["folder"]) for r in members))
         by_task.setdefault(task, []).append({"task": task, "method": method, "layers": layers, "kept_layers": kept,
                                              "runs": sorted(members, key=lambda r: (r["seed"] is None, r["seed"]))})
     for task, gs in by_task.items():
@@ -141,9 +142,9 @@ def group_runs(runs: list[dict]) -> dict[str, list[dict]]:
             depths.setdefault(g["method"], set()).add(g["layers"])
             kinds.setdefault((g["method"], g["layers"]), set()).add(g["kept_layers"])
         for g in gs:
-            several_kept = len(kinds[(g["method"], g["layers"])]) > 1 and g["kept_layers"]
+            several_kept = len(kinds[(g["method"], g["layers"])]) > 1
             inside = ([f"{g['layers']}L"] if len(depths[g["method"]]) > 1 or several_kept else []) + (
-                [f"layers {','.join(map(str, g['kept_layers']))}"] if several_kept else [])
+                [f"layers {','.join(map(str, g['kept_layers']))}"] if several_kept and g["kept_layers"] else [])
             g["label"] = g["method"] + (f" ({': '.join(inside)})" if inside else "")
             values = [r["value"] for r in g["runs"]]
             g["mean"], g["sd"] = mean_std(values)

@@ -29,15 +29,22 @@ A suite file::
                                          #   row keyed "teacher" is its teacher); an entry's `reference: KEY`
                                          #   puts the paper's % of teacher beside the run's, in that metric
 
-A run whose ``metrics.json`` exists (under ``out`` or ``kept``) is skipped; a teacher is fine-tuned only when a
-run still to do needs it (again, if only its kept figures are left: the log says if the new one scores otherwise); an interrupted one (a ``.partial`` with a checkpoint, or a
-chain's finished links) is resumed (from a checkpoint of other textdistill code only with
+A run whose ``metrics.json`` exists (under ``out`` or ``kept``) is skipped; an interrupted one (a ``.partial``
+with a checkpoint, or a chain's finished links) is resumed (from a checkpoint of other textdistill code only with
 ``--resume-any-version``). The summary is rewritten after each run (``--summary``: written from the finished
 runs, computing missing out-of-domain figures, without training). The summary (``<out>/summary.md``,
 ``summary.csv``) holds, per task, its teachers (dev and out-of-domain figures) and, per entry (and grid point),
 the main dev metric as mean ± sd over seeds, % of the teacher (for a run without one, FT: of the suite's teacher
 of that task, if it has exactly one), parameters, seconds and the out-of-domain metrics; with a grid, the points
 ranked by mean dev metric and the best point's recipe (``<out>/best-<entry>-<task>.yaml``).
+
+Kept figures (``kept``, a folder read relative to the working directory, as ``out`` is): after a machine is lost,
+``runs/`` goes with it and the figures that ``scripts/keep_results.sh`` copied remain. Runs kept there are
+finished (to run one again, delete its kept copy too). A teacher is fine-tuned only when a run still to do needs
+its model -- again, if only its kept figures are left. Each run of a suite teacher records that teacher's dev
+figures beside its metrics (``teacher.json``, kept with them), so a run's % of teacher is against the teacher
+that taught it; a teacher fine-tuned again that scores otherwise gets a second row ("earlier") for the runs the
+earlier one taught (runs kept without a teacher.json are taken as taught by the kept teacher's figures).
 With a ``reference``, rows of entries that name a reference key also get the run's % of the teacher in the
 reference's metric (e.g. accuracy where the main metric is F1) and the paper's own % of its teacher: a claim
 compared point by point, not in absolute figures from another model.
@@ -48,6 +55,7 @@ import csv
 import itertools
 import json
 import logging
+import os
 import re
 from pathlib import Path
 from typing import Any
@@ -110,15 +118,21 @@ class Suite(_Strict):
     kept: str | None = None  # a folder of kept figures in the layout of ``out`` (metrics.json, ood.json)
 
 
+def _kept_place(suite: Suite, folder: Path) -> Path | None:
+    """The place of a folder under ``out`` in the kept folder (None without ``kept``)."""
+    if not suite.kept:
+        return None
+    return Path(suite.kept) / os.path.relpath(Path(folder).resolve(), Path(suite.out).resolve())
+
+
 def finished(suite: Suite, folder: Path) -> Path | None:
     """Where a run's (or a teacher's) figures are: its folder under ``out`` if it has metrics.json, else the
     same place under ``kept`` (figures of an earlier machine), else None."""
     if (Path(folder) / "metrics.json").is_file():
         return Path(folder)
-    if suite.kept:
-        kept = Path(suite.kept) / Path(folder).relative_to(suite.out)
-        if (kept / "metrics.json").is_file():
-            return kept
+    kept = _kept_place(suite, folder)
+    if kept is not None and (kept / "metrics.json").is_file():
+        return kept
     return None
 
 
@@ -179,7 +193,7 @@ def load_suite(path: str) -> Suite:
                 raise TextDistillError(f"{path}: runs[{i}] ({entry.name}).tasks.{task}: '{teacher}' is neither a "
                                        f"teacher of the suite nor a model folder")
     if suite.kept and not Path(suite.kept).is_dir():
-        raise TextDistillError(f"{path}: kept: {suite.kept}: no such folder")
+        raise TextDistillError(f"{path}: kept: {suite.kept}: no such folder (create it, or drop kept:)")
     keys = {k for k, _ in load_reference(suite.reference)} if suite.reference else set()
     for i, entry in enumerate(suite.runs):
         if entry.reference is not None and entry.reference not in keys:
@@ -287,8 +301,11 @@ def cache_folder(suite: Suite, run: dict, recipe) -> str:
              "dtype": recipe.teacher_cache.dtype}
     holds.update(precision_key(recipe.teacher_cache.runtime))  # (outputs of another precision: another cache)
     digest = hashlib.sha256(json.dumps(holds, sort_keys=True, default=str).encode()).hexdigest()[:10]
-    # a teacher given as a folder (runs/teachers/x/model) names its cache by the path's parts, in one folder name
+    # a teacher given as a folder (runs/teachers/x/model) names its cache by the path's parts, in one folder name,
+    # and a hash of the path keeps two folders apart that read alike so
     teacher = re.sub(r"[^A-Za-z0-9_.+-]+", "_", run["teacher"]).strip("_.")[-60:]
+    if teacher != run["teacher"]:
+        teacher += "-" + hashlib.sha256(str(Path(run["teacher"]).resolve()).encode()).hexdigest()[:6]
     return str(Path(suite.out) / "cache" / f"{run['task']}-{teacher}-{digest}")
 
 
@@ -317,6 +334,9 @@ def run_suite(path: str, only: str | None = None, dry_run: bool = False, tasks: 
     recipes = [load_recipe(r["entry"].recipe, _overrides(suite, r)) for r in runs]
     needed = {r["teacher"] for r in runs if r["teacher"] in suite.teachers and not finished(suite, r["out"])}
     if dry_run:
+        for name in sorted(needed):
+            if not (Path(suite.out) / "teachers" / name / "metrics.json").is_file():
+                print(f"todo teacher {Path(suite.out) / 'teachers' / name}")
         for r in runs:
             where = finished(suite, r["out"])
             print(f"{'todo' if where is None else 'done'} {r['out']}"
@@ -346,6 +366,10 @@ def run_suite(path: str, only: str | None = None, dry_run: bool = False, tasks: 
         except Interrupted:
             raise Interrupted(f"interrupted; {r['out']} keeps its last checkpoint: run the suite again to continue "
                               f"it") from None
+        if r["teacher"] in suite.teachers:  # the figures of the teacher that taught it, kept with its own
+            t = json.loads((Path(suite.out) / "teachers" / r["teacher"] / "metrics.json").read_text())
+            (r["out"] / "teacher.json").write_text(json.dumps(
+                {"name": r["teacher"], "dev": t["dev"], "main_metric": t.get("main_metric")}, indent=2) + "\n")
         try:  # kept current: a long suite's table grows run by run (and a summary problem stops no training)
             _summary_and_best(suite, everything)
         except TextDistillError as e:
@@ -370,15 +394,14 @@ def _summary_and_best(suite: Suite, everything: list[dict]) -> dict:
 def _compare_with_kept(suite: Suite, name: str, folder: Path) -> None:
     """A teacher fine-tuned again (its model was lost, its figures kept): the runs kept from the earlier one
     were taught by that one; say so when the two differ."""
-    if not suite.kept:
+    kept = _kept_place(suite, folder)
+    if kept is None or not (kept / "metrics.json").is_file():
         return
-    kept = Path(suite.kept) / "teachers" / name / "metrics.json"
-    if not kept.is_file():
-        return
-    old, new = json.loads(kept.read_text())["dev"], json.loads((folder / "metrics.json").read_text())["dev"]
+    old = json.loads((kept / "metrics.json").read_text()).get("dev")
+    new = json.loads((folder / "metrics.json").read_text()).get("dev")
     if old != new:
-        log.warning("suite: teacher %s fine-tuned again scores %s, the kept one %s: the kept runs had the earlier "
-                    "teacher", name, {k: round(v, 4) for k, v in new.items()},
+        log.warning("suite: teacher %s fine-tuned again scores %s, the kept one %s: the runs it taught are compared "
+                    "with it (the summary's 'earlier' row)", name, {k: round(v, 4) for k, v in new.items()},
                     {k: round(v, 4) for k, v in old.items()})
 
 
@@ -391,10 +414,9 @@ def _ood(suite: Suite, r: dict, metrics: dict) -> dict:
 
     cache = r["out"] / "ood.json"
     done = json.loads(cache.read_text()) if cache.is_file() else {}
-    if suite.kept:
-        kept = Path(suite.kept) / Path(r["out"]).relative_to(suite.out) / "ood.json"
-        if kept.is_file():
-            done = {**json.loads(kept.read_text()), **done}
+    where = finished(suite, r["out"])
+    if where is not None and where != r["out"] and (where / "ood.json").is_file():
+        done = json.loads((where / "ood.json").read_text())  # a kept run: its figures are the kept ones
     for name in suite.ood.get(r["task"], []):
         if name in done or not (r["out"] / "model").is_dir():
             continue
@@ -406,17 +428,38 @@ def _ood(suite: Suite, r: dict, metrics: dict) -> dict:
 
 def summarise(suite: Suite, runs: list[dict]) -> dict:
     """``summary.md`` / ``summary.csv`` over the finished runs; returns the best grid point per (entry, task)."""
-    groups: dict[tuple, list[tuple[dict, dict]]] = {}
-    for r in runs:
-        where = finished(suite, r["out"])
-        if where:
-            groups.setdefault((r["task"], r["entry"].name, point_name(r["point"])), []).append(
-                (r, json.loads((where / "metrics.json").read_text())))
     teachers = {}
     for name in suite.teachers:
         where = finished(suite, Path(suite.out) / "teachers" / name)
         if where:
             teachers[name] = json.loads((where / "metrics.json").read_text())
+
+    def taught_by(r: dict, where: Path) -> tuple[str | None, dict | None]:
+        """The name and dev figures of the teacher a run is compared with: the one that taught it (its
+        teacher.json; a kept run without one: the kept teacher's figures), for a run without a teacher (FT) the
+        suite's teacher of its task."""
+        name = r["teacher"] if r["teacher"] in suite.teachers else None
+        if name is None:
+            name = _task_teacher(suite, r["task"])
+            return name, (teachers[name]["dev"] if name in teachers else None)
+        if (where / "teacher.json").is_file():
+            return name, json.loads((where / "teacher.json").read_text())["dev"]
+        kept = _kept_place(suite, Path(suite.out) / "teachers" / name)
+        if where != r["out"] and kept is not None and (kept / "metrics.json").is_file():
+            return name, json.loads((kept / "metrics.json").read_text())["dev"]
+        return name, (teachers[name]["dev"] if name in teachers else None)
+
+    groups: dict[tuple, list[tuple[dict, dict, dict | None]]] = {}
+    earlier: dict[str, list[dict]] = {}  # per teacher: figures of earlier versions that taught runs here
+    for r in runs:
+        where = finished(suite, r["out"])
+        if where:
+            name, tdev = taught_by(r, where)
+            if r["teacher"] == name and name in teachers and tdev is not None and tdev != teachers[name]["dev"] \
+                    and tdev not in earlier.setdefault(name, []):
+                earlier[name].append(tdev)
+            groups.setdefault((r["task"], r["entry"].name, point_name(r["point"])), []).append(
+                (r, json.loads((where / "metrics.json").read_text()), tdev))
     header = ["task", "run", "grid point", "seeds", "dev (main metric)", "% of teacher", "params", "train s"]
     oods = sorted({o for v in suite.ood.values() for o in v})
     header += [f"OOD {o}" for o in oods]
@@ -452,18 +495,23 @@ def summarise(suite: Suite, runs: list[dict]) -> dict:
         add(task, f"teacher {name}", None, 1, [100 * m["dev"][main]], main, "100%", m.get("params_student"),
             m.get("train_seconds"), [f"{100 * ood[o][next(iter(ood[o]))]:.2f}" if o in ood else "" for o in oods],
             ref_cells)
+        for dev in earlier.get(name, []):  # fine-tuned again after a lost machine: the one that taught kept runs
+            add(task, f"teacher {name} (earlier)", None, 1, [100 * dev[main]], main, "100%", None, None,
+                ["" for _ in oods], ["", ""] if refs is not None else [])
     position = {e.name: i for i, e in enumerate(suite.runs)}  # the suite file's order of entries
     for (task, entry, point), items in sorted(groups.items(), key=lambda g: (g[0][0], position[g[0][1]], g[0][2])):
         main = items[0][1]["main_metric"]
-        values = [100 * m["dev"][main] for _, m in items]
-        teacher = teachers.get(items[0][0]["teacher"] or _task_teacher(suite, task))
-        pct = f"{100 * mean_std(values)[0] / (100 * teacher['dev'][main]):.1f}%" if teacher else ""
+        values = [100 * m["dev"][main] for _, m, _ in items]
+        # each run against the teacher that taught it (the same one for all, unless one was fine-tuned again)
+        pct = (f"{100 * mean_std([m['dev'][main] / t[main] for _, m, t in items])[0]:.1f}%"
+               if all(t and t.get(main) for _, _, t in items) else "")
         ood_cells = []
         for o in oods:
-            vals = [100 * d[o][next(iter(d[o]))] for d in (_ood(suite, r, m) for r, m in items) if o in d]
+            vals = [100 * d[o][next(iter(d[o]))] for d in (_ood(suite, r, m) for r, m, _ in items) if o in d]
             ood_cells.append(f"{mean_std(vals)[0]:.2f}" if vals else "")
-        seconds = mean_std([m["train_seconds"] for _, m in items])[0]
-        ref_cells = _reference_cells(refs, entries[entry].reference, task, items, teacher) if refs is not None else []
+        seconds = mean_std([m["train_seconds"] for _, m, _ in items])[0]
+        ref_cells = (_reference_cells(refs, entries[entry].reference, task, [(m, t) for _, m, t in items])
+                     if refs is not None else [])
         mean = add(task, entry, point, len(items), values, main, pct, items[0][1].get("params_student"), seconds,
                    ood_cells, ref_cells)
         ranked.setdefault((entry, task), []).append((mean, point, items[0][0]["point"], seconds))
@@ -497,18 +545,17 @@ def _task_teacher(suite: Suite, task: str) -> str | None:
     return names[0] if len(names) == 1 else None
 
 
-def _reference_cells(refs: dict, key: str | None, task: str, items: list, teacher: dict | None) -> list[str]:
-    """The run's % of its teacher in the reference's metric and the paper's % of its own teacher, e.g.
-    ``["96.3% (accuracy)", "98.4% (91.06 / 92.58)"]``; empty cells where either side is missing."""
+def _reference_cells(refs: dict, key: str | None, task: str, items: list[tuple[dict, dict | None]]) -> list[str]:
+    """The runs' % of their teacher in the reference's metric (``items``: each seed's metrics and its teacher's
+    dev figures) and the paper's % of its own teacher, e.g. ``["96.3% (accuracy)", "98.4% (91.06 / 92.58)"]``;
+    empty cells where either side is missing."""
     if key is None or (key, task) not in refs or ("teacher", task) not in refs:
         return ["", ""]
     metric, value = refs[(key, task)]
     t_metric, t_value = refs[("teacher", task)]
     paper = f"{100 * value / t_value:.1f}% ({100 * value:.2f} / {100 * t_value:.2f})" if t_metric == metric else ""
-    vals = [m["dev"][metric] for _, m in items if metric in m["dev"]]
-    ours = ""
-    if teacher and metric in teacher["dev"] and len(vals) == len(items):
-        ours = f"{100 * sum(vals) / len(vals) / teacher['dev'][metric]:.1f}% ({metric})"
+    ratios = [m["dev"][metric] / t[metric] for m, t in items if metric in m["dev"] and t and t.get(metric)]
+    ours = f"{100 * sum(ratios) / len(ratios):.1f}% ({metric})" if ratios and len(ratios) == len(items) else ""
     return [ours, paper]
 
 
