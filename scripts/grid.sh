@@ -21,7 +21,7 @@ job() {
     "$out" && mode=(--resume --resume-any-version)
   echo "=== $out $(date -u +%H:%M:%S) ${mode[*]}"
   .venv/bin/textdistill "$cmd" -r "$recipe" -o "$out" --data-dir "$GLUE" "${mode[@]}" "$@" 2>&1 | tr '\r' '\n' \
-    | grep -v -E '^\s*(epoch|evaluate|augment|teacher cache)[^:]*:\s+[0-9]+%' || true
+    | grep --line-buffered -v -E '^\s*(epoch|evaluate|augment|teacher cache)[^:]*:\s+[0-9]+%' || true
   [ -f "$out/metrics.json" ] || echo "FAILED $out"
   scripts/keep_results.sh ${KEEP:-} > /dev/null
 }
