@@ -20,7 +20,7 @@ job() {
   .venv/bin/python -c 'import sys; from textdistill.train import resumable; sys.exit(not resumable(sys.argv[1]))' \
     "$out" && mode=(--resume --resume-any-version)
   echo "=== $out $(date -u +%H:%M:%S) ${mode[*]}"
-  .venv/bin/textdistill "$cmd" -r "$recipe" -o "$out" --data-dir "$GLUE" "${mode[@]}" "$@" 2>&1 | tr '\r' '\n' \
+  .venv/bin/textdistill "$cmd" -r "$recipe" -o "$out" --data-dir "$GLUE" "${mode[@]}" "$@" 2>&1 | stdbuf -oL tr '\r' '\n' \
     | grep --line-buffered -v -E '^\s*(epoch|evaluate|augment|teacher cache)[^:]*:\s+[0-9]+%' || true
   [ -f "$out/metrics.json" ] || echo "FAILED $out"
   scripts/keep_results.sh ${KEEP:-} > /dev/null

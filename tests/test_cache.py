@@ -222,9 +222,9 @@ def test_a_bf16_cache_holds_the_teacher_under_autocast_and_is_keyed_apart(setup,
 
 
 def test_a_bf16_cache_on_a_cpu_without_native_bf16_warns(setup, tmp_path, monkeypatch, caplog):
-    import textdistill.train as train
+    from textdistill import hardware
 
-    monkeypatch.setattr(train, "bf16_native", lambda: False)
+    monkeypatch.setattr(hardware, "bf16_native", lambda: False)
     recipe = _recipe(setup, "kd")
     task = resolve_task(recipe)
     open_cache(teacher=recipe.teacher, task=task, folder=tmp_path / "c", train_ex=load_split(task, recipe, "train"),

@@ -306,6 +306,31 @@ def test_bf16_native_reads_the_cpu_flags():
     assert not bf16_native("flags\t\t: fpu sse2 avx avx2 fma avx512f avx512_vnni\n")
 
 
+@pytest.mark.parametrize("cpu_flags, cuda, bf16_gpu, on_cpu, want", [
+    ("avx512_bf16", False, False, False, ("bf16", "torch-bf16")),   # a CPU with native bf16
+    ("avx2", False, False, False, ("no", "onnx")),                  # emulated bf16: ~30x slower, so fp32
+    ("avx2", True, True, False, ("bf16", "torch-bf16")),            # a GPU with bf16
+    ("avx2", True, False, False, ("no", "onnx")),                   # a GPU without (e.g. a V100)
+    ("avx2", True, True, True, ("no", "onnx")),                     # train.cpu: the CPU decides
+])
+def test_auto_precision_is_bf16_only_where_it_is_native(monkeypatch, cpu_flags, cuda, bf16_gpu, on_cpu, want):
+    import torch
+
+    from textdistill import hardware
+    from textdistill.recipe import load_recipe
+
+    real = hardware.bf16_native
+    monkeypatch.setattr(hardware, "bf16_native", lambda: real(f"flags\t: fpu sse2 {cpu_flags}\n"))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: bf16_gpu)
+    r = load_recipe("recipes/kd.yaml", [("train.mixed_precision", "auto"), ("teacher_cache.runtime", "auto"),
+                                        ("train.cpu", on_cpu)])
+    assert (r.train.mixed_precision, r.teacher_cache.runtime) == want
+    # explicit settings are kept as written, whatever the machine
+    r = load_recipe("recipes/kd.yaml", [("train.mixed_precision", "bf16"), ("teacher_cache.runtime", "torch")])
+    assert (r.train.mixed_precision, r.teacher_cache.runtime) == ("bf16", "torch")
+
+
 @pytest.mark.parametrize("cfg", [dict(name="x", tap="logits", loss="kd_kl", args={"temperature": 5}),
                                  dict(name="x", tap="logits", loss="soft_ce", args={"temperature": 5}),
                                  dict(name="x", tap="mean", map="pkd-skip", loss="pkd_mse", proj_dim=5)])

@@ -12,9 +12,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from . import TextDistillError
+from . import TextDistillError, hardware
 
 
 class _Strict(BaseModel):
@@ -137,10 +137,11 @@ class TransferCfg(_Strict):
 class CacheCfg(_Strict):
     dir: str | None = None  # teacher-output cache folder: used if it matches, built if absent, refused if stale
     dtype: Literal["float32", "float16", "bfloat16"] = "float16"  # of the stored vectors (logits stay float32)
-    runtime: Literal["torch", "onnx", "torch-bf16"] = "onnx"  # the teacher's pass building the cache: ONNX Runtime
-    # (faster on CPU, checked against PyTorch on two batches, PyTorch if that fails or the teacher is on a GPU),
-    # torch, or torch-bf16 (PyTorch under bf16 autocast: the fastest here for a 12-layer teacher on a CPU with
-    # native bf16, docs/performance.md section 10; its outputs carry bf16's rounding, and the cache key says so)
+    runtime: Literal["torch", "onnx", "torch-bf16", "auto"] = "onnx"  # the teacher's pass building the cache: ONNX
+    # Runtime (faster on CPU, checked against PyTorch on two batches, PyTorch if that fails or the teacher is on a
+    # GPU), torch, or torch-bf16 (PyTorch under bf16 autocast: the fastest here for a 12-layer teacher on a CPU with
+    # native bf16, docs/performance.md section 10; its outputs carry bf16's rounding, and the cache key says so);
+    # auto: torch-bf16 where bf16 is native (hardware.py), else onnx -- resolved when the recipe is read
 
 
 class TrainCfg(_Strict):
@@ -164,8 +165,10 @@ class TrainCfg(_Strict):
     # every epoch (needs the tensorboard package)
     tensorboard: bool = False
     # autocast of the forward passes of each training step (the student, a live teacher); the loss terms, evaluation
-    # and the saved weights stay fp32. bf16 on a CPU is faster only with native bf16 instructions (AVX512-BF16, AMX): docs/performance.md
-    mixed_precision: Literal["no", "fp16", "bf16"] = "no"
+    # and the saved weights stay fp32. bf16 on a CPU is faster only with native bf16 instructions (AVX512-BF16, AMX);
+    # emulated it is many times slower (docs/performance.md section 13). auto: bf16 where it is native (a CUDA GPU
+    # with bf16, else a CPU with it), else no -- resolved when the recipe is read (the run's recipe.yaml says which)
+    mixed_precision: Literal["no", "fp16", "bf16", "auto"] = "no"
     cpu: bool = False
 
     @field_validator("mixed_precision", mode="before")
@@ -199,6 +202,17 @@ class Recipe(_Strict):
     hard_weight: float = Field(1.0, ge=0)  # weight of the task loss (CE, or MSE for regression): 1 - alpha
     terms: list[TermCfg] = Field(default_factory=list)
     train: TrainCfg = Field(default_factory=TrainCfg)
+
+    @model_validator(mode="after")
+    def _resolve_auto(self):
+        """``auto`` precisions become what this machine computes fast (hardware.py): bf16 where it is native."""
+        if "auto" in (self.train.mixed_precision, self.teacher_cache.runtime):
+            fast = hardware.bf16_fast(cpu=self.train.cpu)
+            if self.train.mixed_precision == "auto":
+                self.train.mixed_precision = "bf16" if fast else "no"
+            if self.teacher_cache.runtime == "auto":
+                self.teacher_cache.runtime = "torch-bf16" if fast else "onnx"
+        return self
 
 
 def _set_path(obj: dict, dotted: str, value, where: str):

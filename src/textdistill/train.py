@@ -26,8 +26,9 @@ from pathlib import Path
 
 import torch
 
-from . import TextDistillError, __version__, checkpoint, dist
+from . import TextDistillError, __version__, checkpoint, dist, hardware
 from .data import transfer
+from .hardware import bf16_native  # noqa: F401 - part of this module's interface
 from .data.batching import train_loader
 from .data.splits import data_file, load_split, resolve_task  # noqa: F401 - part of this module's interface
 from .knowledge.terms import check_term, term_where
@@ -368,17 +369,6 @@ def _average_gradients(params, world: int) -> None:
             p.grad.copy_(g)
 
 
-def bf16_native(cpuinfo: str | None = None) -> bool:
-    """Whether the CPU computes bf16 natively (Linux: the flags in /proc/cpuinfo; True where they cannot be read)."""
-    if cpuinfo is None:
-        try:
-            cpuinfo = Path("/proc/cpuinfo").read_text()
-        except OSError:
-            return True
-    flags = set(cpuinfo.split())
-    return bool(flags & {"avx512_bf16", "amx_bf16", "bf16"})
-
-
 def _loop(scheme, tmp: Path, tqdm, resume: bool = False, any_version: bool = False) -> dict:
     """The one training loop, method- and scheme-blind (``run`` has set up the process group and checked the batch)."""
     from accelerate import Accelerator
@@ -396,9 +386,10 @@ def _loop(scheme, tmp: Path, tqdm, resume: bool = False, any_version: bool = Fal
     accelerator = Accelerator(cpu=cfg.cpu, mixed_precision=cfg.mixed_precision,
                               dataloader_config=DataLoaderConfiguration(split_batches=True))
     main = accelerator.is_main_process
-    if cfg.mixed_precision == "bf16" and accelerator.device.type == "cpu" and main and not bf16_native():
+    if cfg.mixed_precision == "bf16" and accelerator.device.type == "cpu" and main and not hardware.bf16_native():
         log.warning("train.mixed_precision=bf16: this CPU has no native bf16 instructions (AVX512-BF16, AMX, "
-                    "Arm BF16); emulated bf16 is usually slower than fp32 here")
+                    "Arm BF16); emulated bf16 is many times slower than fp32 here (~30x for an MPNet-12 step, "
+                    "docs/performance.md section 13): train.mixed_precision: auto uses bf16 only where it is native")
     loader = train_loader(scheme.train_set, scheme.tokenizer, cfg.batch_size, cfg.seed, cfg.length_grouped,
                           pad_to=cfg.max_length if cfg.pad_to_max_length else None)
     order = loader.sampler.generator  # draws each epoch's batch order (its state is checkpointed)

@@ -213,11 +213,11 @@ def build_cache(folder: Path, *, teacher_model, key: dict, data, tokenizer, batc
     torch_run = (_bf16_runner if bf16 else _torch_runner)(teacher_model, plan)
     run, used, extra = torch_run, "torch-bf16" if bf16 else "torch", {}
     if bf16:
-        from ..train import bf16_native
+        from .. import hardware
 
-        if next(teacher_model.parameters()).device.type == "cpu" and not bf16_native():
+        if next(teacher_model.parameters()).device.type == "cpu" and not hardware.bf16_native():
             log.warning("teacher_cache.runtime torch-bf16: this CPU has no native bf16 (avx512_bf16 / amx_bf16); "
-                        "the pass will be slower than fp32 (runtime: onnx)")
+                        "the pass will be many times slower than fp32 (runtime: onnx; auto picks it here)")
     with tempfile.TemporaryDirectory(prefix="textdistill-onnx-") as work:
         if runtime == "onnx" and next(teacher_model.parameters()).device.type != "cpu":
             log.info("teacher cache: the teacher is on %s; it runs there in PyTorch (ONNX Runtime here is for "
