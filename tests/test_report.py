@@ -206,3 +206,32 @@ def test_students_of_one_depth_from_other_layers_are_other_rows(tmp_path, caplog
     with caplog.at_level("WARNING", logger="textdistill"):
         group_runs(runs + [run("kd-3-T20-s1", "kd", [4, 8, 12], 1)])
     assert "report: kd on rte (3L): seed [1] appears more than once" in caplog.text
+
+
+def test_percent_of_teacher_is_over_the_teacher_that_taught_the_run(tmp_path, monkeypatch):
+    """A suite records beside each run the teacher that taught it (teacher.json); a teacher fine-tuned again may
+    score otherwise. The report's % of teacher of such runs is over their own teacher, and says so."""
+    def run(name, method, value, taught=None):
+        folder = tmp_path / "runs" / name
+        folder.mkdir(parents=True)
+        (folder / "metrics.json").write_text(json.dumps({
+            "task": "rte", "method": method, "main_metric": "accuracy", "dev": {"accuracy": value}, "seed": 1,
+            "student_layers": 12 if method == "teacher" else 3, "params_student": 100 if method == "teacher" else 40}))
+        if taught is not None:
+            (folder / "teacher.json").write_text(json.dumps({"name": "t", "dev": {"accuracy": taught},
+                                                             "main_metric": "accuracy"}))
+
+    run("teacher", "teacher", 0.64)
+    run("kd-s1", "kd", 0.48, taught=0.60)   # taught by an earlier teacher: 80 % of it, not 75 % of the row's
+    run("ft-s1", "ft", 0.48)                # no teacher.json: over the teacher row
+    run("pkd-s1", "pkd", 0.48, taught=0.64)  # taught by the row's teacher
+    monkeypatch.chdir(tmp_path)
+    assert main(["report", "runs", "-o", "out"]) == 0
+    text = (tmp_path / "out" / "report.md").read_text()
+    rows = _rows(text)
+    assert rows["kd"][4] == "80.0" and rows["ft"][4] == "75.0" and rows["pkd"][4] == "75.0"
+    assert "% of teacher of kd (60.00): over the teacher that taught those runs" in text
+    assert "pkd (" not in text.split("% of teacher of")[1].split("\n")[0]
+    with open(tmp_path / "out" / "results.csv") as f:
+        pct = {r["label"]: float(r["pct_of_teacher"]) for r in csv.DictReader(f)}
+    assert pct["kd"] == pytest.approx(80.0) and pct["ft"] == pytest.approx(75.0)

@@ -114,7 +114,17 @@ def load_run(folder: Path) -> dict | None:
             "metric": metric, "value": m["dev"][metric],
             "params": m.get("params_student"), "params_teacher": m.get("params_teacher"),
             "train_seconds": m.get("train_seconds"), "history": m.get("history") or [],
-            "dev_file": (m.get("data") or {}).get("dev")}
+            "dev_file": (m.get("data") or {}).get("dev"), "taught_by": _taught_by(folder, metric)}
+
+
+def _taught_by(folder: Path, metric: str) -> dict | None:
+    """The teacher that taught a run, as a suite records it beside the run's metrics (``teacher.json``: its name and
+    dev figures), if it holds the run's main metric; None otherwise."""
+    try:
+        t = json.loads((folder / "teacher.json").read_text())
+        return {"name": t.get("name"), "value": float(t["dev"][metric])}
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def group_runs(runs: list[dict]) -> dict[str, list[dict]]:
@@ -254,7 +264,7 @@ def write_report(paths: list[str], out_dir: str, title: str | None = None, teach
     lines = [f"# {title or 'Distillation runs'}", "",
              f"Written by `{command}` from {len(runs)} run{'s' * (len(runs) != 1)} (paths relative to the "
              f"working directory). Dev metric: mean ± sd over seeds; % of teacher: the mean of a row over the "
-             f"teacher's mean."]
+             f"teacher's mean (over the teachers that taught its runs, where a suite recorded them: teacher.json)."]
     if skipped:
         lines += ["", "Skipped (metrics.json of no training run): " + ", ".join(f"`{_rel(f)}`" for f in skipped)]
     written, csv_rows = [], []
@@ -279,11 +289,18 @@ def write_report(paths: list[str], out_dir: str, title: str | None = None, teach
             axis = "parameters of the teacher / of the student"
         else:
             axis = "measured speed-up over the teacher (batch of 32, median)"
-        rows = []
+        rows, own = [], []
         for g in groups:
             mean, sd = scale * g["mean"], scale * g["sd"]
-            kept = 100 * g["mean"] / t_mean if t_mean else None
-            g["kept"], g["kept_sd"] = kept, (100 * g["sd"] / t_mean if t_mean else None)
+            # % of teacher: over the teachers that taught the row's runs (a suite's teacher.json), where recorded,
+            # else over the teacher row (a teacher fine-tuned again may score otherwise than the one that taught)
+            ref = t_mean
+            if g is not t_group and any(r["taught_by"] for r in g["runs"]) and t_mean is not None:
+                ref = statistics.mean(r["taught_by"]["value"] if r["taught_by"] else t_mean for r in g["runs"])
+                if abs(ref - t_mean) > 1e-9:
+                    own.append(f"{g['label']} ({scale * ref:.2f})")
+            kept = 100 * g["mean"] / ref if ref else None
+            g["kept"], g["kept_sd"] = kept, (100 * g["sd"] / ref if ref else None)
             seeds = ", ".join(str(r["seed"]) for r in g["runs"])
             secs = [r["train_seconds"] for r in g["runs"] if r["train_seconds"] is not None]
             speed = speedups.get(g["label"])
@@ -301,7 +318,9 @@ def write_report(paths: list[str], out_dir: str, title: str | None = None, teach
                   (f"Teacher: " + ", ".join(f"`{_rel(r['folder'])}`" for r in t_group["runs"])
                    + f" (row {t_group['label']}), dev {metric} {scale * t_mean:.2f}." if t_group else
                    "No teacher run for this task (method `teacher`, or --teacher RUN): no % of teacher."),
-                  f"Speed-up: {how}.", "",
+                  f"Speed-up: {how}.", *([] if not own else [
+                      "", "% of teacher of " + ", ".join(own) + ": over the teacher that taught those runs (their "
+                      "teacher.json), which scored otherwise than the teacher row."]), "",
                   markdown_table(["method", "layers", "seeds", f"dev {metric}" + (" ×100" if scale == 100 else ""),
                                   "% of teacher", "params", "speed-up", "train s"], rows)]
         images = []
