@@ -56,7 +56,8 @@ for label, method, pick in (("FT, 3 layers (labels only)", "ft", None), ("KD fro
                             ("the same KD, bf16 autocast (train.mixed_precision)", "kd-bf16", None),
                             ("DML, 3-layer peer (no fine-tuned teacher)", "dml", "l3"),
                             ("DML, 6-layer peer", "dml", "l6")):
-    rows.append([label] + [mean_cell([pct(r["peers"][pick] if pick else r["dev"], main[t]) for r in runs(t, method)])
+    rows.append([label] + [mean_cell([pct(r["peers"][pick] if pick else r["dev"], main[t]) for r in runs(t, method)],
+                                     [r.get("mixed_precision") for r in runs(t, method)])
                            for t in cols]
                 + ([mean_cell(ood("sst2", method, f"{pick}/model" if pick else "model"))] if with_ood else []))
 print(markdown_table(header, rows))
@@ -79,10 +80,12 @@ if sweeps:
     print(markdown_table(["threshold", "dev accuracy", "mean layers run (of 6)"], rows))
 btasks = [t for t in tasks if runs(t, "born-again")]
 if btasks:
-    print("\n### 5.3 Born-again networks (6-layer students of the teacher's architecture, bf16 autocast)\n")
+    print("\n### 5.3 Born-again networks (6-layer students of the teacher's architecture, bf16 autocast where native)\n")
     n = max(len(r["generations"]) for t in btasks for r in runs(t, "born-again"))
     rows = [["teacher (seed 42)"] + [f"{pct(teachers[t]['dev'], main[t]):.2f}" for t in btasks]]
     rows += [[f"generation {g}"] + [mean_cell([pct(r["generations"][g - 1]["dev"], main[t])
+                                               for r in runs(t, "born-again") if len(r["generations"]) >= g],
+                                              [r["generations"][g - 1].get("mixed_precision")
                                                for r in runs(t, "born-again") if len(r["generations"]) >= g])
                                     for t in btasks] for g in range(1, n + 1)]
     print(markdown_table(["model"] + [f"{t} ({main[t]})" for t in btasks], rows))

@@ -33,7 +33,8 @@ if not sets:
 metric = {s: teachers[s]["main_metric"] for s in sets}
 rows = [["teacher (MiniLM-L6)"] + [f"{100 * teachers[s]['dev'][metric[s]]:.2f}" for s in sets]]
 for label, m in METHODS:
-    rows.append([label] + [mean_cell([100 * r["dev"][metric[s]] for r in runs(s, m)]) for s in sets])
+    rows.append([label] + [mean_cell([100 * r["dev"][metric[s]] for r in runs(s, m)],
+                                     [r.get("mixed_precision") for r in runs(s, m)]) for s in sets])
 print(markdown_table(["transfer set / method"] + [f"{s} ({metric[s]})" for s in sets], rows))
 rows = []
 for label, m in METHODS:

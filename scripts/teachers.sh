@@ -27,7 +27,7 @@ for s in 1 2; do teacher "minilm-mrpc-s$s" mrpc --seed "$s"; done
 for s in 1 2; do teacher "minilm-sst2-20k-s$s" sst2 --set data.train_rows=20000 --seed "$s"; done
 # MPNet-12 (12 x 768, 110M): ~16 s per step of 16 RTE pairs on one thread, ~40 min per RTE epoch
 # train.mixed_precision=auto: bf16 autocast of the training steps where bf16 is native (a CPU with AVX512-BF16 or
-# AMX: half the step time of fp32; a GPU), fp32 elsewhere (emulated bf16 is ~30x slower: docs/performance.md 13)
+# AMX: half the step time of fp32; a GPU), fp32 elsewhere (emulated bf16 is ~27x slower: docs/performance.md 13.1)
 # The settings of suites/mpnet12.yaml's teachers (2 epochs; SST-2 on all its rows), linked into that suite's
 # teacher folder so that it reuses them instead of training its own
 MPNET=(--set student.init=mpnet-12 --set train.lr=2e-5 --set train.batch_size=16 --set train.mixed_precision=auto

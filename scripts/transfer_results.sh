@@ -7,7 +7,7 @@
 # Augmentation copies per row: 20 on the 2k-row SST-2 sample (Tang's n_iter), 2 on the 20k sample and 5 on
 # MRPC/RTE (CPU time). Generated sets and teacher caches are built once and shared by the seeds. Every student
 # trains under bf16 autocast where bf16 is native (train.mixed_precision: auto; docs/performance.md section 13:
-# half the step time on a CPU with native bf16, ~30x slower emulated; KD on MRPC 81.35 ± 0.46 vs fp32 81.39 ±
+# half the step time on a CPU with native bf16, ~27x slower emulated; KD on MRPC 81.35 ± 0.46 vs fp32 81.39 ±
 # 0.49), in fp32 elsewhere (each run's recipe.yaml says which); the teachers are the fp32 ones.
 set -euo pipefail
 cd "$(dirname "$0")/.."

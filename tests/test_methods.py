@@ -322,13 +322,48 @@ def test_auto_precision_is_bf16_only_where_it_is_native(monkeypatch, cpu_flags, 
     real = hardware.bf16_native
     monkeypatch.setattr(hardware, "bf16_native", lambda: real(f"flags\t: fpu sse2 {cpu_flags}\n"))
     monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
-    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: bf16_gpu)
+    # torch reports emulated bf16 as support unless asked not to (a V100, a T4): auto must ask
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: bf16_gpu or including_emulation)
+    monkeypatch.delenv("ACCELERATE_USE_CPU", raising=False)
     r = load_recipe("recipes/kd.yaml", [("train.mixed_precision", "auto"), ("teacher_cache.runtime", "auto"),
                                         ("train.cpu", on_cpu)])
     assert (r.train.mixed_precision, r.teacher_cache.runtime) == want
     # explicit settings are kept as written, whatever the machine
     r = load_recipe("recipes/kd.yaml", [("train.mixed_precision", "bf16"), ("teacher_cache.runtime", "torch")])
     assert (r.train.mixed_precision, r.teacher_cache.runtime) == ("bf16", "torch")
+    if cuda and bf16_gpu and not on_cpu:  # accelerate launch --cpu: the CPU decides, as for train.cpu
+        monkeypatch.setenv("ACCELERATE_USE_CPU", "true")
+        r = load_recipe("recipes/kd.yaml", [("train.mixed_precision", "auto")])
+        assert r.train.mixed_precision == ("bf16" if "bf16" in cpu_flags else "no")
+
+
+def test_auto_precision_is_resolved_again_in_each_stage(monkeypatch):
+    """A stage merges into the recipe as written (auto), not as resolved for the base: a stage that trains on the
+    CPU of a machine whose GPU has bf16 (and whose CPU has not) runs fp32."""
+    from textdistill import hardware
+    from textdistill.recipe import load_recipe, stage_recipes, validate
+
+    monkeypatch.setattr(hardware, "bf16_fast", lambda cpu=False: not cpu)
+    r = load_recipe("recipes/tinybert-2stage.yaml", [("train.mixed_precision", "auto"), ("stages.task.train", {"cpu": True})])
+    assert r.train.mixed_precision == "bf16"
+    stages = {name: validate(data, "x") for name, data in stage_recipes(r)}
+    assert stages["general"].train.mixed_precision == "bf16"
+    assert stages["task"].train.cpu and stages["task"].train.mixed_precision == "no"
+
+
+def test_bf16_native_is_false_where_the_cpu_cannot_be_read(monkeypatch):
+    from textdistill import hardware
+
+    class Unreadable:
+        def __init__(self, *_):
+            pass
+
+        def read_text(self):
+            raise OSError("no /proc")
+
+    monkeypatch.setattr(hardware, "Path", Unreadable)
+    monkeypatch.setattr(hardware.platform, "system", lambda: "Windows")
+    assert hardware.bf16_native() is False
 
 
 @pytest.mark.parametrize("cfg", [dict(name="x", tap="logits", loss="kd_kl", args={"temperature": 5}),

@@ -230,8 +230,17 @@ def test_percent_of_teacher_is_over_the_teacher_that_taught_the_run(tmp_path, mo
     text = (tmp_path / "out" / "report.md").read_text()
     rows = _rows(text)
     assert rows["kd"][4] == "80.0" and rows["ft"][4] == "75.0" and rows["pkd"][4] == "75.0"
-    assert "% of teacher of kd (60.00): over the teacher that taught those runs" in text
+    assert "% of teacher of kd (60.00): over the teachers that taught those runs" in text
     assert "pkd (" not in text.split("% of teacher of")[1].split("\n")[0]
     with open(tmp_path / "out" / "results.csv") as f:
         pct = {r["label"]: float(r["pct_of_teacher"]) for r in csv.DictReader(f)}
     assert pct["kd"] == pytest.approx(80.0) and pct["ft"] == pytest.approx(75.0)
+
+
+def test_a_cell_over_runs_of_other_precisions_says_so():
+    from textdistill.report import mean_cell
+
+    assert mean_cell([80.0, 82.0], ["bf16", "no"]) == "81.00 ± 1.41 (2) [bf16 + fp32]"
+    assert mean_cell([80.0, 82.0], ["no", "no"]) == "81.00 ± 1.41 (2)"
+    assert mean_cell([80.0, 82.0], [None, "no"]) == "81.00 ± 1.41 (2)"  # a run that did not record it: no claim
+    assert mean_cell([80.0]) == "80.00 (1)" and mean_cell([]) == ""

@@ -91,6 +91,11 @@ def test_resume_bad_input(tiny_teacher_run, tiny_bert, tmp_path, monkeypatch, ca
     capsys.readouterr()
     fails([*_args(d, tiny_bert, out), "--resume", "--set", "train.lr=1e-3"],
           "was started with another recipe (first difference: 'lr: 0.0001' -> 'lr: 0.001')")
+    # a precision that differs (auto resolves by the machine) gets a hint; an lr that differs does not
+    fails([*_args(d, tiny_bert, out), "--resume", "--set", "train.mixed_precision=bf16"],
+          "'mixed_precision: 'no'' -> 'mixed_precision: bf16'); train.mixed_precision / teacher_cache.runtime: auto "
+          "resolves by the machine")
+    fails([*_args(d, tiny_bert, out), "--resume", "--set", "train.lr=1e-3"], "'lr: 0.0001' -> 'lr: 0.001')")
     state = tmp_path / ".r.partial" / "checkpoint" / "state.json"
     s = json.loads(state.read_text())
     state.write_text(json.dumps({**s, "code": "0123456789abcdef"}))

@@ -150,7 +150,8 @@ def test_runs_kept_from_an_earlier_machine_count_as_finished(tiny_teacher_run, t
     # a KD run the earlier teacher taught, kept without a teacher.json (as runs were before it existed)
     kd_kept = kept / "sst2" / "kd-kd.temperature=2-s2"
     kd_kept.mkdir(parents=True)
-    kd_kept_m = {**json.loads((kept / "sst2" / "ft-s1" / "metrics.json").read_text()), "dev": {"accuracy": 0.5}}
+    kd_kept_m = {**json.loads((kept / "sst2" / "ft-s1" / "metrics.json").read_text()), "dev": {"accuracy": 0.5},
+                 "mixed_precision": "bf16"}  # (trained on a machine with native bf16)
     (kd_kept / "metrics.json").write_text(json.dumps(kd_kept_m))
     shutil.rmtree(out)
     path.write_text(yaml.safe_dump({**yaml.safe_load(path.read_text()), "kept": str(kept)}))
@@ -189,7 +190,7 @@ def test_runs_kept_from_an_earlier_machine_count_as_finished(tiny_teacher_run, t
     assert table[("teacher tiny (earlier)", "-")][4] == "1.23 (accuracy)"
     a1 = json.loads((kd1 / "metrics.json").read_text())["dev"]["accuracy"]
     row = table[("kd", "kd.temperature=2")]
-    assert row[3] == "2" and row[5] == f"{100 * (a1 / t_new + 0.5 / 0.0123) / 2:.1f}%"
+    assert row[3] == "2 (bf16 + fp32)" and row[5] == f"{100 * (a1 / t_new + 0.5 / 0.0123) / 2:.1f}%"
 
 
 def test_bad_suite_files(tiny_teacher_run, tiny_bert, tmp_path, capsys):

@@ -111,8 +111,11 @@ def read(folder: Path, recipe_text: str, where: str, any_version: bool = False) 
                                f"{state.get('code')}, now {code_hash()}); start it again, or accept the mix with "
                                f"--resume-any-version")
     if state.get("recipe") != recipe_text:
-        raise TextDistillError(f"--resume: {where} was started with another recipe (first difference: "
-                               f"{first_difference(state.get('recipe', ''), recipe_text)})")
+        diff = first_difference(state.get("recipe", ""), recipe_text)
+        hint = ("; train.mixed_precision / teacher_cache.runtime: auto resolves by the machine (bf16 only where it "
+                "is native): resume on a machine like the first, or with that setting given as the checkpoint has it"
+                if any(k in diff for k in ("mixed_precision:", "runtime:", "teacher_cache")) else "")
+        raise TextDistillError(f"--resume: {where} was started with another recipe (first difference: {diff}){hint}")
     return state, tensors
 
 

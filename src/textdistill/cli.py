@@ -380,7 +380,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir")
     p.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], help="of the stored vectors")
     p.add_argument("--runtime", choices=["torch", "onnx", "torch-bf16", "auto"], help="run the teacher in PyTorch, ONNX "
-                   "Runtime or PyTorch under bf16 autocast (teacher_cache.runtime)")
+                   "Runtime or PyTorch under bf16 autocast; auto: bf16 where it is native, else ONNX Runtime "
+                   "(teacher_cache.runtime)")
     p.add_argument("--overwrite", action="store_true", help="rebuild an existing cache")
     p.add_argument("--allow-weak-teacher", action="store_true",
                    help="store the outputs of a teacher that scores near chance on the dev rows (refused otherwise)")

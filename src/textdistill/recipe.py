@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator, PrivateAttr
 
 from . import TextDistillError, hardware
 
@@ -203,6 +203,9 @@ class Recipe(_Strict):
     terms: list[TermCfg] = Field(default_factory=list)
     train: TrainCfg = Field(default_factory=TrainCfg)
 
+    # the settings that said auto before _resolve_auto replaced them (stages merge into the unresolved recipe)
+    _auto: set = PrivateAttr(default_factory=set)
+
     @model_validator(mode="after")
     def _resolve_auto(self):
         """``auto`` precisions become what this machine computes fast (hardware.py): bf16 where it is native."""
@@ -210,8 +213,10 @@ class Recipe(_Strict):
             fast = hardware.bf16_fast(cpu=self.train.cpu)
             if self.train.mixed_precision == "auto":
                 self.train.mixed_precision = "bf16" if fast else "no"
+                self._auto.add(("train", "mixed_precision"))
             if self.teacher_cache.runtime == "auto":
                 self.teacher_cache.runtime = "torch-bf16" if fast else "onnx"
+                self._auto.add(("teacher_cache", "runtime"))
         return self
 
 
@@ -322,6 +327,9 @@ def stage_recipes(recipe: Recipe, where: str = "recipe") -> list[tuple[str, dict
     of the earlier stage NAME. Every stage is validated here, before anything runs."""
     base = recipe.model_dump(mode="json", exclude_unset=True)
     base.pop("stages", None)
+    for section, key in recipe._auto:  # resolved again per stage (a stage may set train.cpu)
+        if isinstance(base.setdefault(section, {}), dict):
+            base[section][key] = "auto"
     names: list[str] = []
     out = []
     for i, raw in enumerate(recipe.stages):

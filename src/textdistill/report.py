@@ -33,12 +33,16 @@ def mean_std(values: list[float]) -> tuple[float, float]:
     return statistics.mean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
 
 
-def mean_cell(values: list[float]) -> str:
-    """``mean ± sd (n)`` of a table cell (``mean (1)`` for one value, empty for none)."""
+def mean_cell(values: list[float], precisions=()) -> str:
+    """``mean ± sd (n)`` of a table cell (``mean (1)`` for one value, empty for none). ``precisions``: the runs'
+    recorded ``mixed_precision`` (metrics.json; None where a run did not record it): a cell over runs of other
+    precisions (``auto`` on machines with and without native bf16) says so, e.g. ``[bf16 + fp32]``."""
     if not values:
         return ""
     mean, sd = mean_std(values)
-    return f"{mean:.2f} ± {sd:.2f} ({len(values)})" if len(values) > 1 else f"{mean:.2f} (1)"
+    known = sorted({"fp32" if p == "no" else p for p in precisions if p})
+    note = f" [{' + '.join(known)}]" if len(known) > 1 else ""
+    return (f"{mean:.2f} ± {sd:.2f} ({len(values)})" if len(values) > 1 else f"{mean:.2f} (1)") + note
 
 
 def speed_table(models: dict, batch: dict | None, rounds: int = 3, repeats: int = 10,
@@ -319,8 +323,9 @@ def write_report(paths: list[str], out_dir: str, title: str | None = None, teach
                    + f" (row {t_group['label']}), dev {metric} {scale * t_mean:.2f}." if t_group else
                    "No teacher run for this task (method `teacher`, or --teacher RUN): no % of teacher."),
                   f"Speed-up: {how}.", *([] if not own else [
-                      "", "% of teacher of " + ", ".join(own) + ": over the teacher that taught those runs (their "
-                      "teacher.json), which scored otherwise than the teacher row."]), "",
+                      "", "% of teacher of " + ", ".join(own) + ": over the teachers that taught those runs (their "
+                      "teacher.json; the teacher row for a run without one), which scored otherwise than the teacher "
+                      "row."]), "",
                   markdown_table(["method", "layers", "seeds", f"dev {metric}" + (" ×100" if scale == 100 else ""),
                                   "% of teacher", "params", "speed-up", "train s"], rows)]
         images = []

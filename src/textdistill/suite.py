@@ -44,7 +44,9 @@ finished (to run one again, delete its kept copy too). A teacher is fine-tuned o
 its model -- again, if only its kept figures are left. Each run of a suite teacher records that teacher's dev
 figures beside its metrics (``teacher.json``, kept with them), so a run's % of teacher is against the teacher
 that taught it; a teacher fine-tuned again that scores otherwise gets a second row ("earlier") for the runs the
-earlier one taught (runs kept without a teacher.json are taken as taught by the kept teacher's figures).
+earlier one taught (runs kept without a teacher.json are taken as taught by the kept teacher's figures). A row
+whose runs trained in other precisions (``train.mixed_precision: auto`` on machines with and without native
+bf16, as each run's metrics.json records) says so in its seeds cell, e.g. "3 (bf16 + fp32)".
 With a ``reference``, rows of entries that name a reference key also get the run's % of the teacher in the
 reference's metric (e.g. accuracy where the main metric is F1) and the paper's own % of its teacher: a claim
 compared point by point, not in absolute figures from another model.
@@ -469,16 +471,16 @@ def summarise(suite: Suite, runs: list[dict]) -> dict:
     entries = {e.name: e for e in suite.runs}
     rows, csv_rows, ranked, best = [], [], {}, {}
 
-    def add(task, run, point, seeds, values, main, pct, params, seconds, ood_cells, ref_cells):
+    def add(task, run, point, seeds, values, main, pct, params, seconds, ood_cells, ref_cells, precision=""):
         """One row of summary.md and summary.csv (a spread only over two or more seeds); returns the mean."""
         mean, sd = mean_std(values)
         spread = len(values) > 1
-        rows.append([task, run, point or "-", seeds, f"{mean:.2f}{f' ± {sd:.2f}' if spread else ''} ({main})", pct,
+        rows.append([task, run, point or "-", f"{seeds} ({precision})" if precision else seeds, f"{mean:.2f}{f' ± {sd:.2f}' if spread else ''} ({main})", pct,
                      f"{params / 1e6:.1f}M" if params else "", f"{seconds:.0f}" if seconds else "", *ood_cells,
                      *ref_cells])
         csv_rows.append({"task": task, "run": run, "point": point, "seeds": seeds, "metric": main,
                          "mean": round(mean, 4), "sd": round(sd, 4) if spread else None, "of_teacher": pct,
-                         "params": params,
+                         "params": params, "mixed_precisions": precision or None,
                          "train_seconds": round(seconds, 1) if seconds else None,
                          **{f"ood_{o}": c for o, c in zip(oods, ood_cells)},
                          **({"of_teacher_paper_metric": ref_cells[0], "paper_of_teacher": ref_cells[1]}
@@ -512,8 +514,12 @@ def summarise(suite: Suite, runs: list[dict]) -> dict:
         seconds = mean_std([m["train_seconds"] for _, m, _ in items])[0]
         ref_cells = (_reference_cells(refs, entries[entry].reference, task, [(m, t) for _, m, t in items])
                      if refs is not None else [])
+        # runs of one row trained in other precisions (train.mixed_precision: auto on machines with and without
+        # native bf16; runs before metrics recorded it say nothing): the seeds cell says so
+        precisions = sorted({"fp32" if m["mixed_precision"] == "no" else m["mixed_precision"]
+                             for _, m, _ in items if m.get("mixed_precision")})
         mean = add(task, entry, point, len(items), values, main, pct, items[0][1].get("params_student"), seconds,
-                   ood_cells, ref_cells)
+                   ood_cells, ref_cells, " + ".join(precisions) if len(precisions) > 1 else "")
         ranked.setdefault((entry, task), []).append((mean, point, items[0][0]["point"], seconds))
     order = sorted(range(len(rows)), key=lambda i: rows[i][0])  # by task, stable: teachers before their students
     rows, csv_rows = [rows[i] for i in order], [csv_rows[i] for i in order]

@@ -196,7 +196,11 @@ def _chain(out_dir, overwrite: bool, names: list[str], make, finish=None, resume
             results[results.index((name, m))] = (name, json.loads((tmp / name / "metrics.json").read_text()))
         summary = {"task": results[-1][1]["task"], "main_metric": results[-1][1]["main_metric"],
                    "dev": results[-1][1]["dev"], "links": [{"name": n, "teacher": m.get("teacher"), "dev": m["dev"],
-                                                          "train_seconds": m["train_seconds"]} for n, m in results],
+                                                          "train_seconds": m["train_seconds"],
+                                                          "mixed_precision": m.get("mixed_precision")}
+                                                         for n, m in results],
+                   "mixed_precision": "+".join(sorted({m["mixed_precision"] for _, m in results
+                                                       if m.get("mixed_precision")})) or None,
                    "train_seconds": round(sum(m["train_seconds"] for _, m in results), 1)}
         if resume:
             summary["resumed"] = True
@@ -388,8 +392,8 @@ def _loop(scheme, tmp: Path, tqdm, resume: bool = False, any_version: bool = Fal
     main = accelerator.is_main_process
     if cfg.mixed_precision == "bf16" and accelerator.device.type == "cpu" and main and not hardware.bf16_native():
         log.warning("train.mixed_precision=bf16: this CPU has no native bf16 instructions (AVX512-BF16, AMX, "
-                    "Arm BF16); emulated bf16 is many times slower than fp32 here (~30x for an MPNet-12 step, "
-                    "docs/performance.md section 13): train.mixed_precision: auto uses bf16 only where it is native")
+                    "Arm BF16); emulated bf16 is many times slower than fp32 here (~27x for an MPNet-12 step, "
+                    "docs/performance.md section 13.1): train.mixed_precision: auto uses bf16 only where it is native")
     loader = train_loader(scheme.train_set, scheme.tokenizer, cfg.batch_size, cfg.seed, cfg.length_grouped,
                           pad_to=cfg.max_length if cfg.pad_to_max_length else None)
     order = loader.sampler.generator  # draws each epoch's batch order (its state is checkpointed)
@@ -539,7 +543,7 @@ def _loop(scheme, tmp: Path, tqdm, resume: bool = False, any_version: bool = Fal
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "step_seconds": {"median": round(statistics.median(step_seconds), 4),
                          "p90": round(sorted(step_seconds)[int(0.9 * (len(step_seconds) - 1))], 4)},
-        "seed": cfg.seed, "versions": versions(), "code": checkpoint.code_hash(), "resumed": resume,
+        "seed": cfg.seed, "mixed_precision": cfg.mixed_precision, "versions": versions(), "code": checkpoint.code_hash(), "resumed": resume,
         "processes": accelerator.num_processes,
         **({"resumed_across_code": run_codes} if run_codes else {}),
     }
