@@ -150,9 +150,10 @@ def test_runs_kept_from_an_earlier_machine_count_as_finished(tiny_teacher_run, t
     # a KD run the earlier teacher taught, kept without a teacher.json (as runs were before it existed)
     kd_kept = kept / "sst2" / "kd-kd.temperature=2-s2"
     kd_kept.mkdir(parents=True)
-    kd_kept_m = {**json.loads((kept / "sst2" / "ft-s1" / "metrics.json").read_text()), "dev": {"accuracy": 0.5},
-                 "mixed_precision": "bf16"}  # (trained on a machine with native bf16)
+    kd_kept_m = {**json.loads((kept / "sst2" / "ft-s1" / "metrics.json").read_text()), "dev": {"accuracy": 0.5}}
+    kd_kept_m.pop("mixed_precision")  # (its metrics predate the field: the recipe it saved says bf16)
     (kd_kept / "metrics.json").write_text(json.dumps(kd_kept_m))
+    (kd_kept / "recipe.yaml").write_text("method: kd\ntrain:\n  mixed_precision: bf16\n")
     shutil.rmtree(out)
     path.write_text(yaml.safe_dump({**yaml.safe_load(path.read_text()), "kept": str(kept)}))
     capsys.readouterr()

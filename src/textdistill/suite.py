@@ -62,6 +62,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from . import TextDistillError
@@ -460,8 +461,9 @@ def summarise(suite: Suite, runs: list[dict]) -> dict:
             if r["teacher"] == name and name in teachers and tdev is not None and tdev != teachers[name]["dev"] \
                     and tdev not in earlier.setdefault(name, []):
                 earlier[name].append(tdev)
-            groups.setdefault((r["task"], r["entry"].name, point_name(r["point"])), []).append(
-                (r, json.loads((where / "metrics.json").read_text()), tdev))
+            m = json.loads((where / "metrics.json").read_text())
+            m.setdefault("mixed_precision", _saved_precision(where))
+            groups.setdefault((r["task"], r["entry"].name, point_name(r["point"])), []).append((r, m, tdev))
     header = ["task", "run", "grid point", "seeds", "dev (main metric)", "% of teacher", "params", "train s"]
     oods = sorted({o for v in suite.ood.values() for o in v})
     header += [f"OOD {o}" for o in oods]
@@ -543,6 +545,15 @@ def summarise(suite: Suite, runs: list[dict]) -> dict:
             w.writerows(csv_rows)
     return {"runs": len(runs), "done": sum(len(v) for v in groups.values()), "best": best,
             "summary": str(out / "summary.md")}
+
+
+def _saved_precision(folder: Path) -> str | None:
+    """train.mixed_precision of the recipe a run saved (runs whose metrics.json predates the field), if any."""
+    try:
+        value = (yaml.safe_load((folder / "recipe.yaml").read_text()) or {}).get("train", {}).get("mixed_precision")
+    except (OSError, yaml.YAMLError, AttributeError):
+        return None
+    return "no" if value is False else value  # (YAML reads a bare no as false)
 
 
 def _task_teacher(suite: Suite, task: str) -> str | None:
