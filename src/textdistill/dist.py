@@ -28,7 +28,7 @@ import os
 import re
 from pathlib import Path
 
-from . import TextDistillError
+from . import TextDistillError, hardware
 
 WAIT_HOURS = 48
 WORLD_KEYS = ("WORLD_SIZE", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE")
@@ -95,7 +95,7 @@ def local_device(cpu: bool = False):
 
     if PartialState._shared_state and PartialState().initialized:  # (init ran: the device the loop will use)
         return PartialState().device
-    if cpu or os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true", "yes") or not torch.cuda.is_available():
+    if hardware.cpu_forced(cpu) or not torch.cuda.is_available():
         return torch.device("cpu")
     return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")) % torch.cuda.device_count())
 

@@ -38,7 +38,7 @@ def _sysctl_bf16() -> bool:
 
 def cpu_forced(cpu: bool = False) -> bool:
     """Whether a run computes on the CPU even where there is a GPU: ``train.cpu``, or ``accelerate launch --cpu``
-    (ACCELERATE_USE_CPU), as dist.local_device decides."""
+    (ACCELERATE_USE_CPU); dist.local_device places runs by it too."""
     return cpu or os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true", "yes")
 
 

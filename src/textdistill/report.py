@@ -33,6 +33,12 @@ def mean_std(values: list[float]) -> tuple[float, float]:
     return statistics.mean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
 
 
+def precision_mix(precisions) -> str:
+    """``"bf16 + fp32"`` where runs' recorded ``mixed_precision`` values differ (None: not recorded), else ``""``."""
+    known = sorted({"fp32" if p == "no" else p for p in precisions if p})
+    return " + ".join(known) if len(known) > 1 else ""
+
+
 def mean_cell(values: list[float], precisions=()) -> str:
     """``mean ± sd (n)`` of a table cell (``mean (1)`` for one value, empty for none). ``precisions``: the runs'
     recorded ``mixed_precision`` (metrics.json; None where a run did not record it): a cell over runs of other
@@ -40,8 +46,7 @@ def mean_cell(values: list[float], precisions=()) -> str:
     if not values:
         return ""
     mean, sd = mean_std(values)
-    known = sorted({"fp32" if p == "no" else p for p in precisions if p})
-    note = f" [{' + '.join(known)}]" if len(known) > 1 else ""
+    note = f" [{mixed}]" if (mixed := precision_mix(precisions)) else ""
     return (f"{mean:.2f} ± {sd:.2f} ({len(values)})" if len(values) > 1 else f"{mean:.2f} (1)") + note
 
 

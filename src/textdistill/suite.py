@@ -67,7 +67,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from . import TextDistillError
 from .recipe import read_yaml, validation_error
-from .report import markdown_table, mean_std
+from .report import markdown_table, mean_std, precision_mix
 
 log = logging.getLogger("textdistill")
 
@@ -518,10 +518,8 @@ def summarise(suite: Suite, runs: list[dict]) -> dict:
                      if refs is not None else [])
         # runs of one row trained in other precisions (train.mixed_precision: auto on machines with and without
         # native bf16; runs before metrics recorded it say nothing): the seeds cell says so
-        precisions = sorted({"fp32" if m["mixed_precision"] == "no" else m["mixed_precision"]
-                             for _, m, _ in items if m.get("mixed_precision")})
         mean = add(task, entry, point, len(items), values, main, pct, items[0][1].get("params_student"), seconds,
-                   ood_cells, ref_cells, " + ".join(precisions) if len(precisions) > 1 else "")
+                   ood_cells, ref_cells, precision_mix([m.get("mixed_precision") for _, m, _ in items]))
         ranked.setdefault((entry, task), []).append((mean, point, items[0][0]["point"], seconds))
     order = sorted(range(len(rows)), key=lambda i: rows[i][0])  # by task, stable: teachers before their students
     rows, csv_rows = [rows[i] for i in order], [csv_rows[i] for i in order]
