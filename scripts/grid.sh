@@ -1,7 +1,8 @@
 # Shared by the result grids (scheme_results.sh, transfer_results.sh, bilstm_results.sh):
 #   source scripts/grid.sh "$@"     (from the repository root) sets up .venv, the environment (one thread unless
 #                                   OMP_NUM_THREADS says otherwise), GLUE (argument 1, default ../shared/data/glue)
-#                                   and SEEDS (argument 2, default 1 2 3), and defines job:
+#                                   and SEEDS (argument 2, default 1 2 3), and defines job (below) and
+#   in_tasks TASK                       true when TASK is in TASKS (a script's task list, overridable: TASKS=sst2)
 #   job OUTPUT COMMAND RECIPE ARGS...   runs `textdistill COMMAND -r RECIPE -o OUTPUT ...` unless its metrics.json
 #                                       is in runs/ or kept in results/; keeps the metrics (keep_results.sh);
 #                                       an interrupted run with a checkpoint (or a chain with a finished link or
@@ -12,6 +13,7 @@ scripts/setup.sh
 export HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 GLUE=${1:-${GLUE:-../shared/data/glue}}
 SEEDS=${2:-${SEEDS:-1 2 3}}
+in_tasks() { [[ " ${TASKS:-} " == *" $1 "* ]]; }
 job() {
   local out=$1 cmd=$2 recipe=$3; shift 3
   [ -f "$out/metrics.json" ] || [ -f "results/${out#runs/}/metrics.json" ] && return

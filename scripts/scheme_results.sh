@@ -4,12 +4,14 @@
 # with metrics.json is skipped.
 # The same runs as a suite file: suites/schemes.yaml (textdistill suite).
 #   nice -n 19 scripts/scheme_results.sh [GLUE_DIR] [SEEDS] > runs/schemes.log 2>&1 &
+#   TASKS=sst2 scripts/scheme_results.sh ../shared/data/glue "2 3"    (some tasks only; default rte mrpc sst2)
 # Needs the MiniLM-L6 teachers of scripts/teachers.sh (runs/teachers/minilm-*). Students keep layers 2, 4, 6.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=runs/schemes
 T=runs/teachers
 KEEP="schemes teachers"
+TASKS=${TASKS:-rte mrpc sst2}
 source scripts/grid.sh "$@"
 # the same 3-layer student from each of the teacher's seeds 1 and 2 alone, and from all three
 # (averaged logits, or one KD term per teacher); seed 42's run is kd-s*
@@ -29,7 +31,7 @@ multi_teacher() {  # TASK SEED
 declare -A ROWS=([sst2]="--set data.train_rows=20000" [mrpc]="" [rte]="")
 declare -A BF16=([sst2]="--set train.mixed_precision=auto" [mrpc]="" [rte]="")
 for seed in $SEEDS; do
-  for task in rte mrpc sst2; do
+  for task in $TASKS; do
     rows=${ROWS[$task]}
     teacher=$T/minilm-$task${rows:+-20k}/model
     d=$OUT/$task
@@ -44,26 +46,26 @@ for seed in $SEEDS; do
       --set train.mixed_precision=auto
   done
   # the MRPC KD runs again with bf16 autocast (what it costs in accuracy)
-  job "$OUT/mrpc/kd-bf16-s$seed" distill recipes/kd.yaml --task mrpc --seed "$seed" --teacher "$T/minilm-mrpc/model" \
+  in_tasks mrpc && job "$OUT/mrpc/kd-bf16-s$seed" distill recipes/kd.yaml --task mrpc --seed "$seed" --teacher "$T/minilm-mrpc/model" \
     --set teacher_cache.dir="$OUT/cache/mrpc-minilm" --set train.mixed_precision=bf16
   # SST-2 only: one model with exits
   sst=$OUT/sst2 rows=${ROWS[sst2]}
-  job "$sst/self-s$seed" distill recipes/self-distill.yaml --task sst2 --seed "$seed" $rows
+  in_tasks sst2 && job "$sst/self-s$seed" distill recipes/self-distill.yaml --task sst2 --seed "$seed" $rows
   # the early-exit curve on SST-2 dev (kept beside the run's metrics; seed 1's plot in docs/)
   sweep=results/schemes/sst2/self-s$seed/exit-sweep.json
-  if [ -f "$sst/self-s$seed/metrics.json" ] && [ ! -f "$sweep" ]; then
+  if in_tasks sst2 && [ -f "$sst/self-s$seed/metrics.json" ] && [ ! -f "$sweep" ]; then
     .venv/bin/textdistill evaluate --model "$sst/self-s$seed/model" --task sst2 --data-dir "$GLUE" --exit-sweep \
       $([ "$seed" = 1 ] && echo --plot docs/self-distill-exits-sst2.png) 2>/dev/null | tail -n 1 > "$sweep.tmp" && mv "$sweep.tmp" "$sweep"
   fi
   # SST-2 models out of domain: IMDB's 2,000-review subset (results/**/ood-by-model.json)
-  .venv/bin/python scripts/ood_results.py "$OUT"/sst2/*-s"$seed" "$T"/minilm-sst2-20k --data-dir "$GLUE" || true
+  in_tasks sst2 && .venv/bin/python scripts/ood_results.py "$OUT"/sst2/*-s"$seed" "$T"/minilm-sst2-20k --data-dir "$GLUE" || true
   # several teachers: three seeds of the MiniLM teacher (42, 1, 2), where they exist
-  for task in rte mrpc sst2; do
+  for task in $TASKS; do
     multi_teacher "$task" "$seed"
   done
   # a better teacher with another tokenizer (MPNet-12), alone and beside the MiniLM teacher, where it exists
   for task in rte mrpc; do
-    [ -f "$T/mpnet-$task/metrics.json" ] || continue
+    in_tasks "$task" && [ -f "$T/mpnet-$task/metrics.json" ] || continue
     job "$OUT/$task/kd-mpnet-s$seed" distill recipes/kd.yaml --task "$task" --seed "$seed" --teacher "$T/mpnet-$task/model" \
       --set teacher_cache.dir="$OUT/cache/$task-mpnet"
     job "$OUT/$task/kd-mpnet+minilm-s$seed" distill recipes/kd.yaml --task "$task" --seed "$seed" --set teacher=null \
