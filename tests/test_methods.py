@@ -1,6 +1,7 @@
 """Intermediate-layer methods: every recipe end to end on a tiny BERT, projections for narrower students,
 taps, and one-line errors for bad terms."""
 import json
+import random
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -389,3 +390,15 @@ def test_terms_compute_in_fp32_inside_bf16_autocast(cfg):
     assert value.item() == pytest.approx(exact.item(), rel=1e-6)
     if cfg["tap"] == "logits":
         assert loose.item() != pytest.approx(exact.item(), rel=1e-3)
+
+
+def test_step_stats_percentile_is_not_below_the_median():
+    from textdistill.train import step_stats
+    # two steps: the median is their mean, the 90th percentile lies 90 % of the way to the slower one
+    assert step_stats([1.0, 3.0]) == {"median": 2.0, "p90": 2.8}
+    # 1..11 seconds: rank 0.9 * 10 = 9 falls exactly on the tenth value
+    assert step_stats([float(s) for s in range(11, 0, -1)]) == {"median": 6.0, "p90": 10.0}
+    rng = random.Random(0)
+    for n in range(1, 30):
+        stats = step_stats([rng.uniform(0.1, 5) for _ in range(n)])
+        assert stats["p90"] >= stats["median"]
