@@ -244,3 +244,6 @@ def test_a_cell_over_runs_of_other_precisions_says_so():
     assert mean_cell([80.0, 82.0], ["no", "no"]) == "81.00 ± 1.41 (2)"
     assert mean_cell([80.0, 82.0], [None, "no"]) == "81.00 ± 1.41 (2)"  # a run that did not record it: no claim
     assert mean_cell([80.0]) == "80.00 (1)" and mean_cell([]) == ""
+    # a chain (born-again, two-stage) records its links' precisions joined: "bf16+no" is both, "no" alone is one
+    assert mean_cell([80.0, 82.0], ["bf16+no", "no"]) == "81.00 ± 1.41 (2) [bf16 + fp32]"
+    assert mean_cell([80.0, 82.0], ["bf16", "bf16"]) == "81.00 ± 1.41 (2)"

@@ -34,8 +34,9 @@ def mean_std(values: list[float]) -> tuple[float, float]:
 
 
 def precision_mix(precisions) -> str:
-    """``"bf16 + fp32"`` where runs' recorded ``mixed_precision`` values differ (None: not recorded), else ``""``."""
-    known = sorted({"fp32" if p == "no" else p for p in precisions if p})
+    """``"bf16 + fp32"`` where runs' recorded ``mixed_precision`` values differ (None: not recorded), else ``""``.
+    A chain's metrics.json records its links' values joined by ``+`` (``"bf16+no"``): each counts."""
+    known = sorted({"fp32" if p == "no" else p for ps in precisions if ps for p in ps.split("+")})
     return " + ".join(known) if len(known) > 1 else ""
 
 
