@@ -28,8 +28,14 @@ def _suite(tmp_path, d, tiny_bert, **extra):
 
 
 def test_a_suite_runs_skips_and_summarises(tiny_teacher_run, tiny_bert, tmp_path, capsys, monkeypatch):
+    import textdistill.hardware as hardware
+
     d = tiny_teacher_run
+    monkeypatch.setattr(hardware, "bf16_fast", lambda cpu=False: False)  # auto resolves to fp32 on every machine
     path = _suite(tmp_path, d, tiny_bert)
+    data = yaml.safe_load(path.read_text())
+    data["runs"][1]["set"]["train.mixed_precision"] = "auto"
+    path.write_text(yaml.safe_dump(data))
     assert main(["suite", str(path)]) == 0
     info = json.loads(capsys.readouterr().out)
     out = tmp_path / "out"
@@ -62,6 +68,10 @@ def test_a_suite_runs_skips_and_summarises(tiny_teacher_run, tiny_bert, tmp_path
                     ["accuracy"] for k in (1, 2)) / 2 for t in (2, 5)}
     top = [t for t in means if means[t] == max(means.values())]  # the ranking: the best mean dev metric
     assert best["terms"][0]["args"]["temperature"] in top
+    # the best recipe keeps auto (it may run on another machine); each run's recipe.yaml says what ran here
+    assert best["train"]["mixed_precision"] == "auto"
+    ran = yaml.safe_load((out / "sst2" / "kd-kd.temperature=5-s1" / "recipe.yaml").read_text())
+    assert ran["train"]["mixed_precision"] == "no"
     assert info["best"]["kd/sst2"]["point"] in [f"kd.temperature={t}" for t in top]
     assert (out / "sst2" / "ft-s1" / "ood.json").is_file() and "OOD sst2" in summary
     assert set(json.loads((out / "sst2" / "ft-s1" / "ood.json").read_text())) == {"sst2", "sst2:train"}

@@ -366,5 +366,11 @@ def resolve_references(data: dict, models: dict[str, str]) -> Recipe:
     return Recipe.model_validate(data)
 
 
-def dump_recipe(recipe: Recipe) -> str:
-    return yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False)
+def dump_recipe(recipe: Recipe, as_given: bool = False) -> str:
+    """The recipe as YAML: what runs on this machine (``auto`` precisions resolved, for a run's recipe.yaml), or
+    ``as_given=True``: ``auto`` kept where the recipe said it (a recipe to run elsewhere, e.g. a grid's best)."""
+    data = recipe.model_dump(mode="json")
+    if as_given:
+        for section, key in recipe._auto:
+            data[section][key] = "auto"
+    return yaml.safe_dump(data, sort_keys=False)

@@ -36,7 +36,8 @@ runs, computing missing out-of-domain figures, without training). The summary (`
 ``summary.csv``) holds, per task, its teachers (dev and out-of-domain figures) and, per entry (and grid point),
 the main dev metric as mean ± sd over seeds, % of the teacher (for a run without one, FT: of the suite's teacher
 of that task, if it has exactly one), parameters, seconds and the out-of-domain metrics; with a grid, the points
-ranked by mean dev metric and the best point's recipe (``<out>/best-<entry>-<task>.yaml``).
+ranked by mean dev metric and the best point's recipe (``<out>/best-<entry>-<task>.yaml``; ``auto`` precisions stay
+``auto`` there, to be resolved by the machine that runs it).
 
 Kept figures (``kept``, a folder read relative to the working directory, as ``out`` is): after a machine is lost,
 ``runs/`` goes with it and the figures that ``scripts/keep_results.sh`` copied remain. Runs kept there are
@@ -390,7 +391,7 @@ def _summary_and_best(suite: Suite, everything: list[dict]) -> dict:
         r = next(x for x in everything
                  if x["entry"].name == entry and x["task"] == task and x["point"] == best["point"])
         (Path(suite.out) / f"best-{entry}-{task}.yaml").write_text(
-            dump_recipe(load_recipe(r["entry"].recipe, _overrides(suite, r))))
+            dump_recipe(load_recipe(r["entry"].recipe, _overrides(suite, r)), as_given=True))
     return summary
 
 
