@@ -4,6 +4,7 @@
 # rows vs data-free KD (no real row) vs two-stage TinyBERT (general + task). Resumable: a run whose
 # metrics.json is in runs/ or results/ is skipped; finished runs are copied to results/ (scripts/keep_results.sh).
 #   nice -n 19 scripts/transfer_results.sh [GLUE_DIR] [SEEDS] > runs/transfer.log 2>&1 &
+#   TASKS="rte mrpc" scripts/transfer_results.sh ../shared/data/glue 1     (some sets only; default all four)
 # Augmentation copies per row: 20 on the 2k-row SST-2 sample (Tang's n_iter), 2 on the 20k sample and 5 on
 # MRPC/RTE (CPU time). Generated sets and teacher caches are built once and shared by the seeds. Every student
 # trains under bf16 autocast where bf16 is native (train.mixed_precision: auto; docs/performance.md section 13:
@@ -14,6 +15,7 @@ cd "$(dirname "$0")/.."
 OUT=runs/transfer
 T=runs/teachers
 KEEP="transfer teachers"
+TASKS=${TASKS:-sst2-2k rte mrpc sst2-20k}
 source scripts/grid.sh "$@"
 teacher() {  # NAME TASK ARGS...
   local name=$1 task=$2; shift 2
@@ -23,12 +25,12 @@ teacher() {  # NAME TASK ARGS...
     --overwrite "$@" 2>&1 | tr '\r' '\n' | grep -E "epoch . step|error|wrote" || true
 }
 [ -f runs/corpus/general.txt ] || .venv/bin/python scripts/make_corpus.py "$GLUE" runs/corpus/general.txt --exclude SST-2
-teacher minilm-sst2-2k sst2 --set data.train_rows=2000
+in_tasks sst2-2k && teacher minilm-sst2-2k sst2 --set data.train_rows=2000
 declare -A SETS=([sst2-2k]="sst2|--set data.train_rows=2000|minilm-sst2-2k|20"
                  [rte]="rte||minilm-rte|5" [mrpc]="mrpc||minilm-mrpc|5"
                  [sst2-20k]="sst2|--set data.train_rows=20000|minilm-sst2-20k|2")
 for seed in $SEEDS; do
-  for set in sst2-2k rte mrpc sst2-20k; do
+  for set in $TASKS; do
     IFS='|' read -r task rows tname copies <<< "${SETS[$set]}"
     d=$OUT/$set c=$OUT/cache/$set tm=$T/$tname/model
     [ -f "$T/$tname/metrics.json" ] || { echo "skip $set: teacher $tname absent (scripts/teachers.sh)"; continue; }
@@ -42,10 +44,9 @@ for seed in $SEEDS; do
       --set teacher_cache.dir="$c/tinybert-aug"
     job "$d/kd-adversarial-s$seed" distill recipes/kd.yaml "${common[@]}" --teacher "$tm" \
       --set "transfer.adversarial={flips: 2, every: 1}"
-    if [ "$task" = sst2 ]; then  # data-free synthesis makes single sentences
-      job "$d/kd-datafree-s$seed" distill recipes/kd.yaml "${common[@]}" --teacher "$tm" --set hard_weight=0 \
-        --set terms.kd.weight=1 --set "transfer={dir: $OUT/sets/$set-synthetic, train_rows: false, synthetic: {per_class: 1000, steps: 30}}"
-    fi
+    # data-free: 1,000 synthetic rows per class (sentence pairs for MRPC and RTE, 16 words a side)
+    job "$d/kd-datafree-s$seed" distill recipes/kd.yaml "${common[@]}" --teacher "$tm" --set hard_weight=0 \
+      --set terms.kd.weight=1 --set "transfer={dir: $OUT/sets/$set-synthetic, train_rows: false, synthetic: {per_class: 1000, steps: 30}}"
     job "$d/tinybert-s$seed" distill recipes/tinybert.yaml "${common[@]}" --teacher "$tm"
     job "$d/tinybert-2stage-s$seed" distill recipes/tinybert-2stage.yaml "${common[@]}" --teacher "$tm" \
       --set stages.general.data.train_rows=20000

@@ -35,9 +35,9 @@ def run(teacher):
 
 
 def test_loss_decreases(run, responsive):
-    stats = run[2]
+    stats = run[3]
     assert all(stats["loss_last"][c] < stats["loss_first"][c] for c in range(2)), stats
-    stats = synthesize(*responsive, num_labels=2, per_class=4, length=8, steps=20)[2]
+    stats = synthesize(*responsive, num_labels=2, per_class=4, length=8, steps=20)[3]
     assert all(stats["loss_last"][c] < stats["loss_first"][c] for c in range(2)), stats
     for key in ("confidence_initial", "confidence_embeddings", "confidence_decoded", "decoded_agreement"):
         assert len(stats[key]) == 2 and all(0.0 <= v <= 1.0 for v in stats[key])
@@ -45,7 +45,7 @@ def test_loss_decreases(run, responsive):
 
 
 def test_more_steps_more_confidence_on_the_embeddings(responsive):
-    conf = {steps: synthesize(*responsive, num_labels=2, per_class=4, length=8, steps=steps, seed=1)[2]
+    conf = {steps: synthesize(*responsive, num_labels=2, per_class=4, length=8, steps=steps, seed=1)[3]
             for steps in (1, 30)}
     for c in range(2):
         assert conf[30]["confidence_embeddings"][c] > conf[1]["confidence_embeddings"][c] + 0.05, conf
@@ -54,7 +54,7 @@ def test_more_steps_more_confidence_on_the_embeddings(responsive):
 
 
 def test_straight_through_scores_the_decoded_texts(responsive):
-    stats = synthesize(*responsive, num_labels=2, per_class=4, length=8, steps=30, snap=0.0, straight_through=True)[2]
+    stats = synthesize(*responsive, num_labels=2, per_class=4, length=8, steps=30, snap=0.0, straight_through=True)[3]
     for c in range(2):
         # the teacher saw exactly the decoded tokens, so decoding loses nothing
         assert stats["confidence_decoded"][c] == pytest.approx(stats["confidence_embeddings"][c], abs=1e-4)
@@ -63,7 +63,7 @@ def test_straight_through_scores_the_decoded_texts(responsive):
 
 def test_count_balance_and_whole_word_tokens(run, teacher):
     _, tok = teacher
-    texts, targets, _ = run
+    texts, _, targets, _ = run
     assert len(texts) == len(targets) == 2 * 6
     assert targets == [0] * 6 + [1] * 6
     words = set(tok.convert_ids_to_tokens(whole_word_ids(tok)))
@@ -92,3 +92,29 @@ def test_bad_arguments(teacher, bad, name):
     with pytest.raises(TextDistillError, match=name) as e:
         synthesize(model, tok, **(dict(num_labels=2, per_class=2) | bad))
     assert "\n" not in str(e.value)
+
+
+def test_sentence_pairs_in_the_tokenizers_template(responsive):
+    model, tok = responsive
+    texts, texts_b, targets, stats = synthesize(model, tok, num_labels=2, per_class=4, length=5, steps=30,
+                                                pairs=True, seed=3, snap=0.0, straight_through=True)
+    assert len(texts) == len(texts_b) == len(targets) == 8 and targets == [0] * 4 + [1] * 4
+    for a, b in zip(texts, texts_b):
+        assert len(tok.tokenize(a)) == len(tok.tokenize(b)) == 5, (a, b)
+        # re-encoded as a pair: [CLS] a [SEP] b [SEP], token types 0 then 1, as the teacher saw them
+        enc = tok(a, b)
+        assert enc["input_ids"][0] == tok.cls_token_id and enc["input_ids"].count(tok.sep_token_id) == 2
+        assert enc["token_type_ids"] == [0] * 7 + [1] * 6
+    for c in range(2):  # straight-through: the teacher scored the decoded pairs, token types included
+        assert stats["confidence_decoded"][c] == pytest.approx(stats["confidence_embeddings"][c], abs=1e-4)
+        assert stats["loss_last"][c] < stats["loss_first"][c]
+    singles = synthesize(model, tok, num_labels=2, per_class=4, length=5, steps=30, seed=3, snap=0.0,
+                         straight_through=True)
+    assert singles[1] is None and singles[0] != texts
+
+
+def test_pairs_count_both_sides_and_the_specials_against_the_positions(teacher):
+    model, tok = teacher  # 128 positions: 2 x 62 words + [CLS] + 2 [SEP] = 127 fits, 2 x 63 + 3 does not
+    assert len(synthesize(model, tok, num_labels=2, per_class=1, length=62, steps=1, pairs=True)[0]) == 2
+    with pytest.raises(TextDistillError, match="length: 2 x 63 words \\+ 3 special tokens exceeds the teacher's 128"):
+        synthesize(model, tok, num_labels=2, per_class=1, length=63, steps=1, pairs=True)

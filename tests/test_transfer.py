@@ -235,3 +235,32 @@ def test_data_free_distillation_sees_no_training_row(tiny_teacher_run, tiny_bert
     assert not any(f"{r['text_a']}\t0" in train or f"{r['text_a']}\t1" in train for r in rows)
     assert main([*base[:-2], "--set", "transfer={dir: x, train_rows: false}", "-o", str(tmp_path / "b")]) == 2
     assert "transfer.train_rows: false leaves nothing to train on" in capsys.readouterr().err
+
+
+def test_data_free_distillation_of_a_sentence_pair_task(tiny_teacher_run, tiny_bert, tmp_path):
+    """RTE-shaped data (two sentences, entailment / not_entailment): the synthetic rows are pairs."""
+    d = tiny_teacher_run
+    rte = tmp_path / "rte"
+    rte.mkdir()
+    for name, n in (("train.tsv", 40), ("dev.tsv", 20)):
+        rows = [f"{i}\tthe cat sat on mat number {i}\ta cat sat\t{'entailment' if i % 2 else 'not_entailment'}"
+                for i in range(n)]
+        (rte / name).write_text("index\tsentence1\tsentence2\tlabel\n" + "\n".join(rows) + "\n")
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    teacher = tmp_path / "teacher"  # the tiny SST-2 teacher relabelled as an RTE classifier
+    model = AutoModelForSequenceClassification.from_pretrained(d / "teacher" / "model")
+    model.config.id2label, model.config.label2id = {0: "entailment", 1: "not_entailment"}, {"entailment": 0,
+                                                                                            "not_entailment": 1}
+    model.save_pretrained(teacher)
+    AutoTokenizer.from_pretrained(d / "teacher" / "model").save_pretrained(teacher)
+    argv = ["distill", "-r", "recipes/kd.yaml", "--task", "rte", "--teacher", str(teacher),
+            "--data-dir", str(rte), "--set", f"student.init={tiny_bert}", "--set", "student.layers=first:2", *FAST,
+            "--set", "transfer={dir: %s, train_rows: false, synthetic: {per_class: 4, length: 5, steps: 3}}"
+            % (tmp_path / "s"), "-o", str(tmp_path / "a")]
+    assert main(argv) == 0
+    rows = [json.loads(line) for line in (tmp_path / "s" / "texts.jsonl").read_text().splitlines()]
+    assert len(rows) == 8 and sorted(r["target"] for r in rows) == [0] * 4 + [1] * 4
+    assert all(len(r["text_a"].split()) == len(r["text_b"].split()) == 5 for r in rows)
+    m = json.loads((tmp_path / "a" / "metrics.json").read_text())
+    assert m["train_rows"] == 8 and m["data"]["labelled_train_rows"] == 0

@@ -77,7 +77,7 @@ def build(recipe, examples, folder: Path, tqdm=None) -> dict:
     t0 = time.perf_counter()
     stats, text_b, origin = {}, None, "row"  # origin: the training row a generated row comes from
     if recipe.transfer.synthetic is not None:
-        text_a, rows, stats = _synthesize(recipe, teacher, tok)
+        text_a, text_b, rows, stats = _synthesize(recipe, teacher, tok)
         origin = "target"  # the class the teacher was steered to
     elif aug.method == "tang":
         corpus = examples.text_a + (examples.text_b or [])
@@ -118,19 +118,18 @@ def build(recipe, examples, folder: Path, tqdm=None) -> dict:
 
 
 def _synthesize(recipe, teacher: str, tok):
-    """Data-free rows from the teacher alone; ``row`` holds the class each was made for."""
+    """Data-free rows from the teacher alone (sentence pairs for a pair task); ``rows`` holds the class each
+    was made for."""
     from ...schemes.teachers import load_teacher
     from ..splits import resolve_task
     from .synthetic import synthesize
 
     task = resolve_task(recipe)
-    if task.is_regression or len(task.text_columns) > 1:
-        raise TextDistillError("transfer.synthetic: data-free synthesis makes single sentences for a classification "
-                               f"task; {task.name} is {'a regression' if task.is_regression else 'a sentence-pair'} task")
-    cfg = recipe.transfer.synthetic
-    texts, targets, stats = synthesize(load_teacher(teacher, task), tok, num_labels=task.num_labels,
-                                       **cfg.model_dump())
-    return texts, targets, stats
+    if task.is_regression:
+        raise TextDistillError(f"transfer.synthetic: data-free synthesis steers a classifier to each class; "
+                               f"{task.name} is a regression task")
+    return synthesize(load_teacher(teacher, task), tok, num_labels=task.num_labels,
+                      pairs=len(task.text_columns) > 1, **recipe.transfer.synthetic.model_dump())
 
 
 def open_set(recipe, examples, tqdm=None, rebuild: bool = False) -> tuple[Examples, dict]:

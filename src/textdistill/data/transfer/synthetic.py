@@ -2,7 +2,11 @@
 
 In the spirit of AS-DFD (Ma et al., EMNLP 2020). For each class c, ``per_class`` sequences of ``length``
 input embeddings X = (x_1..x_L), x_i in R^d, are optimised with Adam in batches of B, fed to the frozen
-teacher f through ``inputs_embeds`` as [E(CLS), x_1..x_L, E(SEP)] (special embeddings fixed, mask all ones):
+teacher f through ``inputs_embeds`` as [E(CLS), x_1..x_L, E(SEP)] (special embeddings fixed, mask all ones).
+Sentence pairs (``pairs=True``): two such sequences, each of ``length``, in the tokenizer's pair template
+([CLS] a [SEP] b [SEP] with token types 0/1 for BERT; <s> a </s></s> b </s> for MPNet/RoBERTa), one text per
+side once decoded. The template is the tokenizer's own: it encodes placeholder words, and the free vectors
+take their places.
 
     L(X) = CE(f(X), c)                                               (f predicts c confidently)
          + diversity * mean_{a != b} cos(mean_i x^a_i, mean_i x^b_i)    (the batch's examples stay apart)
@@ -48,7 +52,8 @@ def whole_word_ids(tokenizer) -> list[int]:
                   if w.isascii() and w.isalpha() and w not in special and not w.startswith("unused"))
 
 
-def _check(model, num_labels: int, per_class: int, length: int, steps: int, batch_size: int) -> None:
+def _check(model, num_labels: int, per_class: int, length: int, steps: int, batch_size: int, sides: int,
+           specials: int) -> None:
     if num_labels == 1:
         raise TextDistillError("num_labels: data-free synthesis needs a classifier, not a regression teacher")
     for name, value in (("num_labels", num_labels), ("per_class", per_class), ("length", length), ("steps", steps),
@@ -58,34 +63,64 @@ def _check(model, num_labels: int, per_class: int, length: int, steps: int, batc
     if getattr(model.config, "num_labels", num_labels) != num_labels:
         raise TextDistillError(f"num_labels: {num_labels}, but the teacher's head has {model.config.num_labels}")
     limit = getattr(model.config, "max_position_embeddings", None)
-    if limit is not None and length + 2 > limit:
-        raise TextDistillError(f"length: {length} + 2 special tokens exceeds the teacher's {limit} positions")
+    if limit is not None and sides * length + specials > limit:
+        words = f"{sides} x {length} words" if sides > 1 else f"{length}"
+        raise TextDistillError(f"length: {words} + {specials} special tokens exceeds the teacher's {limit} positions")
+
+
+def _template(tokenizer, words: list[int], length: int, pairs: bool) -> tuple[dict, list[torch.Tensor]]:
+    """The tokenizer's encoding of one sentence (or pair) of ``length`` placeholder words per side, and the
+    positions of each side's words: the special tokens and token types around them are the tokenizer's."""
+    found = []
+    for i in words:  # placeholder words: whole words that encode to one token, even when repeated
+        w = tokenizer.convert_ids_to_tokens(i)
+        if tokenizer(" ".join([w] * 3), add_special_tokens=False)["input_ids"] == [i] * 3:
+            found.append((w, i))
+            if len(found) == 2:
+                break
+    if len(found) < 2:
+        raise TextDistillError("transfer.synthetic: the teacher's tokenizer has no whole-word tokens to build on")
+    (wa, a), (wb, b) = found
+    enc = tokenizer(" ".join([wa] * length), " ".join([wb] * length) if pairs else None, truncation=False)
+    ids = torch.tensor(enc["input_ids"])
+    pos = [(ids == a).nonzero().flatten()] + ([(ids == b).nonzero().flatten()] if pairs else [])
+    if any(len(p) != length for p in pos):
+        raise TextDistillError("transfer.synthetic: the tokenizer did not keep the placeholder words as one token "
+                               "each; synthesis cannot place the sequences")
+    return enc, pos
 
 
 def synthesize(teacher_model, tokenizer, *, num_labels: int, per_class: int, length: int = 16, steps: int = 100,
                lr: float = 0.1, diversity: float = 1.0, snap: float = 0.1, batch_size: int = 32, seed: int = 0,
-               log_every: int | None = None, straight_through: bool = False) -> tuple[list[str], list[int], dict]:
-    """``num_labels * per_class`` texts (class by class) and their target classes, with ``stats``: per class
+               log_every: int | None = None, straight_through: bool = False,
+               pairs: bool = False) -> tuple[list[str], list[str] | None, list[int], dict]:
+    """``num_labels * per_class`` texts (class by class; ``pairs``: first and second texts, else None for the
+    second) and their target classes, with ``stats``: per class
     (lists indexed by class) ``loss_first`` / ``loss_last`` (mean loss before the first / after the last step),
     ``confidence_initial`` / ``confidence_embeddings`` (the teacher's mean probability of the target on the
     initial / optimised embeddings; projected ones with ``straight_through``), ``confidence_decoded`` (on the
     decoded texts), ``decoded_agreement`` (share of decoded texts the teacher assigns to their target);
     and ``seconds``. Freezes the teacher."""
-    _check(teacher_model, num_labels, per_class, length, steps, batch_size)
+    word_ids = whole_word_ids(tokenizer)
+    enc, pos = _template(tokenizer, word_ids, length, pairs) if length >= 1 else ({"input_ids": []}, [])
+    _check(teacher_model, num_labels, per_class, length, steps, batch_size, len(pos),
+           len(enc["input_ids"]) - length * len(pos))
     t0 = time.perf_counter()
     model = teacher_model.eval().requires_grad_(False)
     emb = model.get_input_embeddings().weight.detach()
     device = emb.device
-    words = torch.tensor(whole_word_ids(tokenizer), device=device)
+    words = torch.tensor(word_ids, device=device)
     W = emb[words].float()
     W_unit, scale = F.normalize(W, dim=-1), emb.float().std().item()
-    cls_id = tokenizer.cls_token_id if tokenizer.cls_token_id is not None else tokenizer.bos_token_id
-    sep_id = tokenizer.sep_token_id if tokenizer.sep_token_id is not None else tokenizer.eos_token_id
-    cls, sep = emb[cls_id].float(), emb[sep_id].float()
+    template = emb[torch.tensor(enc["input_ids"], device=device)]  # specials fixed; placeholders replaced
+    where = torch.cat(pos).to(device)  # positions of side a's words, then side b's
+    extra = {"token_type_ids": torch.tensor([enc["token_type_ids"]], device=device)} if "token_type_ids" in enc else {}
+    n = length * len(pos)  # free vectors per example
     gen = torch.Generator().manual_seed(seed)
     keys = ("loss_first", "loss_last", "confidence_initial", "confidence_embeddings")
     sums = {k: [0.0] * num_labels for k in keys}
     texts: list[str] = []
+    texts_b: list[str] = []
     targets: list[int] = []
 
     def nearest(X: torch.Tensor) -> torch.Tensor:  # indices into ``words``
@@ -94,9 +129,11 @@ def synthesize(teacher_model, tokenizer, *, num_labels: int, per_class: int, len
     def objective(X: torch.Tensor, c: int) -> tuple[torch.Tensor, torch.Tensor]:
         B = X.shape[0]
         seen = X + (W[nearest(X)] - X).detach() if straight_through else X
-        full = torch.cat([cls.expand(B, 1, -1), seen, sep.expand(B, 1, -1)], dim=1).to(emb.dtype)
-        mask = torch.ones(B, length + 2, dtype=torch.long, device=device)
-        logits = model(inputs_embeds=full, attention_mask=mask).logits.float()
+        full = template.float().expand(B, -1, -1).clone()
+        full[:, where] = seen
+        mask = torch.ones(B, full.shape[1], dtype=torch.long, device=device)
+        types = {k: v.expand(B, -1) for k, v in extra.items()}
+        logits = model(inputs_embeds=full.to(emb.dtype), attention_mask=mask, **types).logits.float()
         loss = F.cross_entropy(logits, torch.full((B,), c, device=device))
         if diversity and B > 1:
             pooled = F.normalize(seen.mean(1), dim=-1)
@@ -110,7 +147,7 @@ def synthesize(teacher_model, tokenizer, *, num_labels: int, per_class: int, len
     for c in range(num_labels):
         for start in range(0, per_class, batch_size):
             B = min(batch_size, per_class - start)
-            init = torch.randint(len(words), (B, length), generator=gen).to(device)
+            init = torch.randint(len(words), (B, n), generator=gen).to(device)
             Z = (W[init] / scale).requires_grad_()
             opt = torch.optim.Adam([Z], lr=lr)
             for step in range(steps + 1):
@@ -130,20 +167,23 @@ def synthesize(teacher_model, tokenizer, *, num_labels: int, per_class: int, len
                 loss.backward()
                 opt.step()
             ids = words[nearest(Z)].tolist()
-            texts += [tokenizer.convert_tokens_to_string(tokenizer.convert_ids_to_tokens(row)) for row in ids]
+            decode = tokenizer.convert_tokens_to_string
+            texts += [decode(tokenizer.convert_ids_to_tokens(row[:length])) for row in ids]
+            texts_b += [decode(tokenizer.convert_ids_to_tokens(row[length:])) for row in ids] if pairs else []
             targets += [c] * B
     stats: dict = {k: [v / per_class for v in sums[k]] for k in keys}
     probs = []
     with torch.no_grad():
         for start in range(0, len(texts), batch_size):
-            enc = tokenizer(texts[start:start + batch_size], padding=True, truncation=True, return_tensors="pt")
+            enc = tokenizer(texts[start:start + batch_size], texts_b[start:start + batch_size] if pairs else None,
+                            padding=True, truncation=True, return_tensors="pt")
             enc = {k: v.to(device) for k, v in enc.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
             probs.append(model(**enc).logits.float().softmax(-1).cpu())
     p, t = torch.cat(probs), torch.tensor(targets)
     stats["confidence_decoded"] = [p[t == c, c].mean().item() for c in range(num_labels)]
     stats["decoded_agreement"] = [(p[t == c].argmax(-1) == c).float().mean().item() for c in range(num_labels)]
     stats["seconds"] = time.perf_counter() - t0
-    return texts, targets, stats
+    return texts, (texts_b if pairs else None), targets, stats
 
 
 __all__ = ["synthesize", "whole_word_ids"]
