@@ -7,7 +7,8 @@
 #                                       is in runs/ or kept in results/; keeps the metrics (keep_results.sh);
 #                                       an interrupted run with a checkpoint (or a chain with a finished link or
 #                                       a checkpoint) is resumed, even across code versions (recorded in its
-#                                       metrics.json), any other one restarts
+#                                       metrics.json), any other one restarts; every run keeps a checkpoint
+#                                       every CHECKPOINT_EVERY steps (default 200) and at each epoch end
 # Progress bars are filtered out of the log. KEEP lists the runs/ folders to keep (default: all grids).
 scripts/setup.sh
 export HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
@@ -22,7 +23,8 @@ job() {
   .venv/bin/python -c 'import sys; from textdistill.train import resumable; sys.exit(not resumable(sys.argv[1]))' \
     "$out" && mode=(--resume --resume-any-version)
   echo "=== $out $(date -u +%H:%M:%S) ${mode[*]}"
-  .venv/bin/textdistill "$cmd" -r "$recipe" -o "$out" --data-dir "$GLUE" "${mode[@]}" "$@" 2>&1 | stdbuf -oL tr '\r' '\n' \
+  .venv/bin/textdistill "$cmd" -r "$recipe" -o "$out" --data-dir "$GLUE" "${mode[@]}" \
+    --set train.checkpoint_every="${CHECKPOINT_EVERY:-200}" "$@" 2>&1 | stdbuf -oL tr '\r' '\n' \
     | grep --line-buffered -v -E '^\s*(epoch|evaluate|augment|teacher cache)[^:]*:\s+[0-9]+%' || true
   [ -f "$out/metrics.json" ] || echo "FAILED $out"
   scripts/keep_results.sh ${KEEP:-} > /dev/null
