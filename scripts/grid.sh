@@ -7,14 +7,21 @@
 #                                       is in runs/ or kept in results/; keeps the metrics (keep_results.sh);
 #                                       an interrupted run with a checkpoint (or a chain with a finished link or
 #                                       a checkpoint) is resumed, even across code versions (recorded in its
-#                                       metrics.json), any other one restarts; every run keeps a checkpoint
-#                                       every CHECKPOINT_EVERY steps (default 200) and at each epoch end
+#                                       metrics.json), any other one restarts; a run keeps a checkpoint every
+#                                       CHECKPOINT_EVERY steps (default 200; a script's own --set wins) and at
+#                                       each epoch end but the last, until it finishes (a resume may change
+#                                       these: checkpoint.BOOKKEEPING)
 # Progress bars are filtered out of the log. KEEP lists the runs/ folders to keep (default: all grids).
 scripts/setup.sh
 export HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 GLUE=${1:-${GLUE:-../shared/data/glue}}
 SEEDS=${2:-${SEEDS:-1 2 3}}
 in_tasks() { [[ " ${TASKS:-} " == *" $1 "* ]]; }
+check_tasks() {  # KNOWN...: every name in TASKS is one of them, else one line and exit 2
+  local t; for t in ${TASKS:-}; do
+    [[ " $* " == *" $t "* ]] || { echo "TASKS: unknown '$t' (this script knows: $*)" >&2; exit 2; }
+  done
+}
 job() {
   local out=$1 cmd=$2 recipe=$3; shift 3
   [ -f "$out/metrics.json" ] || [ -f "results/${out#runs/}/metrics.json" ] && return

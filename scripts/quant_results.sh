@@ -8,6 +8,8 @@
 # 20k rows x 3 epochs is ~2 h on one core here. Resumable: a run whose metrics.json is in runs/ or results/ is
 # skipped; finished runs are kept in results/quant/.
 #   nice -n 19 scripts/quant_results.sh [GLUE_DIR] [SEEDS] > runs/quant_results.log 2>&1 &
+# SEEDS: default 1 here (not grid.sh's 1 2 3: the table is about runtimes; one student per set). Checkpoints
+# every 100 steps (this script's --set, after grid.sh's default).
 # Then, with nothing else running (latency), the runtimes side by side for each set:
 #   .venv/bin/python bench/onnx_speed.py --student runs/quant/sst2-20k/fp32-s1/model \
 #     --qat runs/quant/sst2-20k/qat-s1/model --task sst2 --data-dir ../shared/data/glue \
@@ -19,7 +21,7 @@ cd "$(dirname "$0")/.."
 OUT=runs/quant
 T=runs/teachers
 KEEP="quant"
-source scripts/grid.sh "${1:-}" "${2:-1}"
+source scripts/grid.sh "${1:-}" "${2:-${SEEDS:-1}}"
 LOGITS="terms=[{name: ds, tap: logits, loss: soft_ce, weight: 0.5, args: {temperature: 5}}]"
 declare -A SETS=([sst2-20k]="sst2|--set data.train_rows=20000|minilm-sst2-20k|logits" [mrpc]="mrpc||minilm-mrpc|")
 for seed in $SEEDS; do

@@ -13,6 +13,7 @@ T=runs/teachers
 KEEP="schemes teachers"
 TASKS=${TASKS:-rte mrpc sst2}
 source scripts/grid.sh "$@"
+check_tasks rte mrpc sst2
 # the same 3-layer student from each of the teacher's seeds 1 and 2 alone, and from all three
 # (averaged logits, or one KD term per teacher); seed 42's run is kd-s*
 multi_teacher() {  # TASK SEED

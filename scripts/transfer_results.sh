@@ -17,6 +17,7 @@ T=runs/teachers
 KEEP="transfer teachers"
 TASKS=${TASKS:-sst2-2k rte mrpc sst2-20k}
 source scripts/grid.sh "$@"
+check_tasks sst2-2k rte mrpc sst2-20k
 teacher() {  # NAME TASK ARGS...
   local name=$1 task=$2; shift 2
   [ -f "$T/$name/metrics.json" ] && return

@@ -247,3 +247,4 @@ def test_a_cell_over_runs_of_other_precisions_says_so():
     # a chain (born-again, two-stage) records its links' precisions joined: "bf16+no" is both, "no" alone is one
     assert mean_cell([80.0, 82.0], ["bf16+no", "no"]) == "81.00 ± 1.41 (2) [bf16 + fp32]"
     assert mean_cell([80.0, 82.0], ["bf16", "bf16"]) == "81.00 ± 1.41 (2)"
+    assert mean_cell([80.0, 82.0], ["bf16+no", "bf16+no"]) == "81.00 ± 1.41 (2) [bf16 + fp32]"  # each chain: both

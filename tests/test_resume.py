@@ -68,7 +68,9 @@ def test_resumed_run_equals_an_uninterrupted_one(tiny_teacher_run, tiny_bert, tm
     assert not out.exists() and (tmp_path / ".cut.partial" / "checkpoint" / "state.json").is_file()
     state = json.loads((tmp_path / ".cut.partial" / "checkpoint" / "state.json").read_text())
     assert state["progress"]["step"] == {8: 6, 14: 13, 17: 15}[stop]
-    assert main([*_args(d, tiny_bert, out, recipe), "--resume"]) == 0
+    # resumed with other checkpoint steps (when it saves, not what it trains): the same run all the same
+    again = ["--set", "train.checkpoint_every=5"] if stop == 14 else []
+    assert main([*_args(d, tiny_bert, out, recipe), "--resume", *again]) == 0
     assert "resuming at epoch" in (out / "train.log").read_text()
     assert not (out / "checkpoint").exists() and not (tmp_path / ".cut.partial").exists()
     assert json.loads((out / "metrics.json").read_text())["resumed"] is True
@@ -164,7 +166,7 @@ def test_an_interrupted_chain_keeps_its_finished_links_and_resumes(tiny_teacher_
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "gen-1 was made with another recipe (first difference: 'lr: " in err, err
     assert (tmp / "gen-1" / "metrics.json").is_file() and (tmp / ".gen-2.partial" / "checkpoint").is_dir()
-    assert main([*args(out), "--resume"]) == 0
+    assert main([*args(out, "--set", "train.checkpoint_every=4"), "--resume"]) == 0  # other checkpoint steps: kept
     assert (out / "gen-1" / "model" / "model.safetensors").stat().st_mtime_ns == gen1  # kept, not retrained
     assert "resuming at epoch" in (out / "gen-2" / "train.log").read_text()
     for g in ("gen-1", "gen-2"):

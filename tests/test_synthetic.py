@@ -110,7 +110,42 @@ def test_sentence_pairs_in_the_tokenizers_template(responsive):
         assert stats["loss_last"][c] < stats["loss_first"][c]
     singles = synthesize(model, tok, num_labels=2, per_class=4, length=5, steps=30, seed=3, snap=0.0,
                          straight_through=True)
-    assert singles[1] is None and singles[0] != texts
+    assert singles[1] is None and all(len(tok.tokenize(a)) == 5 for a in singles[0])
+
+
+def test_sentence_pairs_for_an_mpnet_teacher(minilm_tokenizer):
+    """MPNet's template: <s> a </s></s> b </s>, no token types, positions offset by the padding index (34
+    position embeddings, padding index 0: 33 tokens; the real all-mpnet-base-v2 reads 512 of its 514)."""
+    import torch
+    from transformers import MPNetConfig, MPNetForSequenceClassification, MPNetTokenizerFast
+
+    b = minilm_tokenizer
+    tok = MPNetTokenizerFast(vocab=b.get_vocab(), unk_token="[UNK]", pad_token="[PAD]", mask_token="[MASK]",
+                             bos_token="[CLS]", eos_token="[SEP]", sep_token="[SEP]", cls_token="[CLS]")
+    torch.manual_seed(0)
+    cfg = MPNetConfig(vocab_size=b.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                      intermediate_size=64, max_position_embeddings=34, num_labels=2, initializer_range=0.2,
+                      pad_token_id=b.pad_token_id)
+    model = MPNetForSequenceClassification(cfg)
+    texts, texts_b, _, stats = synthesize(model, tok, num_labels=2, per_class=3, length=14, steps=20, pairs=True,
+                                          snap=0.0, straight_through=True)
+    for a, b_ in zip(texts, texts_b):
+        ids = tok(a, b_)["input_ids"]
+        assert len(ids) == 32 and ids[15:17] == [tok.sep_token_id] * 2 and "token_type_ids" not in tok(a, b_)
+    for c in range(2):  # the teacher scored exactly these pairs (no token types to get wrong, sides in place)
+        assert stats["confidence_decoded"][c] == pytest.approx(stats["confidence_embeddings"][c], abs=1e-4)
+    with pytest.raises(TextDistillError, match="length: 2 x 15 words \\+ 4 special tokens exceeds the teacher's 33 "):
+        synthesize(model, tok, num_labels=2, per_class=1, length=15, steps=1, pairs=True)
+
+
+def test_a_tokenizer_without_whole_words_is_refused(teacher, monkeypatch):
+    import textdistill.data.transfer.synthetic as synthetic
+
+    model, tok = teacher
+    monkeypatch.setattr(synthetic, "whole_word_ids", lambda tokenizer: [])  # as for a byte-level BPE vocabulary
+    with pytest.raises(TextDistillError, match="no whole-word token that encodes to itself .*byte-level BPE") as e:
+        synthetic.synthesize(model, tok, num_labels=2, per_class=1, length=4, steps=1)
+    assert "\n" not in str(e.value)
 
 
 def test_pairs_count_both_sides_and_the_specials_against_the_positions(teacher):

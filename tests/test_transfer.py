@@ -264,3 +264,14 @@ def test_data_free_distillation_of_a_sentence_pair_task(tiny_teacher_run, tiny_b
     assert all(len(r["text_a"].split()) == len(r["text_b"].split()) == 5 for r in rows)
     m = json.loads((tmp_path / "a" / "metrics.json").read_text())
     assert m["train_rows"] == 8 and m["data"]["labelled_train_rows"] == 0
+
+
+def test_data_free_synthesis_refuses_a_regression_task():
+    from textdistill.data.transfer import _synthesize
+    from textdistill.recipe import load_recipe
+
+    recipe = load_recipe("recipes/kd.yaml", [("task", "stsb"), ("teacher", "t"),
+                                             ("transfer", {"dir": "s", "synthetic": {"per_class": 2}})])
+    with pytest.raises(TextDistillError, match="transfer.synthetic: .* stsb is a regression task") as e:
+        _synthesize(recipe, "t", None)  # refused before any teacher is loaded
+    assert "\n" not in str(e.value)

@@ -22,6 +22,7 @@ import shutil
 from pathlib import Path
 
 import torch
+import yaml
 
 from . import TextDistillError
 
@@ -110,7 +111,7 @@ def read(folder: Path, recipe_text: str, where: str, any_version: bool = False) 
         raise TextDistillError(f"--resume: {where} was written by another version of textdistill (source hash "
                                f"{state.get('code')}, now {code_hash()}); start it again, or accept the mix with "
                                f"--resume-any-version")
-    if state.get("recipe") != recipe_text:
+    if not same_training(state.get("recipe", ""), recipe_text):
         diff = first_difference(state.get("recipe", ""), recipe_text)
         hint = ("; train.mixed_precision / teacher_cache.runtime: auto resolves by the machine (bf16 only where it "
                 "is native): resume on a machine like the first, or with that setting given as the checkpoint has it"
@@ -119,9 +120,31 @@ def read(folder: Path, recipe_text: str, where: str, any_version: bool = False) 
     return state, tensors
 
 
+# settings that say when a run saves and what it logs, not what it trains: a resumed run may change them
+BOOKKEEPING = ("checkpoint", "checkpoint_every", "tensorboard")
+
+
+def _trained(recipe_text: str) -> str:
+    """A saved recipe without its ``train`` section's bookkeeping settings (for comparisons)."""
+    try:
+        data = yaml.safe_load(recipe_text)
+    except yaml.YAMLError:
+        return recipe_text
+    if not isinstance(data, dict) or not isinstance(data.get("train"), dict):
+        return recipe_text
+    data["train"] = {k: v for k, v in data["train"].items() if k not in BOOKKEEPING}
+    return yaml.safe_dump(data, sort_keys=False)
+
+
+def same_training(old: str, new: str) -> bool:
+    """Whether two saved recipes (recipe.yaml texts) train the same way: equal but for BOOKKEEPING settings
+    (a grid that starts checkpointing resumes the runs it started before)."""
+    return old == new or _trained(old) == _trained(new)
+
+
 def first_difference(old: str, new: str) -> str:
-    """The first line where two recipes differ, as ``'old' -> 'new'`` (or "its length")."""
-    a, b = old.splitlines(), new.splitlines()
+    """The first line where two recipes differ in what they train, as ``'old' -> 'new'`` (or "its length")."""
+    a, b = _trained(old).splitlines(), _trained(new).splitlines()
     return next((f"'{x.strip()}' -> '{y.strip()}'" for x, y in zip(a, b) if x != y), "its length")
 
 

@@ -34,8 +34,9 @@ def mean_std(values: list[float]) -> tuple[float, float]:
 
 
 def precision_mix(precisions) -> str:
-    """``"bf16 + fp32"`` where runs' recorded ``mixed_precision`` values differ (None: not recorded), else ``""``.
-    A chain's metrics.json records its links' values joined by ``+`` (``"bf16+no"``): each counts."""
+    """``"bf16 + fp32"`` where the runs trained in more than one precision, by their recorded ``mixed_precision``
+    (None: not recorded), else ``""``. A chain's metrics.json records its links' values joined by ``+``
+    (``"bf16+no"``): each counts, so runs that are all such chains are a mix too."""
     known = sorted({"fp32" if p == "no" else p for ps in precisions if ps for p in ps.split("+")})
     return " + ".join(known) if len(known) > 1 else ""
 

@@ -234,7 +234,7 @@ def _finished_link(link: Path, recipe: Recipe, tmp: Path, out: Path, any_version
     the same recipe for it now (its paths may already point to ``out``: stopped while the chain was committed)
     and, unless ``any_version``, it was trained by the same code."""
     old, new = (link / "recipe.yaml").read_text(), dump_recipe(recipe)
-    if old not in (new, new.replace(str(tmp), str(out))):
+    if not any(checkpoint.same_training(old, n) for n in (new, new.replace(str(tmp), str(out)))):
         raise TextDistillError(f"--resume: {link} was made with another recipe (first difference: "
                                f"{checkpoint.first_difference(old, new)})")
     m = json.loads((link / "metrics.json").read_text())

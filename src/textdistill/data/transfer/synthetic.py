@@ -4,9 +4,10 @@ In the spirit of AS-DFD (Ma et al., EMNLP 2020). For each class c, ``per_class``
 input embeddings X = (x_1..x_L), x_i in R^d, are optimised with Adam in batches of B, fed to the frozen
 teacher f through ``inputs_embeds`` as [E(CLS), x_1..x_L, E(SEP)] (special embeddings fixed, mask all ones).
 Sentence pairs (``pairs=True``): two such sequences, each of ``length``, in the tokenizer's pair template
-([CLS] a [SEP] b [SEP] with token types 0/1 for BERT; <s> a </s></s> b </s> for MPNet/RoBERTa), one text per
-side once decoded. The template is the tokenizer's own: it encodes placeholder words, and the free vectors
-take their places.
+([CLS] a [SEP] b [SEP] with token types 0/1 for BERT; <s> a </s></s> b </s> for MPNet), one text per side
+once decoded. The template is the tokenizer's own: it encodes placeholder words, and the free vectors take
+their places. WordPiece vocabularies (BERT, MPNet) only: a byte-level BPE one (RoBERTa, GPT-2) has no
+whole-word tokens in this sense.
 
     L(X) = CE(f(X), c)                                               (f predicts c confidently)
          + diversity * mean_{a != b} cos(mean_i x^a_i, mean_i x^b_i)    (the batch's examples stay apart)
@@ -41,6 +42,7 @@ import torch
 import torch.nn.functional as F
 
 from ... import TextDistillError
+from ...models.checks import usable_positions
 
 log = logging.getLogger("textdistill")
 
@@ -62,7 +64,7 @@ def _check(model, num_labels: int, per_class: int, length: int, steps: int, batc
             raise TextDistillError(f"{name}: {value} must be at least 1")
     if getattr(model.config, "num_labels", num_labels) != num_labels:
         raise TextDistillError(f"num_labels: {num_labels}, but the teacher's head has {model.config.num_labels}")
-    limit = getattr(model.config, "max_position_embeddings", None)
+    limit = usable_positions(model.config)
     if limit is not None and sides * length + specials > limit:
         words = f"{sides} x {length} words" if sides > 1 else f"{length}"
         raise TextDistillError(f"length: {words} + {specials} special tokens exceeds the teacher's {limit} positions")
@@ -79,7 +81,9 @@ def _template(tokenizer, words: list[int], length: int, pairs: bool) -> tuple[di
             if len(found) == 2:
                 break
     if len(found) < 2:
-        raise TextDistillError("transfer.synthetic: the teacher's tokenizer has no whole-word tokens to build on")
+        raise TextDistillError("transfer.synthetic: the teacher's tokenizer has no whole-word token that encodes to "
+                               "itself (WordPiece vocabularies such as BERT's and MPNet's have them; byte-level BPE "
+                               "ones such as RoBERTa's are not supported)")
     (wa, a), (wb, b) = found
     enc = tokenizer(" ".join([wa] * length), " ".join([wb] * length) if pairs else None, truncation=False)
     ids = torch.tensor(enc["input_ids"])
@@ -101,10 +105,10 @@ def synthesize(teacher_model, tokenizer, *, num_labels: int, per_class: int, len
     initial / optimised embeddings; projected ones with ``straight_through``), ``confidence_decoded`` (on the
     decoded texts), ``decoded_agreement`` (share of decoded texts the teacher assigns to their target);
     and ``seconds``. Freezes the teacher."""
-    word_ids = whole_word_ids(tokenizer)
-    enc, pos = _template(tokenizer, word_ids, length, pairs) if length >= 1 else ({"input_ids": []}, [])
-    _check(teacher_model, num_labels, per_class, length, steps, batch_size, len(pos),
-           len(enc["input_ids"]) - length * len(pos))
+    word_ids, sides = whole_word_ids(tokenizer), 2 if pairs else 1
+    specials = len(_template(tokenizer, word_ids, 1, pairs)[0]["input_ids"]) - sides  # the template's own tokens
+    _check(teacher_model, num_labels, per_class, length, steps, batch_size, sides, specials)
+    enc, pos = _template(tokenizer, word_ids, length, pairs)
     t0 = time.perf_counter()
     model = teacher_model.eval().requires_grad_(False)
     emb = model.get_input_embeddings().weight.detach()
