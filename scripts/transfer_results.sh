@@ -38,6 +38,9 @@ for seed in $SEEDS; do
     common=(--task "$task" --seed "$seed" $rows --set train.mixed_precision=auto)
     job "$d/ft-s$seed" finetune recipes/ft.yaml "${common[@]}"
     job "$d/kd-s$seed" distill recipes/kd.yaml "${common[@]}" --teacher "$tm" --set teacher_cache.dir="$c/kd"
+    # data-free: 1,000 synthetic rows per class (sentence pairs for MRPC and RTE, 16 words a side)
+    job "$d/kd-datafree-s$seed" distill recipes/kd.yaml "${common[@]}" --teacher "$tm" --set hard_weight=0 \
+      --set terms.kd.weight=1 --set "transfer={dir: $OUT/sets/$set-synthetic, train_rows: false, synthetic: {per_class: 1000, steps: 30}}"
     job "$d/kd-tang-s$seed" distill recipes/kd-tang.yaml "${common[@]}" --teacher "$tm" \
       --set transfer.dir="$OUT/sets/$set-tang" --set transfer.augment.copies="$copies" --set teacher_cache.dir="$c/tang"
     job "$d/kd-tinybert-aug-s$seed" distill recipes/kd-tinybert-aug.yaml "${common[@]}" --teacher "$tm" \
@@ -45,9 +48,6 @@ for seed in $SEEDS; do
       --set teacher_cache.dir="$c/tinybert-aug"
     job "$d/kd-adversarial-s$seed" distill recipes/kd.yaml "${common[@]}" --teacher "$tm" \
       --set "transfer.adversarial={flips: 2, every: 1}"
-    # data-free: 1,000 synthetic rows per class (sentence pairs for MRPC and RTE, 16 words a side)
-    job "$d/kd-datafree-s$seed" distill recipes/kd.yaml "${common[@]}" --teacher "$tm" --set hard_weight=0 \
-      --set terms.kd.weight=1 --set "transfer={dir: $OUT/sets/$set-synthetic, train_rows: false, synthetic: {per_class: 1000, steps: 30}}"
     job "$d/tinybert-s$seed" distill recipes/tinybert.yaml "${common[@]}" --teacher "$tm"
     job "$d/tinybert-2stage-s$seed" distill recipes/tinybert-2stage.yaml "${common[@]}" --teacher "$tm" \
       --set stages.general.data.train_rows=20000
