@@ -38,6 +38,7 @@ from textdistill.data.batching import encode, eval_loader  # noqa: E402
 from textdistill.data.readers import load_examples, resolve_file  # noqa: E402
 from textdistill.data.tasks import get_task  # noqa: E402
 from textdistill.evaluate import compute_metrics, predict  # noqa: E402
+from textdistill.hardware import cpu_int8  # noqa: E402
 from textdistill.models.export import _session, export, onnx_predict  # noqa: E402
 from textdistill.models.loading import load_model, load_tokenizer  # noqa: E402
 from textdistill.report import markdown_table, speed_table  # noqa: E402
@@ -160,8 +161,9 @@ def main():
         rows.append([NAMES[k], f"{m:.2f}", f"{m - m0:+.2f}", f"{100 * agree[k]:.2f}", f"{1000 * lat1[k]:.2f}",
                      f"{1000 * lat32[k]:.1f}", f"{32 / lat32[k]:.0f}", f"{s1:.2f}x", f"{s32:.2f}x",
                      f"{sizes[k] / 1e6:.1f}", f"{sizes[k] / sizes['pt_fp32']:.2f}x"])
-    print(f"\n{args.student} on {dev_path} ({len(dev)} rows, {task.name}), {threads} thread(s); batch 1: "
-          f"{one['input_ids'].shape[1]} tokens, batch 32: {many['input_ids'].shape[1]} tokens (padded)\n")
+    int8_isa = cpu_int8()  # int8 speed-ups depend on the CPU's int8 instructions (VNNI: ~2x those of AVX2 alone)
+    print(f"\n{args.student} on {dev_path} ({len(dev)} rows, {task.name}), {threads} thread(s), CPU int8: {int8_isa}; "
+          f"batch 1: {one['input_ids'].shape[1]} tokens, batch 32: {many['input_ids'].shape[1]} tokens (padded)\n")
     print(markdown_table(["runtime", f"dev {main_metric}", "Δ pts", "agree % (vs PT fp32)", "ms b=1", "ms b=32",
                           "ex/s b=32", "speed-up b=1", "speed-up b=32", "size MB", "size ratio"], rows))
     met = [NAMES[k] for k, r in results.items() if r["meets_target"] and k != "pt_fp32"]
@@ -176,7 +178,7 @@ def main():
             "student": rel(args.student), "task": task.name, "dev": rel(dev_path), "rows": len(dev),
             "qat": rel(args.qat) if args.qat else None,
             "calibration": {"file": rel(calib_path), "rows": args.calibration_rows}, "threads": threads,
-            "rounds": args.rounds, "repeats": args.repeats, "tokens_b1": one["input_ids"].shape[1],
+            "cpu_int8": int8_isa, "rounds": args.rounds, "repeats": args.repeats, "tokens_b1": one["input_ids"].shape[1],
             "tokens_b32": many["input_ids"].shape[1], "runtimes": results,
             "exports": {k: {"check": v["check"], "int8_detail": v["int8_detail"], "versions": v["versions"]}
                         for k, v in exports.items()}}, indent=2) + "\n")

@@ -307,6 +307,18 @@ def test_bf16_native_reads_the_cpu_flags():
     assert not bf16_native("flags\t\t: fpu sse2 avx avx2 fma avx512f avx512_vnni\n")
 
 
+def test_cpu_int8_names_the_best_int8_instructions():
+    from textdistill.hardware import cpu_int8
+
+    assert cpu_int8("flags : fpu avx2 avx512f avx512bw avx512_vnni amx_int8 amx_tile\n") == "AMX-INT8"
+    assert cpu_int8("flags\t\t: fpu avx2 avx512f avx512bw avx512_vnni avx512_bf16\n") == "AVX512-VNNI"
+    assert cpu_int8("flags : fpu avx2 avx_vnni\n") == "AVX-VNNI"
+    assert cpu_int8("flags : fpu sse2 avx avx2 fma\n") == "AVX2"  # this machine's AMD EPYC
+    assert cpu_int8("Features\t: fp asimd asimddp i8mm bf16\n") == "Arm i8mm"
+    assert cpu_int8("Features\t: fp asimd asimddp\n") == "Arm dotprod"
+    assert cpu_int8("flags : fpu sse2\n") == "unknown"
+
+
 @pytest.mark.parametrize("cpu_flags, cuda, bf16_gpu, on_cpu, want", [
     ("avx512_bf16", False, False, False, ("bf16", "torch-bf16")),   # a CPU with native bf16
     ("avx2", False, False, False, ("no", "onnx")),                  # emulated bf16: ~30x slower, so fp32

@@ -25,6 +25,27 @@ def bf16_native(cpuinfo: str | None = None) -> bool:
     return bool(flags & {"avx512_bf16", "amx_bf16", "bf16"})
 
 
+# x86 int8 dot-product instructions, best first: what int8 GEMMs (ONNX Runtime, PyTorch's quantized kernels) use
+INT8_FLAGS = (("amx_int8", "AMX-INT8"), ("avx512_vnni", "AVX512-VNNI"), ("avx_vnni", "AVX-VNNI"),
+              ("avx512bw", "AVX512BW"), ("avx2", "AVX2"))
+
+
+def cpu_int8(cpuinfo: str | None = None) -> str:
+    """The best int8 instruction set of the CPU by its /proc/cpuinfo flags (x86: AMX-INT8 > AVX512-VNNI >
+    AVX-VNNI > AVX512BW > AVX2; Arm: "Arm dotprod"/"Arm i8mm"), or "unknown": int8 inference speed-ups depend on it
+    (docs/performance.md section 6.1: the same student 3.4x over fp32 with VNNI, 1.7-1.8x with AVX2 only)."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            return "unknown"
+    flags = set(cpuinfo.split())
+    for flag, name in INT8_FLAGS:
+        if flag in flags:
+            return name
+    return "Arm i8mm" if "i8mm" in flags else "Arm dotprod" if "asimddp" in flags else "unknown"
+
+
 def _sysctl_bf16() -> bool:
     if platform.system() != "Darwin":
         return False
