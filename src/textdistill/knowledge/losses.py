@@ -90,7 +90,8 @@ def kd_kl(student: torch.Tensor, teacher: torch.Tensor, *, temperature: float = 
     _check_reduction(reduction)
     log_p_s = F.log_softmax(student / temperature, dim=-1)
     p_t = F.softmax(teacher / temperature, dim=-1)
-    return F.kl_div(log_p_s, p_t, reduction=reduction) * temperature ** 2
+    kl = F.kl_div(log_p_s, p_t, reduction="batchmean")  # torch's own 'mean' is to change meaning: divide here
+    return (kl / student.shape[-1] if reduction == "mean" else kl) * temperature ** 2
 
 
 @loss("soft_ce", ["logits"])
