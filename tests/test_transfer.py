@@ -173,6 +173,20 @@ def test_augment_command_and_bad_input(tiny_teacher_run, tmp_path, capsys, monke
     assert not (tmp_path / "bad").exists() and not (tmp_path / ".bad.partial").exists()
 
 
+def test_augment_command_makes_a_data_free_set_too(tiny_teacher_run, tmp_path, capsys):
+    d = tiny_teacher_run
+    base = ["augment", "-r", "recipes/kd.yaml", "--teacher", str(d / "teacher" / "model"), "--data-dir", str(d / "sst2")]
+    assert main([*base, "-o", str(tmp_path / "s"), "--set", "transfer.synthetic={per_class: 3, length: 4, steps: 2}"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    prov = json.loads((tmp_path / "s" / "provenance.json").read_text())
+    assert info["method"] == "synthetic" and info["generated"] == prov["generated"] == 6
+    assert info["decoded_agreement"] == prov["synthesis"]["decoded_agreement"] and len(info["decoded_agreement"]) == 2
+    assert main([*base, "-o", str(tmp_path / "n")]) == 2  # neither section: one line naming both
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "no transfer.augment or transfer.synthetic section" in err, err
+    assert not (tmp_path / "n").exists()
+
+
 def test_transfer_set_needs_a_folder_and_a_teacher(tmp_path):
     from textdistill.data import transfer
     from textdistill.recipe import load_recipe

@@ -80,14 +80,16 @@ def _augment(args) -> int:
     overrides = [(k, v) for k, v in (("task", args.task), ("teacher", args.teacher), ("data.dir", args.data_dir))
                  if v is not None] + [("transfer.dir", args.output)] + parse_overrides(args.overrides)
     recipe = load_recipe(args.recipe, overrides)
-    if recipe.transfer.augment is None:
-        raise TextDistillError("augment: the recipe has no transfer.augment section (e.g. --set "
-                               "transfer.augment.method=tang)")
+    if recipe.transfer.augment is None and recipe.transfer.synthetic is None:
+        raise TextDistillError("augment: the recipe has no transfer.augment or transfer.synthetic section (e.g. "
+                               "--set transfer.augment.method=tang, or --set 'transfer.synthetic={per_class: 500}')")
     transfer.check(recipe)
     train_ex = load_split(resolve_task(recipe), recipe, "train")
     _, provenance = transfer.open_set(recipe, train_ex, tqdm, rebuild=args.overwrite)
+    synthesis = provenance.get("synthesis", {})  # data-free: how well the decoded texts carry their class
     print(json.dumps({"output": args.output, **{k: provenance[k] for k in ("source_rows", "generated", "seconds")},
-                      **provenance["key"]}))
+                      **provenance["key"],
+                      **({"decoded_agreement": synthesis["decoded_agreement"]} if synthesis else {})}))
     return 0
 
 
@@ -386,9 +388,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--allow-weak-teacher", action="store_true",
                    help="store the outputs of a teacher that scores near chance on the dev rows (refused otherwise)")
     p.set_defaults(fn=_cache)
-    p = sub.add_parser("augment", help="generate a recipe's augmented transfer set (then distil with "
-                                       "--set transfer.dir=FOLDER)")
-    p.add_argument("--recipe", "-r", required=True, help="a recipe with a transfer.augment section")
+    p = sub.add_parser("augment", help="generate a recipe's transfer set, augmented or data-free (synthetic), "
+                                       "to read before distilling with --set transfer.dir=FOLDER")
+    p.add_argument("--recipe", "-r", required=True, help="a recipe with a transfer.augment or transfer.synthetic "
+                                                         "section")
     p.add_argument("--output", "-o", required=True, help="folder of the generated set (texts.jsonl, provenance.json)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="e.g. transfer.augment.method=tinybert or transfer.augment.copies=10")
