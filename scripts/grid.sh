@@ -32,7 +32,7 @@ job() {
   echo "=== $out $(date -u +%H:%M:%S) ${mode[*]}"
   .venv/bin/textdistill "$cmd" -r "$recipe" -o "$out" --data-dir "$GLUE" "${mode[@]}" \
     --set train.checkpoint_every="${CHECKPOINT_EVERY:-200}" "$@" 2>&1 | stdbuf -oL tr '\r' '\n' \
-    | grep --line-buffered -v -E '^\s*(epoch|evaluate|augment|teacher cache)[^:]*:\s+[0-9]+%' || true
+    | grep --line-buffered -v -E '^\s*(epoch|evaluate|augment|synthesize|teacher cache)[^:]*:\s+[0-9]+%' || true
   [ -f "$out/metrics.json" ] || echo "FAILED $out"
   scripts/keep_results.sh ${KEEP:-} > /dev/null
 }

@@ -77,7 +77,7 @@ def build(recipe, examples, folder: Path, tqdm=None) -> dict:
     t0 = time.perf_counter()
     stats, text_b, origin = {}, None, "row"  # origin: the training row a generated row comes from
     if recipe.transfer.synthetic is not None:
-        text_a, text_b, rows, stats = _synthesize(recipe, teacher, tok)
+        text_a, text_b, rows, stats = _synthesize(recipe, teacher, tok, tqdm)
         origin = "target"  # the class the teacher was steered to
     elif aug.method == "tang":
         corpus = examples.text_a + (examples.text_b or [])
@@ -117,7 +117,7 @@ def build(recipe, examples, folder: Path, tqdm=None) -> dict:
     return provenance
 
 
-def _synthesize(recipe, teacher: str, tok):
+def _synthesize(recipe, teacher: str, tok, tqdm=None):
     """Data-free rows from the teacher alone (sentence pairs for a pair task); ``rows`` holds the class each
     was made for."""
     from ...schemes.teachers import load_teacher
@@ -129,7 +129,7 @@ def _synthesize(recipe, teacher: str, tok):
         raise TextDistillError(f"transfer.synthetic: data-free synthesis steers a classifier to each class; "
                                f"{task.name} is a regression task")
     return synthesize(load_teacher(teacher, task), tok, num_labels=task.num_labels,
-                      pairs=len(task.text_columns) > 1, **recipe.transfer.synthetic.model_dump())
+                      pairs=len(task.text_columns) > 1, progress=tqdm, **recipe.transfer.synthetic.model_dump())
 
 
 def open_set(recipe, examples, tqdm=None, rebuild: bool = False) -> tuple[Examples, dict]:

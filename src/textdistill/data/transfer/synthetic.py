@@ -97,14 +97,14 @@ def _template(tokenizer, words: list[int], length: int, pairs: bool) -> tuple[di
 def synthesize(teacher_model, tokenizer, *, num_labels: int, per_class: int, length: int = 16, steps: int = 100,
                lr: float = 0.1, diversity: float = 1.0, snap: float = 0.1, batch_size: int = 32, seed: int = 0,
                log_every: int | None = None, straight_through: bool = False,
-               pairs: bool = False) -> tuple[list[str], list[str] | None, list[int], dict]:
+               pairs: bool = False, progress=None) -> tuple[list[str], list[str] | None, list[int], dict]:
     """``num_labels * per_class`` texts (class by class; ``pairs``: first and second texts, else None for the
     second) and their target classes, with ``stats``: per class
     (lists indexed by class) ``loss_first`` / ``loss_last`` (mean loss before the first / after the last step),
     ``confidence_initial`` / ``confidence_embeddings`` (the teacher's mean probability of the target on the
     initial / optimised embeddings; projected ones with ``straight_through``), ``confidence_decoded`` (on the
     decoded texts), ``decoded_agreement`` (share of decoded texts the teacher assigns to their target);
-    and ``seconds``. Freezes the teacher."""
+    and ``seconds``. Freezes the teacher. ``progress``: a tqdm-like wrapper for the batches (a bar)."""
     word_ids, sides = whole_word_ids(tokenizer), 2 if pairs else 1
     specials = len(_template(tokenizer, word_ids, 1, pairs)[0]["input_ids"]) - sides  # the template's own tokens
     _check(teacher_model, num_labels, per_class, length, steps, batch_size, sides, specials)
@@ -148,33 +148,33 @@ def synthesize(teacher_model, tokenizer, *, num_labels: int, per_class: int, len
             loss = loss + snap * gap / (scale * X.shape[-1] ** 0.5)
         return loss, logits
 
-    for c in range(num_labels):
-        for start in range(0, per_class, batch_size):
-            B = min(batch_size, per_class - start)
-            init = torch.randint(len(words), (B, n), generator=gen).to(device)
-            Z = (W[init] / scale).requires_grad_()
-            opt = torch.optim.Adam([Z], lr=lr)
-            for step in range(steps + 1):
-                loss, logits = objective(Z * scale, c)
-                conf = logits.detach().softmax(-1)[:, c].sum().item()
-                if step == 0:
-                    sums["loss_first"][c] += loss.item() * B
-                    sums["confidence_initial"][c] += conf
-                if log_every and step % log_every == 0:
-                    log.info("synthesize class %d, rows %d-%d, step %d: loss %.4f", c, start, start + B - 1, step,
-                             loss.item())
-                if step == steps:
-                    sums["loss_last"][c] += loss.item() * B
-                    sums["confidence_embeddings"][c] += conf
-                    break
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-            ids = words[nearest(Z)].tolist()
-            decode = tokenizer.convert_tokens_to_string
-            texts += [decode(tokenizer.convert_ids_to_tokens(row[:length])) for row in ids]
-            texts_b += [decode(tokenizer.convert_ids_to_tokens(row[length:])) for row in ids] if pairs else []
-            targets += [c] * B
+    batches = [(c, start) for c in range(num_labels) for start in range(0, per_class, batch_size)]
+    for c, start in (progress(batches, desc="synthesize", unit="batch") if progress else batches):
+        B = min(batch_size, per_class - start)
+        init = torch.randint(len(words), (B, n), generator=gen).to(device)
+        Z = (W[init] / scale).requires_grad_()
+        opt = torch.optim.Adam([Z], lr=lr)
+        for step in range(steps + 1):
+            loss, logits = objective(Z * scale, c)
+            conf = logits.detach().softmax(-1)[:, c].sum().item()
+            if step == 0:
+                sums["loss_first"][c] += loss.item() * B
+                sums["confidence_initial"][c] += conf
+            if log_every and step % log_every == 0:
+                log.info("synthesize class %d, rows %d-%d, step %d: loss %.4f", c, start, start + B - 1, step,
+                         loss.item())
+            if step == steps:
+                sums["loss_last"][c] += loss.item() * B
+                sums["confidence_embeddings"][c] += conf
+                break
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        ids = words[nearest(Z)].tolist()
+        decode = tokenizer.convert_tokens_to_string
+        texts += [decode(tokenizer.convert_ids_to_tokens(row[:length])) for row in ids]
+        texts_b += [decode(tokenizer.convert_ids_to_tokens(row[length:])) for row in ids] if pairs else []
+        targets += [c] * B
     stats: dict = {k: [v / per_class for v in sums[k]] for k in keys}
     probs = []
     with torch.no_grad():
