@@ -377,6 +377,7 @@ def test_bf16_native_is_false_where_the_cpu_cannot_be_read(monkeypatch):
     monkeypatch.setattr(hardware, "Path", Unreadable)
     monkeypatch.setattr(hardware.platform, "system", lambda: "Windows")
     assert hardware.bf16_native() is False
+    assert hardware.cpu_int8() == "unknown"
 
 
 @pytest.mark.parametrize("cfg", [dict(name="x", tap="logits", loss="kd_kl", args={"temperature": 5}),

@@ -16,13 +16,21 @@ from pathlib import Path
 def bf16_native(cpuinfo: str | None = None) -> bool:
     """Whether the CPU computes bf16 natively: Linux's /proc/cpuinfo flags (x86 avx512_bf16 / amx_bf16, Arm bf16),
     macOS's sysctl hw.optional.arm.FEAT_BF16; False where neither can be read (auto then keeps fp32)."""
+    flags = _cpu_flags(cpuinfo)
+    if flags is None:
+        return _sysctl_bf16()
+    return bool(flags & {"avx512_bf16", "amx_bf16", "bf16"})
+
+
+def _cpu_flags(cpuinfo: str | None = None) -> set[str] | None:
+    """The words of ``cpuinfo`` (default: Linux's /proc/cpuinfo, whose flags lines they include), or None where
+    it cannot be read."""
     if cpuinfo is None:
         try:
             cpuinfo = Path("/proc/cpuinfo").read_text()
         except OSError:
-            return _sysctl_bf16()
-    flags = set(cpuinfo.split())
-    return bool(flags & {"avx512_bf16", "amx_bf16", "bf16"})
+            return None
+    return set(cpuinfo.split())
 
 
 # x86 int8 dot-product instructions, best first: what int8 GEMMs (ONNX Runtime, PyTorch's quantized kernels) use
@@ -34,12 +42,9 @@ def cpu_int8(cpuinfo: str | None = None) -> str:
     """The best int8 instruction set of the CPU by its /proc/cpuinfo flags (x86: AMX-INT8 > AVX512-VNNI >
     AVX-VNNI > AVX512BW > AVX2; Arm: "Arm dotprod"/"Arm i8mm"), or "unknown": int8 inference speed-ups depend on it
     (docs/performance.md section 6.1: the same student 3.4x over fp32 with VNNI, 1.7-1.8x with AVX2 only)."""
-    if cpuinfo is None:
-        try:
-            cpuinfo = Path("/proc/cpuinfo").read_text()
-        except OSError:
-            return "unknown"
-    flags = set(cpuinfo.split())
+    flags = _cpu_flags(cpuinfo)
+    if flags is None:
+        return "unknown"
     for flag, name in INT8_FLAGS:
         if flag in flags:
             return name
