@@ -70,9 +70,9 @@ def _check(model, num_labels: int, per_class: int, length: int, steps: int, batc
         raise TextDistillError(f"length: {words} + {specials} special tokens exceeds the teacher's {limit} positions")
 
 
-def _template(tokenizer, words: list[int], length: int, pairs: bool) -> tuple[dict, list[torch.Tensor]]:
-    """The tokenizer's encoding of one sentence (or pair) of ``length`` placeholder words per side, and the
-    positions of each side's words: the special tokens and token types around them are the tokenizer's."""
+def _placeholders(tokenizer, words: list[int]) -> list[tuple[str, int]]:
+    """Two whole words (token, id) that encode to one token each, even when repeated: they mark each side's
+    positions in the tokenizer's template."""
     found = []
     for i in words:  # placeholder words: whole words that encode to one token, even when repeated
         w = tokenizer.convert_ids_to_tokens(i)
@@ -84,7 +84,14 @@ def _template(tokenizer, words: list[int], length: int, pairs: bool) -> tuple[di
         raise TextDistillError("transfer.synthetic: the teacher's tokenizer has no whole-word token that encodes to "
                                "itself (WordPiece vocabularies such as BERT's and MPNet's have them; byte-level BPE "
                                "ones such as RoBERTa's are not supported)")
-    (wa, a), (wb, b) = found
+    return found
+
+
+def _template(tokenizer, placeholders: list[tuple[str, int]], length: int,
+              pairs: bool) -> tuple[dict, list[torch.Tensor]]:
+    """The tokenizer's encoding of one sentence (or pair) of ``length`` placeholder words per side, and the
+    positions of each side's words: the special tokens and token types around them are the tokenizer's."""
+    (wa, a), (wb, b) = placeholders
     enc = tokenizer(" ".join([wa] * length), " ".join([wb] * length) if pairs else None, truncation=False)
     ids = torch.tensor(enc["input_ids"])
     pos = [(ids == a).nonzero().flatten()] + ([(ids == b).nonzero().flatten()] if pairs else [])
@@ -106,9 +113,10 @@ def synthesize(teacher_model, tokenizer, *, num_labels: int, per_class: int, len
     decoded texts), ``decoded_agreement`` (share of decoded texts the teacher assigns to their target);
     and ``seconds``. Freezes the teacher. ``progress``: a tqdm-like wrapper for the batches (a bar)."""
     word_ids, sides = whole_word_ids(tokenizer), 2 if pairs else 1
-    specials = len(_template(tokenizer, word_ids, 1, pairs)[0]["input_ids"]) - sides  # the template's own tokens
+    marks = _placeholders(tokenizer, word_ids)
+    specials = len(_template(tokenizer, marks, 1, pairs)[0]["input_ids"]) - sides  # the template's own tokens
     _check(teacher_model, num_labels, per_class, length, steps, batch_size, sides, specials)
-    enc, pos = _template(tokenizer, word_ids, length, pairs)
+    enc, pos = _template(tokenizer, marks, length, pairs)
     t0 = time.perf_counter()
     model = teacher_model.eval().requires_grad_(False)
     emb = model.get_input_embeddings().weight.detach()
