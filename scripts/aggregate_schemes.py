@@ -2,7 +2,10 @@
 """Summarise results/schemes (scripts/scheme_results.sh, kept by scripts/keep_results.sh) as the markdown of docs/results.md
 section 5: FT vs offline KD vs online DML, self-distillation exits and early exit, born-again
 generations, several teachers. Dev metric x 100, mean ± sd over seeds (number of seeds in brackets).
-    .venv/bin/python scripts/aggregate_schemes.py [results/schemes] [results/teachers]"""
+    .venv/bin/python scripts/aggregate_schemes.py [results/schemes] [results/teachers] [--plot PNG]
+--plot: the early-exit curve of SST-2's self-distilled model (mean ± sd over the seeds' exit-sweep.json) beside
+the separately trained 3-layer students and the teacher (docs/self-distill-exits-sst2.png)."""
+import argparse
 import json
 import re
 import statistics
@@ -12,8 +15,12 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 from textdistill.report import markdown_table, mean_cell  # noqa: E402
 
-root = Path(sys.argv[1] if len(sys.argv) > 1 else "results/schemes")
-troot = Path(sys.argv[2] if len(sys.argv) > 2 else "results/teachers")
+cli = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+cli.add_argument("root", nargs="?", default="results/schemes", type=Path)
+cli.add_argument("troot", nargs="?", default="results/teachers", type=Path)
+cli.add_argument("--plot", metavar="PNG", type=Path)
+args = cli.parse_args()
+root, troot = args.root, args.troot
 TASKS = {"sst2": "minilm-sst2-20k", "mrpc": "minilm-mrpc", "rte": "minilm-rte"}
 
 
@@ -74,10 +81,29 @@ if sst:
 sweeps = [json.loads(f.read_text())["sweep"] for f in sorted((root / "sst2").glob("self-s*/exit-sweep.json"))]
 if sweeps:
     print(f"\nEarly exit on SST-2 dev (`textdistill evaluate --exit-sweep`; normalised-entropy threshold; mean over "
-          f"{len(sweeps)} seed(s)); plot: docs/self-distill-exits-sst2.png (seed 1)\n")
+          f"{len(sweeps)} seed(s)); plot: docs/self-distill-exits-sst2.png (`--plot`)\n")
     rows = [[f"{pt['threshold']:g}", mean_cell([100 * s[i]["accuracy"] for s in sweeps]),
              f"{statistics.mean(s[i]['mean_layers'] for s in sweeps):.2f}"] for i, pt in enumerate(sweeps[0])]
     print(markdown_table(["threshold", "dev accuracy", "mean layers run (of 6)"], rows))
+    if args.plot:
+        from textdistill.plots import exit_curve
+
+        def point(values: list[float], **extra) -> dict:
+            return {"y": statistics.mean(values), "sd": statistics.stdev(values) if len(values) > 1 else None,
+                    **extra}
+
+        exits = sorted(sst[-1]["history"][-1]["exits"], key=int) if sst else []
+        refs = [point([pct(r["peers"]["l3"] if m == "dml" else r["dev"], "accuracy") for r in runs("sst2", m)],
+                      label=f"{label} ({len(runs('sst2', m))} seeds)", x=x)
+                for label, m, x in (("FT, 3 layers", "ft", 3), ("KD from the teacher, 3 layers", "kd", 3),
+                                    ("DML 3-layer peer", "dml", 3)) if runs("sst2", m)]
+        refs.append(point([pct(teachers["sst2"]["dev"], "accuracy")], label="teacher (fine-tuned, 6 layers)", x=6))
+        exit_curve(args.plot, [point([100 * s[i]["accuracy"] for s in sweeps], threshold=pt["threshold"],
+                                     x=statistics.mean(s[i]["mean_layers"] for s in sweeps))
+                               for i, pt in enumerate(sweeps[0])],
+                   [point([100 * r["history"][-1]["exits"][k]["accuracy"] for r in sst], x=int(k)) for k in exits],
+                   refs, "SST-2 dev accuracy",
+                   f"Self-distilled MiniLM-L6 with exits, SST-2 20k rows ({len(sweeps)} seed(s))", who="--plot")
 btasks = [t for t in tasks if runs(t, "born-again")]
 if btasks:
     print("\n### 5.3 Born-again networks (6-layer students of the teacher's architecture, bf16 autocast where native)\n")

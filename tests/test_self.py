@@ -163,10 +163,21 @@ def test_real_batch_one_early_stop_matches_the_simulated_rule(loaded):
 
 def test_exit_sweep_and_plot(self_run, tiny_teacher_run, tmp_path, capsys):
     png = tmp_path / "sweep.png"
+    teacher = tiny_teacher_run / "teacher"
     assert main(["evaluate", "--model", str(self_run / "model"), "--task", "sst2", "--data-dir",
-                 str(tiny_teacher_run / "sst2"), "--exit-sweep", "--plot", str(png)]) == 0
+                 str(tiny_teacher_run / "sst2"), "--exit-sweep", "--plot", str(png),
+                 "--compare", str(teacher), "--compare", f"the teacher={teacher / 'model'}"]) == 0
     captured = capsys.readouterr()
     r = json.loads(captured.out)
+    # --compare: a run folder stands for its model/, labelled by the run's name; each is evaluated on the same
+    # rows as evaluating it alone
+    assert main(["evaluate", "--model", str(teacher / "model"), "--task", "sst2", "--data-dir",
+                 str(tiny_teacher_run / "sst2")]) == 0
+    alone = json.loads(capsys.readouterr().out)
+    layers = json.loads((teacher / "model" / "config.json").read_text())["num_hidden_layers"]
+    assert r["compare"] == {name: {"model": str(teacher / "model"), "layers": layers, "metrics": alone["metrics"]}
+                            for name in ("teacher", "the teacher")}
+    assert f"teacher: accuracy {alone['metrics']['accuracy']:.4f} at {layers} layers" in captured.err
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert [s["threshold"] for s in r["sweep"]] == [0, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.8, 1.0]
     assert r["sweep"][0]["mean_layers"] == 4 and r["sweep"][0]["accuracy"] == r["metrics"]["accuracy"]
@@ -206,3 +217,9 @@ def test_bad_input_gives_one_line_and_writes_nothing(tiny_teacher_run, tiny_bert
     fails_one_line([*evaluate, "--model", str(d / "teacher" / "model"), "--exit-sweep"], capsys, "exits.safetensors", report)
     fails_one_line([*evaluate, "--model", str(self_run / "model"), "--plot", str(tmp_path / "p.png")], capsys,
            "--plot: draws the --exit-sweep curve", report, tmp_path / "p.png")
+    fails_one_line([*evaluate, "--model", str(self_run / "model"), "--compare", str(d / "teacher")], capsys,
+           "--compare: places other models beside the --exit-sweep curve; add --exit-sweep", report)
+    fails_one_line([*evaluate, "--model", str(self_run / "model"), "--exit-sweep", "--plot", str(tmp_path / "p.png"),
+                    "--compare", f"KD={tmp_path / 'nowhere'}"], capsys,
+           f"--compare KD={tmp_path / 'nowhere'}: {tmp_path / 'nowhere'} is no saved model or run folder", report,
+           tmp_path / "p.png")

@@ -111,6 +111,10 @@ def _evaluate(args) -> int:
     exits = args.exit_threshold is not None or args.exit_sweep
     if args.plot and not args.exit_sweep:
         raise TextDistillError("--plot: draws the --exit-sweep curve; add --exit-sweep")
+    if args.compare and not args.exit_sweep:
+        raise TextDistillError("--compare: places other models beside the --exit-sweep curve; add --exit-sweep")
+    if args.compare:
+        _compare_specs(args.compare)  # (before the work)
     if exits and task.is_regression:
         raise TextDistillError(f"--exit-threshold/--exit-sweep: early exit needs a classification task, not "
                                f"{task.name}")
@@ -149,7 +153,7 @@ def _evaluate(args) -> int:
             f"(likely {NONFINITE_CAUSES})" if bad else "its weights are finite but overflow on these inputs"))
         result["metrics"] = compute_metrics(task, logits, examples.labels)
     else:
-        result.update(_early_exit(args, task, model, heads, loader, examples.labels))
+        result.update(_early_exit(args, task, model, heads, loader, examples))
         if args.exit_threshold is not None:  # the real early stop, one example at a time
             from .data.batching import Collator
             from .models.exits import exit_latency
@@ -223,14 +227,16 @@ def _export(args) -> int:
     return 0
 
 
-def _early_exit(args, task, model, heads, loader, labels) -> dict:
+def _early_exit(args, task, model, heads, loader, examples) -> dict:
     """Metrics of the early-exit predictions (``--exit-threshold``), a sweep over thresholds
-    (``--exit-sweep``, a table on stderr) and its plot (``--plot``); see models/exits.py."""
+    (``--exit-sweep``, a table on stderr), other models on the same rows (``--compare``) and the plot
+    (``--plot``); see models/exits.py."""
     import torch
 
     from .evaluate import compute_metrics
     from .models.exits import early_exit, predict_exits
 
+    labels = examples.labels
     logits = torch.from_numpy(predict_exits(model, heads, loader)).unbind(1)  # one (rows, classes) per exit
 
     def at(threshold: float) -> dict:
@@ -250,37 +256,57 @@ def _early_exit(args, task, model, heads, loader, labels) -> dict:
         print(f"{'threshold':>9}  {main:>9}  mean layers (of {heads.n_layers})", file=sys.stderr)
         for r in out["sweep"]:
             print(f"{r['threshold']:9.2f}  {r[main]:9.4f}  {r['mean_layers']:.2f}", file=sys.stderr)
+        if args.compare:
+            out["compare"] = _compared(_compare_specs(args.compare), task, examples, args)
+            for label, c in out["compare"].items():
+                print(f"{label}: {main} {c['metrics'][main]:.4f} at {c['layers']} layers", file=sys.stderr)
         if args.plot:
-            _plot_sweep(args.plot, out["sweep"], out["exits"], main, args.model)
+            from .plots import exit_curve
+
+            exit_curve(args.plot, [{"threshold": r["threshold"], "x": r["mean_layers"], "y": r[main]}
+                                   for r in out["sweep"]],
+                       [{"x": int(k), "y": m[main]} for k, m in out["exits"].items()],
+                       [{"label": label, "x": c["layers"], "y": c["metrics"][main]}
+                        for label, c in out.get("compare", {}).items()],
+                       main, f"early exit, {task.name} ({len(examples)} rows)")
             out["plot"] = args.plot
     return out
 
 
-def _plot_sweep(path: str, sweep: list[dict], exits: dict, main: str, title: str) -> None:
-    import matplotlib
+def _compare_specs(specs: list[str]) -> list[tuple[str, str]]:
+    """``--compare [LABEL=]MODEL`` values as (label, model folder): a run folder stands for its ``model/``; the
+    label defaults to the run's folder name."""
+    from pathlib import Path
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    out = []
+    for spec in specs:
+        label, _, path = spec.partition("=") if "=" in spec else ("", "", spec)
+        p = Path(path)
+        if (p / "model" / "config.json").is_file() and not (p / "config.json").is_file():
+            p = p / "model"
+        if not (p / "config.json").is_file():
+            raise TextDistillError(f"--compare {spec}: {path} is no saved model or run folder (no config.json)")
+        out.append((label or (p.parent.name if p.name == "model" else p.name), str(p)))
+    return out
 
-    fig, ax = plt.subplots(figsize=(6, 4))
-    ax.plot([r["mean_layers"] for r in sweep], [r[main] for r in sweep], "o-", label="early exit (threshold)")
-    points: dict[tuple, list[str]] = {}  # thresholds that land on the same point share one label
-    for r in sweep:
-        points.setdefault((r["mean_layers"], r[main]), []).append(f"{r['threshold']:g}")
-    for (x, y), names in points.items():
-        label = names[0] if len(names) == 1 else f"{names[0]}-{names[-1]}"
-        ax.annotate(label, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
-    ax.plot([int(k) for k in exits], [m[main] for m in exits.values()], "s", label="single exit at its depth")
-    ax.set(xlabel="mean layers run per example", ylabel=main, title=title)
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    try:
-        fig.savefig(path, dpi=120)
-    except OSError as e:
-        raise TextDistillError(f"--plot {path}: cannot write ({e.strerror})") from None
-    finally:
-        plt.close(fig)
+
+def _compared(specs: list[tuple[str, str]], task, examples, args) -> dict:
+    """Each ``--compare`` model's metrics on the rows of the sweep (its own tokenizer) and its layer count."""
+    from .data.batching import stream_loader
+    from .evaluate import compute_metrics, predict
+    from .models.loading import load_model, load_tokenizer
+
+    out = {}
+    for label, path in specs:
+        model, head_new = load_model(path, task.num_labels, task.labels)
+        layers = getattr(model.config, "num_hidden_layers", None)
+        if head_new or not layers:
+            raise TextDistillError(f"--compare {path}: " + ("the model has no classification head (not fine-tuned)"
+                                                            if head_new else "no transformer layers to place"))
+        loader = stream_loader(examples, load_tokenizer(path), args.batch_size, args.max_length, task.is_regression)
+        out[label] = {"model": path, "layers": layers,
+                      "metrics": compute_metrics(task, predict(model, loader), examples.labels)}
+    return out
 
 
 def _int_at_least(low: int):
@@ -416,6 +442,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--exit-sweep", action="store_true",
                    help=f"early exit at thresholds {', '.join(map(str, SWEEP))}: main metric and mean layers")
     p.add_argument("--plot", metavar="PNG", help="with --exit-sweep: plot the metric against mean layers")
+    p.add_argument("--compare", action="append", metavar="[LABEL=]MODEL",
+                   help="with --exit-sweep: also evaluate this model (a saved model or run folder, e.g. a separately "
+                        "distilled student) on the same rows and place it at its layer count (repeatable)")
     p.set_defaults(fn=_evaluate)
     p = sub.add_parser("export", help="export a saved student to ONNX (optionally int8), checked against PyTorch")
     p.add_argument("--model", required=True, help="a saved student folder (config.json, model.safetensors, tokenizer)")

@@ -1,4 +1,5 @@
-"""The PNG plots of ``textdistill report`` (matplotlib, Agg backend: no display needed).
+"""The PNG plots of ``textdistill report`` and of ``textdistill evaluate --exit-sweep --plot`` (matplotlib, Agg
+backend: no display needed).
 
 Each function draws one figure, writes it to ``path`` and returns ``path``.
 """
@@ -18,13 +19,13 @@ def _pyplot():
     return plt
 
 
-def _save(fig, path: Path) -> Path:
+def _save(fig, path: Path, who: str = "report:") -> Path:
     plt = _pyplot()
     try:
         fig.tight_layout()
         fig.savefig(path, dpi=120)
     except OSError as e:
-        raise TextDistillError(f"report: {path}: cannot write ({e.strerror})") from None
+        raise TextDistillError(f"{who} {path}: cannot write ({e.strerror})") from None
     finally:
         plt.close(fig)
     return path
@@ -115,3 +116,37 @@ def learning_curves(path: Path, histories: list[list[dict]], metric: str, scale:
     ax.legend(handles[0] + extra[0], handles[1] + extra[1], fontsize=8, loc="upper center",
               bbox_to_anchor=(0.5, -0.14), ncol=min(4, len(handles[0]) + len(extra[0])), frameon=False)
     return _save(fig, path)
+
+
+def exit_curve(path: Path, sweep: list[dict], exits: list[dict], references: list[dict], ylabel: str, title: str,
+               who: str = "--plot") -> Path:
+    """Early exit of a model with exits: the metric against the mean number of layers run, one point per
+    entropy threshold (``sweep``: ``{threshold, x, y, sd}``, labelled by threshold; thresholds landing on the same
+    point share a label), each exit alone at its depth (``exits``: ``{x, y, sd}``) and other models at their
+    depth (``references``: ``{label, x, y, sd}``, e.g. separately distilled students; those at the same depth are
+    drawn a little apart). ``sd`` (spread over seeds) draws an error bar where it is set."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+
+    def bars(points: list[dict]) -> list[float] | None:
+        return [p.get("sd") or 0.0 for p in points] if any(p.get("sd") for p in points) else None
+
+    ax.errorbar([p["x"] for p in sweep], [p["y"] for p in sweep], yerr=bars(sweep), fmt="o-", capsize=3,
+                label="early exit (entropy threshold)")
+    labels: dict[tuple, list[str]] = {}
+    for p in sweep:
+        labels.setdefault((p["x"], p["y"]), []).append(f"{p['threshold']:g}")
+    for (x, y), names in labels.items():
+        ax.annotate(names[0] if len(names) == 1 else f"{names[0]}-{names[-1]}", (x, y), textcoords="offset points",
+                    xytext=(4, 4), fontsize=7)
+    if exits:
+        ax.errorbar([p["x"] for p in exits], [p["y"] for p in exits], yerr=bars(exits), fmt="s", capsize=3,
+                    label="one exit alone, at its depth")
+    same_x = [sum(q["x"] == p["x"] for q in references[:i]) for i, p in enumerate(references)]
+    for marker, p, k in zip("^vDP*Xph", references, same_x):  # models at the same depth side by side
+        ax.errorbar([p["x"] + 0.08 * k], [p["y"]], yerr=[p["sd"]] if p.get("sd") else None, fmt=marker, markersize=8, capsize=3,
+                    label=p["label"])
+    ax.set(xlabel="mean layers run per example", ylabel=ylabel, title=title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    return _save(fig, path, who)
