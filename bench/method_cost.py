@@ -38,8 +38,8 @@ METHODS = ["ft", "kd", "pkd-skip", "pkd-last", "ckd", "alp-kd", "rail-kd-l", "ra
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--teacher", default=None, help="fine-tuned teacher folder (default: runs/results/teacher/model "
-                    "if present, else MiniLM-L6 with a fresh head: the cost is the same)")
+    ap.add_argument("--teacher", default=None, help="fine-tuned SST-2 teacher folder (default: runs/results/teacher/model; "
+                    "absent: exit with a message)")
     ap.add_argument("--methods", nargs="+", default=METHODS)
     ap.add_argument("--rounds", type=int, default=5, help="interleaved rounds (the first is a warm-up)")
     ap.add_argument("--steps", type=int, default=4, help="training steps per method per round")

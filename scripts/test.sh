@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The test suite (about 4 minutes on 2 CPU cores). Uses ../shared/data/glue when it is there.
+# The test suite (about 5 minutes on 2 CPU cores). Uses ../shared/data/glue when it is there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh

@@ -1,4 +1,5 @@
-"""Command line: textdistill finetune | distill | cache | augment | evaluate | export | layer-map | report | demo"""
+"""Command line: textdistill finetune | distill | cache | augment | evaluate | export | layer-map | suite | report |
+demo"""
 from __future__ import annotations
 
 import argparse
