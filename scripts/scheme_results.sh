@@ -2,7 +2,7 @@
 # docs/results.md (schemes): FT vs offline KD vs online DML (3-layer student), self-distillation
 # with exits, born-again generations, several teachers (three seeds of the teacher). Resumable: a run
 # with metrics.json is skipped.
-# The same runs as a suite file: suites/schemes.yaml (textdistill suite).
+# The same runs as a suite file: suites/schemes.yaml (textdistill suite), but for the early-exit sweeps.
 #   nice -n 19 scripts/scheme_results.sh [GLUE_DIR] [SEEDS] > runs/schemes.log 2>&1 &
 #   TASKS=sst2 scripts/scheme_results.sh ../shared/data/glue "2 3"    (some tasks only; default rte mrpc sst2)
 #   PARTS="multi" scripts/scheme_results.sh ...   (some rows only: ft kd dml born-again kd-bf16 self multi mpnet;

@@ -391,3 +391,15 @@ def test_reference_cells_need_the_same_metric_on_both_sides():
     two = [({"dev": {"accuracy": 0.72}}, teacher), ({"dev": {"accuracy": 0.72}}, {"accuracy": 0.9})]
     assert _reference_cells(refs, "ft-6", "mrpc", two)[0] == f"{100 * (0.9 + 0.8) / 2:.1f}% (accuracy)"
     assert _reference_cells(refs, "ft-6", "mrpc", [({"dev": {"accuracy": 0.72}}, None)])[0] == ""
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in (ROOT / "suites").glob("*.yaml")))
+def test_shipped_suites_load_and_list_their_runs(name, capsys, monkeypatch):
+    """Every suite file in suites/ passes the suite's checks (recipes, tasks, teachers, ood sets) and lists its
+    runs, each under its task's folder."""
+    monkeypatch.chdir(ROOT)
+    assert main(["suite", f"suites/{name}", "--dry-run"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    runs = [line.split()[1] for line in lines if line.startswith(("todo runs/", "done runs/"))]
+    summary = json.loads(lines[-1])
+    assert runs and summary["runs"] == len(runs)
