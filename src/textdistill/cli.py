@@ -295,6 +295,7 @@ def _compared(specs: list[tuple[str, str]], task, examples, args) -> dict:
     """Each ``--compare`` model's metrics on the rows of the sweep (its own tokenizer) and its layer count."""
     from .data.batching import stream_loader
     from .evaluate import compute_metrics, predict
+    from .models.checks import check_max_length
     from .models.loading import load_model, load_tokenizer
 
     out = {}
@@ -304,6 +305,7 @@ def _compared(specs: list[tuple[str, str]], task, examples, args) -> dict:
         if head_new or not layers:
             raise TextDistillError(f"--compare {path}: " + ("the model has no classification head (not fine-tuned)"
                                                             if head_new else "no transformer layers to place"))
+        check_max_length(model.config, args.max_length, "--max-length", path)
         loader = stream_loader(examples, load_tokenizer(path), args.batch_size, args.max_length, task.is_regression)
         out[label] = {"model": path, "layers": layers,
                       "metrics": compute_metrics(task, predict(model, loader), examples.labels)}
