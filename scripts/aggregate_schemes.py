@@ -25,36 +25,36 @@ cli.add_argument("troot", nargs="?", default="results/teachers", type=Path)
 cli.add_argument("--plot", metavar="PNG", type=Path)
 cli.add_argument("--splice", metavar="MD", type=Path)
 args = cli.parse_args()
+root, troot = args.root, args.troot
+TASKS = {"sst2": "minilm-sst2-20k", "mrpc": "minilm-mrpc", "rte": "minilm-rte"}
+
+
+def load(path: Path) -> dict | None:
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def seed_files(task: str, method: str, name: str) -> list[dict]:
+    """``name`` (a JSON file) of each seed's run of ``method`` (folders ``<method>-s<seed>``), where present."""
+    return [json.loads(f.read_text()) for f in sorted((root / task).glob(f"{method}-s*/{name}"))
+            if re.fullmatch(re.escape(method) + r"-s\d+", f.parent.name)]
+
+
+def runs(task: str, method: str) -> list[dict]:
+    return seed_files(task, method, "metrics.json")
+
+
+def pct(m: dict, metric: str) -> float:
+    return 100 * m[metric]
+
+
+def ood(task: str, method: str, model: str = "model", name: str = "imdb") -> list[float]:
+    """Out-of-domain accuracy x 100 of each seed's ``model`` (scripts/ood_results.py), where evaluated."""
+    return [100 * got["accuracy"] for got in (d.get(model, {}).get(name)
+                                               for d in seed_files(task, method, "ood-by-model.json")) if got]
+
+
 out = io.StringIO()
 with contextlib.redirect_stdout(out):  # (printed, or put in place by --splice)
-    root, troot = args.root, args.troot
-    TASKS = {"sst2": "minilm-sst2-20k", "mrpc": "minilm-mrpc", "rte": "minilm-rte"}
-
-
-    def load(path: Path) -> dict | None:
-        return json.loads(path.read_text()) if path.is_file() else None
-
-
-    def seed_files(task: str, method: str, name: str) -> list[dict]:
-        """``name`` (a JSON file) of each seed's run of ``method`` (folders ``<method>-s<seed>``), where present."""
-        return [json.loads(f.read_text()) for f in sorted((root / task).glob(f"{method}-s*/{name}"))
-                if re.fullmatch(re.escape(method) + r"-s\d+", f.parent.name)]
-
-
-    def runs(task: str, method: str) -> list[dict]:
-        return seed_files(task, method, "metrics.json")
-
-
-    def pct(m: dict, metric: str) -> float:
-        return 100 * m[metric]
-
-
-    def ood(task: str, method: str, model: str = "model", name: str = "imdb") -> list[float]:
-        """Out-of-domain accuracy x 100 of each seed's ``model`` (scripts/ood_results.py), where evaluated."""
-        return [100 * got["accuracy"] for got in (d.get(model, {}).get(name)
-                                                   for d in seed_files(task, method, "ood-by-model.json")) if got]
-
-
     teachers = {t: load(troot / name / "metrics.json") for t, name in TASKS.items()}
     tasks = [t for t in TASKS if teachers[t]]
     main = {t: teachers[t]["main_metric"] for t in tasks}
@@ -110,7 +110,7 @@ with contextlib.redirect_stdout(out):  # (printed, or put in place by --splice)
                                    for i, pt in enumerate(sweeps[0])],
                        [point([100 * r["history"][-1]["exits"][k]["accuracy"] for r in sst], x=int(k)) for k in exits],
                        refs, "SST-2 dev accuracy",
-                       f"Self-distilled MiniLM-L6 with exits, SST-2 20k rows ({len(sweeps)} seed(s))", who="--plot")
+                       f"Self-distilled MiniLM-L6 with exits, SST-2 20k rows ({len(sweeps)} seed(s))")
     btasks = [t for t in tasks if runs(t, "born-again")]
     if btasks:
         print("\n### 5.3 Born-again networks (6-layer students of the teacher's architecture, bf16 autocast where native)\n")

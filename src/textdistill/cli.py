@@ -114,8 +114,7 @@ def _evaluate(args) -> int:
         raise TextDistillError("--plot: draws the --exit-sweep curve; add --exit-sweep")
     if args.compare and not args.exit_sweep:
         raise TextDistillError("--compare: places other models beside the --exit-sweep curve; add --exit-sweep")
-    if args.compare:
-        _compare_specs(args.compare)  # (before the work)
+    compare = _compare_specs(args.compare or [])  # (checked before the work)
     if exits and task.is_regression:
         raise TextDistillError(f"--exit-threshold/--exit-sweep: early exit needs a classification task, not "
                                f"{task.name}")
@@ -154,7 +153,7 @@ def _evaluate(args) -> int:
             f"(likely {NONFINITE_CAUSES})" if bad else "its weights are finite but overflow on these inputs"))
         result["metrics"] = compute_metrics(task, logits, examples.labels)
     else:
-        result.update(_early_exit(args, task, model, heads, loader, examples))
+        result.update(_early_exit(args, task, model, heads, loader, examples, compare))
         if args.exit_threshold is not None:  # the real early stop, one example at a time
             from .data.batching import Collator
             from .models.exits import exit_latency
@@ -228,10 +227,10 @@ def _export(args) -> int:
     return 0
 
 
-def _early_exit(args, task, model, heads, loader, examples) -> dict:
+def _early_exit(args, task, model, heads, loader, examples, compare: list[tuple[str, str]]) -> dict:
     """Metrics of the early-exit predictions (``--exit-threshold``), a sweep over thresholds
-    (``--exit-sweep``, a table on stderr), other models on the same rows (``--compare``) and the plot
-    (``--plot``); see models/exits.py."""
+    (``--exit-sweep``, a table on stderr), other models on the same rows (``compare``: ``_compare_specs``) and
+    the plot (``--plot``); see models/exits.py."""
     import torch
 
     from .evaluate import compute_metrics
@@ -257,8 +256,8 @@ def _early_exit(args, task, model, heads, loader, examples) -> dict:
         print(f"{'threshold':>9}  {main:>9}  mean layers (of {heads.n_layers})", file=sys.stderr)
         for r in out["sweep"]:
             print(f"{r['threshold']:9.2f}  {r[main]:9.4f}  {r['mean_layers']:.2f}", file=sys.stderr)
-        if args.compare:
-            out["compare"] = _compared(_compare_specs(args.compare), task, examples, args)
+        if compare:
+            out["compare"] = _compared(compare, task, examples, args)
             for label, c in out["compare"].items():
                 print(f"{label}: {main} {c['metrics'][main]:.4f} at {c['layers']} layers", file=sys.stderr)
         if args.plot:

@@ -5,6 +5,7 @@ Each function draws one figure, writes it to ``path`` and returns ``path``.
 """
 from __future__ import annotations
 
+from itertools import cycle
 from pathlib import Path
 
 from . import TextDistillError
@@ -143,9 +144,9 @@ def exit_curve(path: Path, sweep: list[dict], exits: list[dict], references: lis
         ax.errorbar([p["x"] for p in exits], [p["y"] for p in exits], yerr=bars(exits), fmt="s", capsize=3,
                     label="one exit alone, at its depth")
     same_x = [sum(q["x"] == p["x"] for q in references[:i]) for i, p in enumerate(references)]
-    for marker, p, k in zip("^vDP*Xph", references, same_x):  # models at the same depth side by side
-        ax.errorbar([p["x"] + 0.08 * k], [p["y"]], yerr=[p["sd"]] if p.get("sd") else None, fmt=marker, markersize=8, capsize=3,
-                    label=p["label"])
+    for marker, p, k in zip(cycle("^vDP*Xph"), references, same_x):  # models at the same depth side by side
+        ax.errorbar([p["x"] + 0.08 * k], [p["y"]], yerr=[p["sd"]] if p.get("sd") else None, fmt=marker,
+                    markersize=8, capsize=3, label=p["label"])
     ax.set(xlabel="mean layers run per example", ylabel=ylabel, title=title)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="lower right")
