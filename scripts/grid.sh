@@ -3,6 +3,8 @@
 #                                   OMP_NUM_THREADS says otherwise), GLUE (argument 1, default ../shared/data/glue)
 #                                   and SEEDS (argument 2, default 1 2 3), and defines job (below) and
 #   in_tasks TASK                       true when TASK is in TASKS (a script's task list, overridable: TASKS=sst2)
+#   check_names VAR KNOWN...            every name in $VAR is one of KNOWN, else one line and exit 2
+#                                       (check_tasks KNOWN...: the same for TASKS)
 #   job OUTPUT COMMAND RECIPE ARGS...   runs `textdistill COMMAND -r RECIPE -o OUTPUT ...` unless its metrics.json
 #                                       is in runs/ or kept in results/; keeps the metrics (keep_results.sh);
 #                                       an interrupted run with a checkpoint (or a chain with a finished link or
@@ -17,11 +19,13 @@ export HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false OMP_NUM_THREADS=${OMP_NUM_T
 GLUE=${1:-${GLUE:-../shared/data/glue}}
 SEEDS=${2:-${SEEDS:-1 2 3}}
 in_tasks() { [[ " ${TASKS:-} " == *" $1 "* ]]; }
-check_tasks() {  # KNOWN...: every name in TASKS is one of them, else one line and exit 2
-  local t; for t in ${TASKS:-}; do
-    [[ " $* " == *" $t "* ]] || { echo "TASKS: unknown '$t' (this script knows: $*)" >&2; exit 2; }
+check_names() {  # VAR KNOWN...: every name in $VAR is one of them, else one line and exit 2
+  local var=$1 n; shift
+  for n in ${!var:-}; do
+    [[ " $* " == *" $n "* ]] || { echo "$var: unknown '$n' (this script knows: $*)" >&2; exit 2; }
   done
 }
+check_tasks() { check_names TASKS "$@"; }  # KNOWN...: the names in TASKS
 job() {
   local out=$1 cmd=$2 recipe=$3; shift 3
   [ -f "$out/metrics.json" ] || [ -f "results/${out#runs/}/metrics.json" ] && return

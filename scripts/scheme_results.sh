@@ -16,11 +16,9 @@ KEEP="schemes teachers"
 TASKS=${TASKS:-rte mrpc sst2}
 source scripts/grid.sh "$@"
 check_tasks rte mrpc sst2
-PARTS=${PARTS:-ft kd dml born-again kd-bf16 self multi mpnet}
-for p in $PARTS; do
-  [[ " ft kd dml born-again kd-bf16 self multi mpnet " == *" $p "* ]] \
-    || { echo "PARTS: unknown '$p' (this script knows: ft kd dml born-again kd-bf16 self multi mpnet)" >&2; exit 2; }
-done
+ALL_PARTS="ft kd dml born-again kd-bf16 self multi mpnet"
+PARTS=${PARTS:-$ALL_PARTS}
+check_names PARTS $ALL_PARTS
 part() { [[ " $PARTS " == *" $1 "* ]]; }
 # the same 3-layer student from each of the teacher's seeds 1 and 2 alone, and from all three
 # (averaged logits, or one KD term per teacher); seed 42's run is kd-s*
