@@ -152,9 +152,10 @@ if not args.splice:
     print(text, end="")
 else:
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from splice import splice  # noqa: E402
+    from splice import spliced  # noqa: E402
 
     first, _, rest = text.partition("### 5.2")
-    splice(args.splice, "aggregate_schemes_5.1", first.split("\n", 1)[1])  # (without 5.1's heading)
+    doc = spliced(args.splice, args.splice.read_text(), "aggregate_schemes_5.1", first.split("\n", 1)[1])  # (no heading)
     if rest:
-        splice(args.splice, "aggregate_schemes", "### 5.2" + rest)
+        doc = spliced(args.splice, doc, "aggregate_schemes", "### 5.2" + rest)
+    args.splice.write_text(doc)  # (both blocks or neither)

@@ -3,16 +3,15 @@
 ``<!-- /NAME -->`` -- with standard input; the file is left alone unless exactly one such block exists.
     .venv/bin/python scripts/aggregate_transfer.py | scripts/splice.py docs/results.md aggregate_transfer
     tail -n +3 results/suite-mpnet12/summary.md | scripts/splice.py docs/results.md suite-mpnet12
-(``splice`` is also imported by scripts that put their own blocks in place, e.g. aggregate_schemes.py --splice.)"""
+(``spliced`` is also imported by scripts that put their own blocks in place, e.g. aggregate_schemes.py --splice.)"""
 import re
 import sys
 from pathlib import Path
 
 
-def splice(path: Path, name: str, body: str) -> None:
-    """Put ``body`` between the one ``<!-- name -->`` ... ``<!-- /name -->`` pair of ``path``; exits with a
-    one-line message (the file untouched) unless there is exactly one such block and ``body`` is not empty."""
-    text = path.read_text()
+def spliced(path: Path, text: str, name: str, body: str) -> str:
+    """``text`` (of ``path``) with ``body`` between its one ``<!-- name -->`` ... ``<!-- /name -->`` pair; exits
+    with a one-line message unless there is exactly one such block and ``body`` is not empty."""
     pattern = re.compile(r"(^<!-- " + re.escape(name) + r"(?: [^\n]*)? -->\n)(.*?)(^<!-- /" + re.escape(name)
                          + r" -->$)", re.S | re.M)
     found = pattern.findall(text)
@@ -21,7 +20,12 @@ def splice(path: Path, name: str, body: str) -> None:
     body = body.strip("\n") + "\n"
     if not body.strip():  # e.g. the aggregate script before the pipe failed
         sys.exit(f"{path}: empty input for <!-- {name} -->; the file is left alone")
-    path.write_text(pattern.sub(lambda m: m.group(1) + body + m.group(3), text))
+    return pattern.sub(lambda m: m.group(1) + body + m.group(3), text)
+
+
+def splice(path: Path, name: str, body: str) -> None:
+    """Put ``body`` in the ``name`` block of ``path`` (the file untouched where ``spliced`` refuses)."""
+    path.write_text(spliced(path, path.read_text(), name, body))
 
 
 if __name__ == "__main__":
