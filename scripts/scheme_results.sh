@@ -71,13 +71,15 @@ for seed in $SEEDS; do
   for task in $TASKS; do
     if part multi; then multi_teacher "$task" "$seed"; fi
   done
-  # a better teacher with another tokenizer (MPNet-12), alone and beside the MiniLM teacher, where it exists
-  for task in rte mrpc; do
+  # a better teacher with another tokenizer (MPNet-12, scripts/teachers.sh; SST-2's on all its rows, as in
+  # suites/mpnet12.yaml, the students on the 20k-row sample), alone and beside the MiniLM teacher, where it exists
+  for task in rte mrpc sst2; do
     in_tasks "$task" && part mpnet && [ -f "$T/mpnet-$task/metrics.json" ] || continue
-    job "$OUT/$task/kd-mpnet-s$seed" distill recipes/kd.yaml --task "$task" --seed "$seed" --teacher "$T/mpnet-$task/model" \
+    rows=${ROWS[$task]} minilm=$T/minilm-$task${ROWS[$task]:+-20k}/model
+    job "$OUT/$task/kd-mpnet-s$seed" distill recipes/kd.yaml --task "$task" --seed "$seed" $rows --teacher "$T/mpnet-$task/model" \
       --set teacher_cache.dir="$OUT/cache/$task-mpnet"
-    job "$OUT/$task/kd-mpnet+minilm-s$seed" distill recipes/kd.yaml --task "$task" --seed "$seed" --set teacher=null \
-      --set "teachers=[{model: $T/mpnet-$task/model, name: mpnet, cache: $OUT/cache/$task-mpnet}, {model: $T/minilm-$task/model, name: minilm, cache: $OUT/cache/$task-minilm}]"
+    job "$OUT/$task/kd-mpnet+minilm-s$seed" distill recipes/kd.yaml --task "$task" --seed "$seed" $rows --set teacher=null \
+      --set "teachers=[{model: $T/mpnet-$task/model, name: mpnet, cache: $OUT/cache/$task-mpnet}, {model: $minilm, name: minilm, cache: $OUT/cache/$task-minilm}]"
   done
 done
 echo "=== all done $(date -u +%H:%M:%S)"
