@@ -72,7 +72,7 @@ def _nan_model(src: Path, dst: Path) -> Path:
 def test_learning_rate_that_makes_the_run_nan(setup, capsys):
     out, _, teacher, base = setup
     fails_one_line(["finetune", "-r", "recipes/ft.yaml", *base, "--set", f"student.init={teacher}",
-                    "--set", "train.lr=1e12", "--set", "train.grad_clip=0"], capsys, "train.lr=1e+12", out)
+                    "--set", "train.lr=1e12", "--set", "train.grad_clip=null"], capsys, "train.lr=1e+12", out)
 
 
 def test_teacher_with_nan_weights(tmp_path, setup, capsys):

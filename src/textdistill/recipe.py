@@ -8,17 +8,42 @@ Paths in a recipe are relative to the current directory.
 """
 from __future__ import annotations
 
+import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator, PrivateAttr
+from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, ValidationError, PrivateAttr, field_validator,
+                      model_validator)
 
 from . import TextDistillError, hardware
 
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_+-]*")
+# folders a run writes beside the ones named after its peers (online), teachers' caches and stages
+RESERVED_NAMES = frozenset({"model", "checkpoint", "tensorboard"})
+
+
+def check_name(value: str | None, folder: bool = True) -> str | None:
+    """A name a recipe gives (a term, a teacher, a peer, a stage): letters, digits, '_', '+', '-', so that it can
+    name a folder, a loss part (``kd@peer``) and a ``--set`` path; a folder's name is none of ``RESERVED_NAMES``."""
+    if value is None:
+        return value
+    if not NAME.fullmatch(value):
+        raise ValueError("a name holds letters, digits, '_', '+' and '-' and starts with a letter or digit "
+                         "(it names a folder, a loss part and a --set path)")
+    if folder and value in RESERVED_NAMES:
+        raise ValueError(f"'{value}' names a folder every run writes ({', '.join(sorted(RESERVED_NAMES))}); "
+                         f"choose another name")
+    return value
+
+
+Name = Annotated[str | None, AfterValidator(check_name)]  # names a folder
+TermName = Annotated[str | None, AfterValidator(lambda v: check_name(v, folder=False))]
 
 
 class DataCfg(_Strict):
@@ -47,7 +72,7 @@ class StudentCfg(_Strict):
 
 
 class TermCfg(_Strict):
-    name: str | None = None
+    name: TermName = None
     tap: str = "logits"
     loss: str
     weight: float = 1.0
@@ -72,13 +97,13 @@ class TeacherCfg(_Strict):
     """One of several teachers (multi-teacher distillation)."""
     model: str
     weight: float = 1.0  # share in the averaged soft target (or of the per-teacher terms); >= 0, not all 0
-    name: str | None = None  # how terms refer to it (default t1, t2, ...)
+    name: Name = None  # how terms refer to it (default t1, t2, ...); its cache's folder
     cache: str | None = None  # this teacher's output cache (default: <teacher_cache.dir>/<name>)
 
 
 class PeerCfg(_Strict):
     """A model that learns in an online (mutual learning) run."""
-    name: str | None = None  # default p1, p2, ...
+    name: Name = None  # default p1, p2, ...; the folder of its model
     init: str  # pre-trained model whose layers the peer copies
     layers: str | int | list[int] = "all"
 
@@ -149,10 +174,10 @@ class TrainCfg(_Strict):
     batch_size: int = Field(32, gt=0)
     eval_batch_size: int = Field(64, gt=0)
     lr: float = Field(5e-5, gt=0)
-    weight_decay: float = 0.01
+    weight_decay: float = Field(0.01, ge=0)
     warmup_ratio: float = Field(0.1, ge=0, lt=1)
     max_length: int = Field(128, gt=1)
-    grad_clip: float | None = 1.0
+    grad_clip: float | None = Field(1.0, gt=0)  # max gradient norm; null: no clipping
     fused_adamw: bool = True  # torch's fused AdamW kernel (CPU, CUDA): here ~6x faster than the per-tensor loop
     seed: int = 42
     length_grouped: bool = True  # batches of similar lengths (with dynamic padding)
@@ -292,7 +317,8 @@ def validation_error(e: ValidationError, where: str, prefix: str = "") -> TextDi
         return TextDistillError(f"{where}: unknown key '{loc}'")
     if err["type"] == "missing":
         return TextDistillError(f"{where}: missing key '{loc}'")
-    return TextDistillError(f"{where}: {loc}: {err['msg']} (got {err.get('input')!r})")
+    msg = err["msg"].removeprefix("Value error, ")  # (a validator's own message)
+    return TextDistillError(f"{where}: {loc}: {msg} (got {err.get('input')!r})")
 
 
 def load_recipe(path: str | None, overrides: list[tuple[str, Any]] = ()) -> Recipe:
@@ -338,6 +364,10 @@ def stage_recipes(recipe: Recipe, where: str = "recipe") -> list[tuple[str, dict
         at = f"stages[{i}]" + (f" ({name})" if name else "")
         if not isinstance(name, str) or not name:
             raise TextDistillError(f"{where}: {at}.name: every stage needs a name")
+        try:
+            check_name(name)  # (the folder of the stage's run)
+        except ValueError as e:
+            raise TextDistillError(f"{where}: {at}.name: {e} (got {name!r})") from None
         if name in names:
             raise TextDistillError(f"{where}: {at}.name: duplicate stage name '{name}'")
         for key in ("stages", "generations"):

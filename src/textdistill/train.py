@@ -113,6 +113,7 @@ def run(recipe: Recipe, out_dir: str | os.PathLike, overwrite: bool = False, dis
     main = state.is_main_process
     check_batch(recipe.train.batch_size, state.num_processes)
     scheme = scheme_cls(recipe, task, train_ex, dev_ex, tqdm=tqdm)
+    prepare_output(out_dir, overwrite, resume=resume, create=False)  # (checks only: before a transfer set is built)
     # the transfer set: the training rows, then generated rows only the teacher labels (built once, reused)
     with state.main_process_first():
         scheme.train_ex = transfer.extend(recipe, train_ex, tqdm)
@@ -489,7 +490,7 @@ def _loop(scheme, tmp: Path, tqdm, resume: bool = False, any_version: bool = Fal
             accelerator.backward(loss)
             if accelerator.num_processes > 1:
                 _average_gradients(params, accelerator.num_processes)
-            if cfg.grad_clip:
+            if cfg.grad_clip is not None:
                 accelerator.clip_grad_norm_(params, cfg.grad_clip)
             optimizer.step()
             scheduler.step()

@@ -144,6 +144,9 @@ def read_table(path: str | os.PathLike, headerless_columns: tuple[str, ...] | No
         return _read_table(path, headerless_columns, expect_columns, row_like)
     except UnicodeDecodeError:
         raise _not_utf8(path) from None
+    except (OSError, EOFError) as e:  # unreadable, not gzip (BadGzipFile), or a truncated .gz
+        why = e.strerror if isinstance(e, OSError) and e.strerror else str(e) or type(e).__name__
+        raise TextDistillError(f"{path}: cannot read the file ({why})") from None
 
 
 def _read_table(path: Path, headerless_columns, expect_columns, row_like):
@@ -233,7 +236,12 @@ def load_examples(task: Task, path: str | os.PathLike, max_rows: int | None = No
     text_a, text_b, labels, lines = [], [] if len(task.text_columns) > 1 else None, [], []
     index = {v: i for i, v in enumerate(task.labels)} if task.labels else None
     missing: dict[str, list[tuple[int, str]]] = {}
+    needed = [*task.text_columns, *([label_col] if label_col else [])]
     for n, row in rows:
+        absent = [c for c in needed if c not in row]  # (a JSONL row without a key its file's first row has)
+        if absent:
+            raise TextDistillError(f"{path}:{n}: no '{absent[0]}' in this row (task {task.name} reads "
+                                   f"{', '.join(repr(c) for c in needed)})")
         text_a.append(row[task.text_columns[0]])
         if text_b is not None:
             text_b.append(row[task.text_columns[1]])

@@ -90,8 +90,13 @@ def check_term(cfg, where: str) -> None:
                                    f"cls or mean tap, not '{cfg.tap}'")
     if cfg.map and cfg.pairs:
         raise TextDistillError(f"{where}: give a layer 'map' or explicit 'pairs', not both")
-    if cfg.tap == "logits" and (cfg.map or cfg.pairs or cfg.proj_dim or cfg.concat):
+    if cfg.tap == "logits" and (cfg.map or cfg.pairs or cfg.proj_dim or cfg.concat or cfg.proj in ("linear", "mlp")
+                                or cfg.train_teacher_proj):
         raise TextDistillError(f"{where}: a logits term takes no layer map, projection or concat")
+    if cfg.proj_dim and cfg.proj == "none":
+        raise TextDistillError(f"{where}.proj: 'none' contradicts proj_dim {cfg.proj_dim} (which projects both sides)")
+    if cfg.train_teacher_proj and not cfg.proj_dim:
+        raise TextDistillError(f"{where}.train_teacher_proj: there is a teacher-side projection only with proj_dim")
     if cfg.tap not in ("logits", "embeddings") and not (cfg.map or cfg.pairs):
         raise TextDistillError(f"{where}: a '{cfg.tap}' term needs a layer 'map' or explicit 'pairs'")
     if cfg.tap == "embeddings" and cfg.map:
@@ -118,6 +123,11 @@ def teacher_layers_read(cfg, n_teacher: int, n_student: int) -> list[int]:
         return list(range(1, n_teacher))
     entries = layer_map(cfg.map, n_teacher, n_student)
     return sorted({t for e in entries for t in (e if isinstance(e, list) else [e])})
+
+
+def default_term_name(i: int) -> str:
+    """The name of the recipe's unnamed term ``terms[i]`` (in loss parts and logs)."""
+    return f"term{i}"
 
 
 def term_where(i: int, cfg) -> str:
@@ -165,6 +175,9 @@ class Term(torch.nn.Module):
             if self.tap == "embeddings" and any(p != (0, 0) for p in self.pairs):
                 raise TextDistillError(f"{where}.pairs: the embeddings tap is layer 0 of both models ([[0, 0]])")
         self.set_epoch(0)
+        if not self.pairs:
+            raise TextDistillError(f"{where}.map: '{cfg.map}' maps no layer of a {n_student}-layer student (it "
+                                   f"leaves the last layer to the logit terms); give explicit pairs or another map")
         self.teacher_layers = teacher_layers_read(cfg, n_teacher, n_student)
         if self.tap == "attention":
             if heads_teacher != heads_student:
@@ -248,8 +261,6 @@ class Term(torch.nn.Module):
     def _forward(self, student_out, teacher_out, mask: torch.Tensor) -> torch.Tensor:
         if self.tap == "logits":
             return self.loss_fn(student_out.logits.float(), teacher_out.logits.float(), **self.args)
-        if not self.pairs:
-            return mask.new_zeros((), dtype=torch.float32)
         s = tap_layers(student_out, self.tap, [p[0] for p in self.pairs], mask, self.where)  # (fp32)
         with torch.no_grad():
             t, candidates = self._teacher(teacher_out, mask)
@@ -295,6 +306,8 @@ def build_terms(cfgs, *, teacher_config, student_config, regression: bool, seed:
     names = set()
     for i, cfg in enumerate(cfgs):
         where = term_where(i, cfg)
+        if cfg.name is None:  # (the name of its loss part; every scheme alike)
+            cfg = cfg.model_copy(update={"name": default_term_name(i)})
         if cfg.name in names:
             raise TextDistillError(f"{where}.name: duplicate term name '{cfg.name}'")
         names.add(cfg.name)

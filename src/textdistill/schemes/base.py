@@ -185,3 +185,15 @@ def reject(recipe, keys: dict[str, bool], scheme: str) -> None:
     for key, present in keys.items():
         if present:
             raise TextDistillError(f"{key}: not used by scheme '{scheme}' (remove it or change 'scheme')")
+
+
+def transformer_only(recipe) -> dict[str, bool]:
+    """The student keys of another architecture, for ``reject`` by schemes that train transformers only."""
+    return {"student.arch": recipe.student.arch != "transformer", "student.options": bool(recipe.student.options)}
+
+
+def require_loss(recipe) -> None:
+    """A run whose loss has no part (no task loss, no term) would train on nothing: refused by name."""
+    if recipe.hard_weight == 0 and not recipe.terms:
+        raise TextDistillError("hard_weight: 0 and no terms: the run would have no loss to train on (give "
+                               "hard_weight > 0 or a term)")

@@ -25,7 +25,7 @@ from ..evaluate import model_inputs
 from ..knowledge.terms import build_terms, check_term, term_where
 from ..models.loading import _hub_error, count_parameters, load_tokenizer, resolve_model_path
 from ..models.student import build_student
-from .base import SCHEMES, Scheme, outputs_needed, reject, save_model, save_state
+from .base import SCHEMES, Scheme, outputs_needed, reject, save_model, save_state, transformer_only
 from .teachers import same_vocabulary
 
 log = logging.getLogger("textdistill")
@@ -92,9 +92,10 @@ class General(Scheme):
     def check(self) -> None:
         r = self.recipe
         reject(r, {"teachers": bool(r.teachers), "peers": bool(r.peers), "exits": "exits" in r.model_fields_set,
-                   "transfer": r.transfer.augment is not None or r.transfer.adversarial is not None,
+                   "transfer": any(x is not None for x in (r.transfer.augment, r.transfer.adversarial,
+                                                             r.transfer.synthetic)) or not r.transfer.train_rows,
                    "teacher_cache": bool(r.teacher_cache.dir),
-                   "student.quantize": r.student.quantize is not None}, "general")
+                   "student.quantize": r.student.quantize is not None, **transformer_only(r)}, "general")
         if not r.teacher or not r.terms:
             raise TextDistillError("scheme general: needs a pre-trained 'teacher' and intermediate 'terms'")
         if not r.student.init:

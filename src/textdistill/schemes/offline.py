@@ -20,11 +20,11 @@ import torch
 
 from .. import TextDistillError
 from ..evaluate import model_inputs
-from ..knowledge.terms import build_terms, check_term, term_where
+from ..knowledge.terms import build_terms, check_term, default_term_name, term_where
 from ..models.loading import count_parameters
 from ..models import qat
 from ..models.checks import check_student_depth
-from .base import SCHEMES, Scheme, build_model, outputs_needed, reject, save_model, save_state, task_loss, \
+from .base import SCHEMES, Scheme, build_model, outputs_needed, reject, require_loss, save_model, save_state, task_loss, \
     warn_flat_cls
 from .teachers import LiveTeacher, MixedTeachers, Teacher, cache_ready, load_teacher
 
@@ -58,7 +58,10 @@ class Offline(Scheme):
     def check(self) -> None:
         r = self.recipe
         reject(r, {"peers": bool(r.peers), "exits": "exits" in r.model_fields_set}, "offline")
+        require_loss(r)
         self.teacher_cfgs = teacher_list(r)
+        if not self.teacher_cfgs and r.teacher_cache.dir:
+            raise TextDistillError("teacher_cache.dir: the run has no teacher whose outputs it would cache")
         if r.terms and not self.teacher_cfgs:
             raise TextDistillError("terms need a 'teacher'")
         if not r.student.init and not self.teacher_cfgs:
@@ -153,10 +156,10 @@ class Offline(Scheme):
         cfgs, configs, self.reads = [], [], []
         by_name = {t.name: t for t in self.teachers}
         total = sum(t.weight for t in self.teachers) or 1.0
-        for c in r.terms:
+        for i, c in enumerate(r.terms):
             if len(self.teachers) > 1 and c.tap == "logits" and c.teacher is None and r.combine == "per-teacher":
                 for t in self.teachers:
-                    cfgs.append(c.model_copy(update={"name": f"{c.name}@{t.name}", "weight": c.weight * t.weight / total,
+                    cfgs.append(c.model_copy(update={"name": f"{c.name or default_term_name(i)}@{t.name}", "weight": c.weight * t.weight / total,
                                                      "teacher": t.name}))
                     configs.append(t.config)
                     self.reads.append(t.name)

@@ -35,7 +35,7 @@ from .. import TextDistillError
 from ..evaluate import model_inputs
 from ..knowledge.terms import build_terms, check_term, term_where
 from ..models.loading import count_parameters
-from .base import SCHEMES, Scheme, build_model, reject, save_model, task_loss, warn_flat_cls
+from .base import SCHEMES, Scheme, build_model, reject, require_loss, save_model, task_loss, warn_flat_cls
 from .teachers import same_vocabulary
 
 log = logging.getLogger("textdistill")
@@ -57,7 +57,10 @@ class Online(Scheme):
     def check(self) -> None:
         r = self.recipe
         reject(r, {"teacher": bool(r.teacher), "teachers": bool(r.teachers), "exits": "exits" in r.model_fields_set,
-                   "student": "student" in r.model_fields_set, "teacher_cache": bool(r.teacher_cache.dir)}, "online")
+                   "student": "student" in r.model_fields_set, "teacher_cache": bool(r.teacher_cache.dir),
+                   "combine": "combine" in r.model_fields_set,
+                   "transfer.adversarial": r.transfer.adversarial is not None}, "online")
+        require_loss(r)
         if len(r.peers) < 2:
             raise TextDistillError(f"peers: online (mutual) learning needs at least 2 peers, the recipe has "
                                    f"{len(r.peers)}")
@@ -71,6 +74,9 @@ class Online(Scheme):
             if term.tap != "logits":
                 raise TextDistillError(f"{where}.tap: online learning compares the peers' logits only, "
                                        f"not '{term.tap}'")
+            if term.teacher is not None:
+                raise TextDistillError(f"{where}.teacher: online learning has no teachers (each peer learns from "
+                                       f"the others); remove it")
 
     def setup(self, seed_fn) -> None:
         r, task = self.recipe, self.task

@@ -34,7 +34,8 @@ from ..knowledge.terms import build_terms, check_term, term_where
 from ..models.exits import EXITS_FILE, ExitHeads, parse_exit_layers, predict_exits
 from ..models.loading import _hub_error, count_parameters, resolve_model_path
 from ..models.student import parse_layer_spec
-from .base import SCHEMES, Scheme, build_model, reject, save_model, save_state, task_loss, warn_flat_cls
+from .base import (SCHEMES, Scheme, build_model, reject, save_model, save_state, task_loss, transformer_only,
+                   warn_flat_cls)
 
 log = logging.getLogger("textdistill")
 
@@ -51,7 +52,7 @@ class SelfDistill(Scheme):
         reject(r, {"peers": bool(r.peers), "teacher_cache": bool(r.teacher_cache.dir),
                    "combine": "combine" in r.model_fields_set,
                    "transfer.adversarial": r.transfer.adversarial is not None,
-                   "student.quantize": r.student.quantize is not None}, "self")
+                   "student.quantize": r.student.quantize is not None, **transformer_only(r)}, "self")
         if not r.student.init:
             raise TextDistillError("student.init: name the pre-trained model that learns with exits "
                                    "(a folder, a hub id or an alias)")
@@ -97,7 +98,7 @@ class SelfDistill(Scheme):
         self.heads = ExitHeads.for_model(config, self.exit_layers, r.exits.pool)
         self.terms = build_terms(r.terms, teacher_config=config, student_config=config,
                                  regression=task.is_regression, seed=self.cfg.seed)
-        self.names = [t.name or f"term{i}" for i, t in enumerate(self.terms)]
+        self.names = [t.name for t in self.terms]  # (build_terms names unnamed terms)
 
     def modules(self):
         return {"model": self.model, "exits": self.heads, "terms": self.terms}

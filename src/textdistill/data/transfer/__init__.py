@@ -89,6 +89,10 @@ def build(recipe, examples, folder: Path, tqdm=None) -> dict:
         del model
     if aug is not None:
         text_a, text_b, rows = augment_examples(examples, augmenter, aug.copies, aug.seed, tqdm=tqdm)
+        if not text_a:  # (nothing written: an empty set would train on nothing new, or on nothing at all)
+            knobs = "p_mask, p_pos, p_ng" if aug.method == "tang" else "p_t"
+            raise TextDistillError(f"transfer.augment: the {aug.method} rules generated no row from {len(examples)} "
+                                   f"training rows (each copy equals its row); raise {knobs}")
     seconds = time.perf_counter() - t0
     from ...schemes.teachers import prepare_output
 

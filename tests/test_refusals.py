@@ -1,0 +1,147 @@
+"""Recipe keys a run would ignore or misuse, and files it could not read, are refused with one line naming
+the key, row or file -- before anything is written: names that would be folders of the run, a loss with no
+part, keys a scheme does not use, term options that would do nothing, a negative gradient clip, an empty
+generated set, JSONL rows without a column, unreadable .gz files."""
+import gzip
+import re
+
+import pytest
+
+from conftest import fails_one_line
+from textdistill import TextDistillError
+from textdistill.data.readers import load_examples
+from textdistill.data.tasks import get_task
+from textdistill.knowledge.terms import Term, check_term
+from textdistill.recipe import TermCfg, validate
+
+BASE = {"method": "kd", "task": "sst2"}
+
+
+@pytest.mark.parametrize("data, needle", [
+    ({"scheme": "online", "peers": [{"init": "x", "name": "checkpoint"}, {"init": "x"}]},
+     "peers.0.name: 'checkpoint' names a folder every run writes"),
+    ({"scheme": "online", "peers": [{"init": "x", "name": "../x"}, {"init": "x"}]},
+     "peers.0.name: a name holds letters, digits"),
+    ({"teachers": [{"model": "x", "name": ".."}]}, "teachers.0.name: a name holds letters"),
+    ({"teachers": [{"model": "x", "name": "model"}]}, "teachers.0.name: 'model' names a folder"),
+    ({"terms": [{"name": "a.b", "loss": "kd_kl"}]}, "terms.0.name: a name holds letters"),
+    ({"train": {"grad_clip": -1}}, "train.grad_clip: Input should be greater than 0"),
+    ({"train": {"weight_decay": -0.1}}, "train.weight_decay: Input should be greater than or equal to 0"),
+])
+def test_names_and_numbers_the_schema_refuses(data, needle):
+    with pytest.raises(TextDistillError, match=re.escape("r.yaml: " + needle)):
+        validate(BASE | data, "r.yaml")
+
+
+def test_names_the_schema_accepts():
+    r = validate(BASE | {"teachers": [{"model": "x", "name": "mpnet+minilm_2-b"}], "terms": [{"loss": "kd_kl"}]}, "r")
+    assert r.teachers[0].name == "mpnet+minilm_2-b" and r.terms[0].name is None
+    assert validate(BASE | {"train": {"grad_clip": None}}, "r").train.grad_clip is None  # (no clipping)
+
+
+def test_a_stage_name_is_a_folder_name(tiny_teacher_run, tmp_path, capsys):
+    d = tiny_teacher_run
+    out = tmp_path / "two"
+    fails_one_line(["distill", "-r", "recipes/tinybert-2stage.yaml", "-o", str(out), "--data-dir", str(d / "sst2"),
+                    "--set", "stages.task.name=checkpoint"], capsys,
+                   "stages[1] (checkpoint).name: 'checkpoint' names a folder every run writes", out)
+
+
+@pytest.mark.parametrize("cfg, needle", [
+    (dict(loss="kd_kl", proj="linear"), "terms[0]: a logits term takes no layer map, projection or concat"),
+    (dict(loss="kd_kl", train_teacher_proj=True), "terms[0]: a logits term takes no layer map"),
+    (dict(tap="cls", map="uniform", loss="mse", proj="none", proj_dim=8),
+     "terms[0].proj: 'none' contradicts proj_dim 8"),
+    (dict(tap="cls", map="uniform", loss="mse", train_teacher_proj=True),
+     "terms[0].train_teacher_proj: there is a teacher-side projection only with proj_dim"),
+])
+def test_term_options_that_would_do_nothing(cfg, needle):
+    with pytest.raises(TextDistillError, match=re.escape(needle)):
+        check_term(TermCfg(**cfg), "terms[0]")
+
+
+@pytest.mark.parametrize("map_name", ["pkd-skip", "pkd-last", "ckd"])
+def test_a_map_that_maps_no_layer_of_the_student(map_name):
+    cfg = TermCfg(tap="cls", map=map_name, loss="mse")
+    with pytest.raises(TextDistillError, match=rf"terms\[0\]\.map: '{map_name}' maps no layer of a 1-layer student"):
+        Term(cfg, n_teacher=4, n_student=1, d_teacher=8, d_student=8, regression=False, where="terms[0]")
+    assert Term(cfg, n_teacher=4, n_student=2, d_teacher=8, d_student=8, regression=False, where="terms[0]").pairs
+
+
+def test_a_run_without_a_loss_and_keys_a_scheme_ignores(tiny_teacher_run, tiny_bert, tmp_path, capsys):
+    d = tiny_teacher_run
+    out, t = tmp_path / "o", str(d / "teacher" / "model")
+    data = ["-o", str(out), "--data-dir", str(d / "sst2")]
+    two = f"peers=[{{init: {tiny_bert}}}, {{init: {tiny_bert}}}]"
+    nothing = "hard_weight: 0 and no terms: the run would have no loss to train on"
+    fails_one_line(["finetune", "-r", "recipes/ft.yaml", *data, "--set", f"student.init={tiny_bert}",
+                    "--set", "hard_weight=0"], capsys, nothing, out)
+    dml = ["distill", "-r", "recipes/dml.yaml", *data, "--set", two]
+    fails_one_line([*dml, "--set", "hard_weight=0", "--set", "terms=[]"], capsys, nothing, out)
+    fails_one_line([*dml, "--set", "combine=per-teacher"], capsys, "combine: not used by scheme 'online'", out)
+    fails_one_line([*dml, "--set", "terms.dml.teacher=t1"], capsys,
+                   "terms[0] (dml).teacher: online learning has no teachers", out)
+    fails_one_line([*dml, "--set", "transfer.adversarial={flips: 1}"], capsys,
+                   "transfer.adversarial: not used by scheme 'online'", out)
+    fails_one_line(["finetune", "-r", "recipes/ft.yaml", *data, "--set", f"student.init={tiny_bert}",
+                    "--set", f"teacher_cache.dir={tmp_path / 'c'}"], capsys,
+                   "teacher_cache.dir: the run has no teacher whose outputs it would cache", out, tmp_path / "c")
+    fails_one_line(["distill", "-r", "recipes/self-distill.yaml", *data, "--set", f"student.init={tiny_bert}",
+                    "--set", "student.arch=bilstm"], capsys, "student.arch: not used by scheme 'self'", out)
+
+
+def test_general_distillation_refuses_another_student_kind_and_synthetic_rows(tiny_teacher_run, tiny_bert, tmp_path,
+                                                                              capsys):
+    d = tiny_teacher_run
+    out = tmp_path / "g"
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("a good film\na bad film\n" * 20)
+    base = ["distill", "-r", "recipes/tinybert-2stage.yaml", "-o", str(out), "--data-dir", str(d / "sst2"),
+            "--teacher", str(d / "teacher" / "model"), "--set", f"student.init={tiny_bert}",
+            "--set", f"stages.general.teacher={tiny_bert}", "--set", f"stages.general.data.train={corpus}"]
+    fails_one_line([*base, "--set", "stages.general.transfer={dir: x, synthetic: {per_class: 2}}"], capsys,
+                   "transfer: not used by scheme 'general'", out)
+    fails_one_line([*base, "--set", "stages.general.student.options={hidden_size: 8}"], capsys,
+                   "student.options: not used by scheme 'general'", out)
+
+
+def test_an_augmentation_that_generates_nothing(tiny_teacher_run, tiny_bert, tmp_path, capsys):
+    d = tiny_teacher_run
+    out, aug = tmp_path / "a", tmp_path / "aug"
+    fails_one_line(["distill", "-r", "recipes/kd-tang.yaml", "-o", str(out), "--data-dir", str(d / "sst2"),
+                    "--teacher", str(d / "teacher" / "model"), "--set", f"student.init={tiny_bert}",
+                    "--set", f"transfer.dir={aug}", "--set", "transfer.augment={method: tang, copies: 2, p_mask: 0, "
+                    "p_pos: 0, p_ng: 0}", "--set", "transfer.train_rows=false"], capsys,
+                   "transfer.augment: the tang rules generated no row from 200 training rows", out, aug)
+
+
+def test_an_existing_output_is_refused_before_the_transfer_set_is_built(tiny_teacher_run, tiny_bert, tmp_path, capsys,
+                                                                          monkeypatch):
+    import textdistill.data.transfer as transfer
+
+    d = tiny_teacher_run
+    out, aug = tmp_path / "a", tmp_path / "aug"
+    out.mkdir()
+    (out / "metrics.json").write_text("{}")
+    monkeypatch.setattr(transfer, "build", lambda *a, **k: pytest.fail("the set was built before the output check"))
+    fails_one_line(["distill", "-r", "recipes/kd-tang.yaml", "-o", str(out), "--data-dir", str(d / "sst2"),
+                    "--teacher", str(d / "teacher" / "model"), "--set", f"student.init={tiny_bert}",
+                    "--set", f"transfer.dir={aug}"], capsys, f"{out}: output folder exists", aug)
+    assert (out / "metrics.json").read_text() == "{}"
+
+
+def test_files_a_reader_cannot_read(tmp_path):
+    sst2 = get_task("sst2")
+    (tmp_path / "rows.jsonl").write_text('{"sentence": "good", "label": 1}\n{"label": 0}\n')
+    with pytest.raises(TextDistillError, match=r"rows.jsonl:2: no 'sentence' in this row"):
+        load_examples(sst2, tmp_path / "rows.jsonl")
+    (tmp_path / "nolabel.jsonl").write_text('{"sentence": "good", "label": 1}\n{"sentence": "bad"}\n')
+    with pytest.raises(TextDistillError, match=r"nolabel.jsonl:2: no 'label' in this row"):
+        load_examples(sst2, tmp_path / "nolabel.jsonl")
+    (tmp_path / "plain.jsonl.gz").write_text('{"sentence": "good", "label": 1}\n')
+    with pytest.raises(TextDistillError, match=r"plain.jsonl.gz: cannot read the file \(Not a gzipped file"):
+        load_examples(sst2, tmp_path / "plain.jsonl.gz")
+    whole = gzip.compress(b'{"sentence": "good", "label": 1}\n' * 50)
+    (tmp_path / "cut.jsonl.gz").write_bytes(whole[: len(whole) // 2])
+    with pytest.raises(TextDistillError, match=r"cut.jsonl.gz: cannot read the file \(Compressed file ended"):
+        load_examples(sst2, tmp_path / "cut.jsonl.gz")
