@@ -206,7 +206,7 @@ def test_evaluate_bad_numbers(setup, capsys, option, value, needle):
 
 
 def test_layer_map_negative_epochs(capsys):
-    fails_one_line(["layer-map", "--strategy", "rail-kd", "--teacher-layers", "12", "--student-layers", "6",
+    fails_one_line(["layer-map", "--strategy", "rail", "--teacher-layers", "12", "--student-layers", "6",
                     "--epochs", "-1"], capsys, "argument --epochs: must be at least 1")
 
 

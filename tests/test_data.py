@@ -42,6 +42,24 @@ def test_every_glue_file_loads(name, split, rows, labelled):
         assert ex.labels is None
 
 
+def test_glue_quirks_in_small_files(tmp_path):
+    """GLUE's file quirks on files written here (the real files, when present beside the repo: below): MRPC's
+    header starts with a UTF-8 BOM, PAWS has CRLF line endings, CoLA's files have no header."""
+    (tmp_path / "mrpc.tsv").write_bytes("\ufeffQuality\t#1 ID\t#2 ID\t#1 String\t#2 String\n"
+                                        "1\t1\t2\tHe said so .\tHe said it .\n0\t3\t4\tA cat .\tA dog .\n"
+                                        .encode("utf-8"))
+    mrpc = load_examples(get_task("mrpc"), tmp_path / "mrpc.tsv")
+    assert mrpc.labels == [1, 0] and mrpc.text_a[0] == "He said so ." and mrpc.lines == [2, 3]
+    (tmp_path / "paws.tsv").write_bytes(b"id\tsentence1\tsentence2\tlabel\r\n1\tA b .\tB a .\t0\r\n"
+                                        b"2\tC d .\tC d !\t1\r\n")
+    paws = load_examples(get_task("paws"), tmp_path / "paws.tsv")
+    assert paws.text_b == ["B a .", "C d !"] and paws.labels == [0, 1]
+    (tmp_path / "cola.tsv").write_text("gj04\t1\t\tOur friends won't buy this .\ngj04\t0\t*\tThey drank the pub .\n")
+    cola = load_examples(get_task("cola"), tmp_path / "cola.tsv")
+    assert cola.text_a == ["Our friends won't buy this .", "They drank the pub ."] and cola.labels == [1, 0]
+    assert cola.lines == [1, 2]  # (no header line)
+
+
 def test_glue_quirks():
     glue = shared_glue()
     mrpc = load_examples(get_task("mrpc"), glue / "MRPC" / "dev.tsv")  # header starts with a BOM

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from textdistill import TextDistillError
-from textdistill.knowledge.losses import (attention_kl, attention_mse, cosine, fsp, infonce, rkd_angle,
+from textdistill.knowledge.losses import (attention_kl, attention_mse, cosine, fsp, infonce, mse, rkd_angle,
                                           rkd_distance)
 from textdistill.knowledge.terms import alp_target
 
@@ -55,6 +55,7 @@ def test_attention_losses_over_real_tokens_only():
             n_kl += 1
     m = torch.tensor(mask)
     assert attention_mse(_t(s), _t(t), mask=m).item() == pytest.approx(sq / n_sq)
+    assert mse(_t(s), _t(t), mask=m).item() == pytest.approx(sq / n_sq)  # (plain mse on attention maps: the same)
     assert attention_kl(_t(s), _t(t), mask=m).item() == pytest.approx(kl / n_kl)
     assert attention_kl(_t(t), _t(t), mask=m).item() == pytest.approx(0.0, abs=1e-12)
     with pytest.raises(TextDistillError, match="3 attention heads, the teacher 2"):

@@ -1,10 +1,12 @@
 """Intermediate-layer methods: every recipe end to end on a tiny BERT, projections for narrower students,
 taps, and one-line errors for bad terms."""
 import json
+import math
 import random
 from pathlib import Path
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -48,7 +50,7 @@ def test_every_recipe_runs_end_to_end(method, teacher_folder, capsys):
     names = {t.split(":")[0] for t in m["terms"]}
     for epoch in m["history"]:
         assert set(epoch["loss"]) == {"task"} | names
-        assert all(v == v and v >= 0 for k, v in epoch["loss"].items() if k != "ds")  # finite, non-negative
+        assert all(math.isfinite(v) and v >= 0 for v in epoch["loss"].values())  # finite, non-negative
     recipe_terms = (ROOT / "recipes" / f"{method}.yaml").read_text()
     has_proj = "proj_dim" in recipe_terms
     assert (out / "projections.safetensors").exists() == has_proj
@@ -120,6 +122,52 @@ def test_projections_for_a_narrower_student_receive_gradients(cfg):
         assert set(term.teacher_proj) == {"1", "2"}  # rail may draw any intermediate teacher layer of 3
 
 
+def _np_linear(module, x):
+    """``x @ W.T (+ b)`` of a torch Linear, in numpy float64."""
+    w = module.weight.detach().double().numpy()
+    b = module.bias.detach().double().numpy() if module.bias is not None else 0.0
+    return x @ w.T + b
+
+
+def _np_pkd_mse(s, t):
+    """PKD's normalised MSE, by numpy: the mean over every element of (s/|s| - t/|t|)^2."""
+    s = s / np.linalg.norm(s, axis=-1, keepdims=True)
+    t = t / np.linalg.norm(t, axis=-1, keepdims=True)
+    return float(((s - t) ** 2).mean())
+
+
+@pytest.mark.parametrize("cfg", [
+    dict(tap="mean", map="rail", loss="pkd_mse", proj_dim=6),  # RAIL-KD_l: both sides projected, layer by layer
+    dict(tap="mean", map="rail", loss="pkd_mse", proj_dim=6, concat=True),  # RAIL-KD_c: concatenated, then projected
+    dict(tap="cls", map="pkd-skip", loss="pkd_mse"),  # a narrower student: its side projected to the teacher's width
+])
+def test_projected_terms_against_numpy(cfg):
+    """The term's value rebuilt outside the Term from its own projection weights: pooling, (concatenation,)
+    projection and the loss in numpy float64."""
+    term = _term(n_teacher=4, n_student=3, d_teacher=8, d_student=6, name="x", **cfg)
+    s, t = _outputs(layers=3, dim=6, seed=5), _outputs(layers=4, dim=8, seed=6)
+    mask = torch.tensor([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0], [1, 1, 0, 0, 0], [1, 1, 1, 1, 0]])
+    m = mask.double().numpy()[..., None]
+
+    def pool(out, layer):
+        h = out.hidden_states[layer].double().numpy()
+        return h[:, 0] if cfg["tap"] == "cls" else (h * m).sum(1) / m.sum(1)
+    pairs = term.pairs
+    assert pairs and all(isinstance(tl, int) for _, tl in pairs)
+    if cfg.get("concat"):
+        sv = _np_linear(term.student_proj["cat"], np.concatenate([pool(s, sl) for sl, _ in pairs], -1))
+        tv = _np_linear(term.teacher_proj["cat"], np.concatenate([pool(t, tl) for _, tl in pairs], -1))
+        want = _np_pkd_mse(sv, tv)
+    else:
+        sv = np.stack([_np_linear(term.student_proj[str(sl)], pool(s, sl)) for sl, _ in pairs], 1)
+        tv = np.stack([_np_linear(term.teacher_proj[str(tl)], pool(t, tl)) if cfg.get("proj_dim") else pool(t, tl)
+                       for _, tl in pairs], 1)
+        want = _np_pkd_mse(sv, tv)
+    assert term(s, t, mask).item() == pytest.approx(want, rel=1e-5)
+    if not cfg.get("proj_dim"):
+        assert not len(term.teacher_proj) and [sl for sl, _ in pairs] == [1, 2] and [tl for _, tl in pairs] == [1, 2]
+
+
 def test_teacher_projections_train_only_when_asked():
     cfg = dict(name="x", tap="mean", map="rail", loss="pkd_mse", proj_dim=6)
     for trained in (False, True):
@@ -135,9 +183,15 @@ def test_teacher_projections_train_only_when_asked():
 
 
 def test_width_free_losses_need_no_projection():
+    from textdistill.knowledge.losses import rkd_distance
+
     term = _term(d_teacher=8, d_student=6, name="x", tap="cls", map="pkd-skip", loss="rkd_distance")
     assert len(list(term.parameters())) == 0
-    assert term(_outputs(dim=6), _outputs(layers=4, dim=8), torch.ones(4, 5)).item() >= 0
+    s, t = _outputs(dim=6), _outputs(layers=4, dim=8)
+    assert term.pairs == [(1, 2)]  # pkd-skip 4 -> 2: student layer 1 <- teacher layer 2
+    want = rkd_distance(s.hidden_states[1][:, 0][:, None], t.hidden_states[2][:, 0][:, None])  # the raw [CLS] vectors
+    got = term(s, t, torch.ones(4, 5))
+    assert got.item() == pytest.approx(want.item(), rel=1e-6) and got.item() > 0
 
 
 def test_ckd_and_alp_combine_teacher_layers():

@@ -63,6 +63,28 @@ def test_dml_loss_of_three_peers_against_an_independent_computation(tiny_teacher
     assert any(p.grad is not None for p in scheme.peers["a"].parameters())
 
 
+def test_peer_target_is_the_others_mean_distribution_or_mean_logits():
+    """What a peer learns from, by numpy: for KL-type losses logits whose softmax at T is the mean of the other
+    peers' softmax at T; for mse (regression) the mean of their logits."""
+    import numpy as np
+
+    from textdistill.schemes.online import peer_target
+
+    g = torch.Generator().manual_seed(3)
+    others = [torch.randn(5, 3, generator=g) * 3 for _ in range(3)]
+    T = 2.5
+
+    def softmax(x):
+        e = np.exp(x - x.max(-1, keepdims=True))
+        return e / e.sum(-1, keepdims=True)
+    want = np.mean([softmax(o.double().numpy() / T) for o in others], 0)
+    for loss in ("kd_kl", "soft_ce"):
+        got = softmax(peer_target(others, loss, T).double().numpy() / T)
+        np.testing.assert_allclose(got, want, rtol=1e-5)
+    np.testing.assert_allclose(peer_target(others, "mse").numpy(), np.mean([o.numpy() for o in others], 0), rtol=1e-6)
+    assert not peer_target([others[0].requires_grad_()], "mse").requires_grad  # (the others are fixed teachers)
+
+
 def test_dml_end_to_end_saves_every_peer(tiny_teacher_run, tiny_bert, tmp_path):
     from transformers import AutoModelForSequenceClassification
 

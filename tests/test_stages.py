@@ -43,6 +43,51 @@ def test_two_stages_run_in_one_command(tiny_teacher_run, tiny_bert, corpus, tmp_
     assert not list(tmp_path.glob(".*partial"))
 
 
+def test_general_loss_parts_against_the_encoders_outputs(tiny_bert, corpus):
+    """The general scheme's two terms recomputed from plain ``AutoModel`` outputs by loops over the real tokens:
+    hidden MSE of student layers 1, 2 against teacher layers 2, 4 (uniform 4 -> 2) and attention MSE over the real
+    query-key pairs; the dev loss is the weighted sum over the held-out lines."""
+    import torch
+    from transformers import AutoModel
+
+    from textdistill.data.batching import eval_loader
+    from textdistill.recipe import validate
+    from textdistill.schemes import SCHEMES
+
+    recipe = validate({"method": "general", "task": "sst2", "scheme": "general", "teacher": str(tiny_bert),
+                       "student": {"init": str(tiny_bert), "layers": "first:2"}, "data": {"train": str(corpus)},
+                       "terms": [{"name": "hid", "tap": "hidden", "map": "uniform", "loss": "mse", "weight": 10},
+                                 {"name": "att", "tap": "attention", "map": "uniform", "loss": "attention_mse",
+                                  "weight": 100}]}, "test")
+    cls = SCHEMES["general"]
+    scheme = cls(recipe, None, *cls.load_data(recipe, None))
+    scheme.setup(lambda: torch.manual_seed(0))
+    scheme.student.eval()
+    assert [t.pairs for t in scheme.terms] == [[(1, 2), (2, 4)], [(1, 2), (2, 4)]]
+    batch = next(iter(eval_loader(scheme.train_set, scheme.tokenizer, 6)))
+    parts = scheme.loss_parts(batch)
+    inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "token_type_ids") if k in batch}
+    with torch.no_grad():
+        teacher = AutoModel.from_pretrained(tiny_bert, attn_implementation="eager").eval()
+        t = teacher(**inputs, output_hidden_states=True, output_attentions=True)
+        s = scheme.student(**inputs, output_hidden_states=True, output_attentions=True)
+    mask = inputs["attention_mask"]
+    hid, n_hid, att, n_att = 0.0, 0, 0.0, 0
+    for b in range(mask.shape[0]):
+        n = int(mask[b].sum())
+        for sl, tl in ((1, 2), (2, 4)):
+            for i in range(n):
+                hid += float(((s.hidden_states[sl][b, i] - t.hidden_states[tl][b, i]) ** 2).sum())
+                n_hid += s.hidden_states[sl].shape[-1]
+            d = s.attentions[sl - 1][b, :, :n, :n] - t.attentions[tl - 1][b, :, :n, :n]
+            att += float((d ** 2).sum())
+            n_att += d.numel()
+    assert parts["hid"][0] == 10 and parts["att"][0] == 100
+    assert parts["hid"][1].item() == pytest.approx(hid / n_hid, rel=1e-4)
+    assert parts["att"][1].item() == pytest.approx(att / n_att, rel=1e-4)
+    assert 0 < (mask == 0).sum()  # (the batch has padding: the loops above skip it)
+
+
 def test_stage_and_corpus_bad_input(tiny_teacher_run, tiny_bert, corpus, tmp_path, capsys):
     d, out = tiny_teacher_run, tmp_path / "bad"
 

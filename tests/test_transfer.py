@@ -233,6 +233,44 @@ def test_distill_with_adversarial_rows(tiny_teacher_run, tiny_bert, tmp_path, ca
     assert not (tmp_path / "b").exists() and not (tmp_path / "c").exists()
 
 
+def test_adversarial_parts_every_n_steps_with_their_weight(tiny_teacher_run, tiny_bert):
+    """``every: 3`` adds the logit terms on adversarial rows at steps 3 and 6 of 6, weighted term.weight x
+    adversarial.weight, each equal to T^2 KL(teacher || student) on the HotFlip rows computed here again."""
+    from textdistill.data.batching import eval_loader
+    from textdistill.data.transfer.adversarial import hotflip
+    from textdistill.evaluate import model_inputs
+    from textdistill.recipe import load_recipe
+    from textdistill.schemes import SCHEMES
+    from textdistill.train import load_split, resolve_task
+
+    d = tiny_teacher_run
+    recipe = load_recipe("recipes/kd.yaml", [("data.dir", str(d / "sst2")), ("teacher", str(d / "teacher" / "model")),
+                                             ("student.init", str(tiny_bert)), ("student.layers", "first:2"),
+                                             ("transfer.adversarial", {"flips": 1, "every": 3, "weight": 0.25})])
+    task = resolve_task(recipe)
+    scheme = SCHEMES[recipe.scheme](recipe, task, load_split(task, recipe, "train"), load_split(task, recipe, "dev"))
+    scheme.setup(lambda: torch.manual_seed(0))
+    scheme.student.eval()  # (no dropout: the same rows and logits when computed again below)
+    batch = next(iter(eval_loader(scheme.train_set, scheme.tokenizer, 8)))
+    kd = scheme.terms[0]
+    seen = []
+    for step in range(1, 7):
+        parts = scheme.loss_parts(batch)
+        seen.append("kd@adv" in parts)
+        if "kd@adv" in parts:
+            weight, value = parts["kd@adv"]
+            assert weight == pytest.approx(kd.weight * 0.25)
+            rows = hotflip(scheme.student, scheme.teachers[0].source.model, model_inputs(batch), flips=1,
+                           temperature=1.0, special_ids=scheme.tokenizer.all_special_ids)
+            with torch.no_grad():
+                z_s, z_t = scheme.student(**rows).logits, scheme.teachers[0].source.model(**rows).logits
+            T = kd.args["temperature"]
+            p, log_q = F.softmax(z_t / T, -1), F.log_softmax(z_s / T, -1)
+            want = (p * (p.log() - log_q)).sum(-1).mean() * T * T
+            assert value.item() == pytest.approx(want.item(), rel=1e-4)
+    assert seen == [False, False, True, False, False, True]
+
+
 def test_data_free_distillation_sees_no_training_row(tiny_teacher_run, tiny_bert, tmp_path, capsys):
     d = tiny_teacher_run
     base = ["distill", "-r", "recipes/kd.yaml", "--teacher", str(d / "teacher" / "model"), "--data-dir", str(d / "sst2"),

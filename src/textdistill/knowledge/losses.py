@@ -109,7 +109,10 @@ def soft_ce(student: torch.Tensor, teacher: torch.Tensor, *, temperature: float 
 @loss("mse", ["logits", *VECTOR, *SEQUENCE, "attention"])
 def mse(student: torch.Tensor, teacher: torch.Tensor, *, mask: torch.Tensor | None = None) -> torch.Tensor:
     """Mean squared error over all elements (regression logits, pooled vectors); for full sequences
-    (batch, layers, seq, dim) the mean over the real tokens only (padding positions excluded)."""
+    (batch, layers, seq, dim) the mean over the real tokens only (padding positions excluded); for attention
+    maps (batch, layers, heads, seq, seq) ``attention_mse`` (real query rows and key columns only)."""
+    if student.dim() == 5 and mask is not None:
+        return attention_mse(student, teacher, mask=mask)
     if student.dim() == 4 and mask is not None:
         w = _token_weights(mask, student[..., 0]).unsqueeze(-1)
         return ((student - teacher).pow(2) * w).sum() / (w.sum() * student.shape[-1]).clamp(min=1)
