@@ -238,9 +238,18 @@ def test_the_shipped_suite_files_are_valid(capsys, monkeypatch):
         runs = plan(load_suite(str(path)))
         assert runs and len({r["out"] for r in runs}) == len(runs), path  # every run has its own folder
         assert main(["suite", str(path.relative_to(ROOT)), "--dry-run"]) == 0
-        listed = [line.split()[1] for line in capsys.readouterr().out.splitlines()
-                  if line.startswith(("todo runs/", "done runs/"))]
-        assert sorted(listed) == sorted(str(r["out"]) for r in runs), path
+        printed = capsys.readouterr().out.splitlines()
+        listed = [line.split()[1] for line in printed if line.startswith(("todo runs/", "done runs/"))]
+        searched = {(r["entry"].name, r["task"]) for r in runs if r["entry"].search is not None}
+        # a search's runs are decided as it goes: only its finished ones are listed, and one line says what it does
+        assert sorted(listed) == sorted(str(r["out"]) for r in runs if r["entry"].search is None
+                                        or line_done(printed, r["out"])), path
+        assert {(line.split()[1], line.split()[3].rstrip(":")) for line in printed
+                if line.startswith("search ")} == searched, path
+
+
+def line_done(printed: list[str], out) -> bool:
+    return f"done {out}" in printed
 
 
 def test_an_entry_may_have_its_own_seeds(tiny_teacher_run, tiny_bert, tmp_path):
@@ -398,3 +407,85 @@ def test_reference_cells_need_the_same_metric_on_both_sides():
     two = [({"dev": {"accuracy": 0.72}}, teacher), ({"dev": {"accuracy": 0.72}}, {"accuracy": 0.9})]
     assert _reference_cells(refs, "ft-6", "mrpc", two)[0] == f"{100 * (0.9 + 0.8) / 2:.1f}% (accuracy)"
     assert _reference_cells(refs, "ft-6", "mrpc", [({"dev": {"accuracy": 0.72}}, None)])[0] == ""
+
+
+def _search_suite(tmp_path, d, tiny_bert, trials, seeds=(1,), sampler="random"):
+    path = _suite(tmp_path, d, tiny_bert, seeds=list(seeds))
+    s = yaml.safe_load(path.read_text())
+    s["runs"] = [s["runs"][1]]  # kd only
+    s["runs"][0]["grid"] = {"terms.kd.args.temperature": [1, 2, 5, 10], "hard_weight,terms.kd.weight": [[0.5, 0.5],
+                                                                                                        [0.2, 0.8]]}
+    s["runs"][0]["search"] = {"trials": trials, "sampler": sampler, "seed": 3}
+    s.pop("ood")
+    path.write_text(yaml.safe_dump(s))
+    return path
+
+
+def _points(out: Path) -> dict[str, list[str]]:
+    got: dict[str, list[str]] = {}
+    for run in sorted((out / "sst2").iterdir()):
+        if (run / "metrics.json").is_file():
+            point, seed = run.name.removeprefix("kd-").rsplit("-s", 1)
+            got.setdefault(point, []).append(seed)
+    return got
+
+
+@pytest.mark.parametrize("sampler", ["random", "tpe"])
+def test_a_search_runs_its_budget_of_grid_points_and_continues(tiny_teacher_run, tiny_bert, tmp_path, capsys,
+                                                                sampler):
+    """search: {trials: 2} of an 8-point grid runs 2 distinct points (every seed of each), ranks them and writes
+    the best recipe; run again it runs nothing; with trials: 3 it adds one point (the study rebuilt from the
+    finished runs); a point whose seed 2 is missing is finished before any new point."""
+    d, out = tiny_teacher_run, tmp_path / "out"
+    path = _search_suite(tmp_path, d, tiny_bert, trials=2, seeds=(1, 2), sampler=sampler)
+    assert main(["suite", str(path), "--dry-run"]) == 0
+    assert f"search kd on sst2: 2 of 8 grid points by {sampler} (0 finished)" in capsys.readouterr().out
+    assert main(["suite", str(path)]) == 0
+    info = json.loads(capsys.readouterr().out)
+    first = _points(out)
+    assert len(first) == 2 and all(seeds == ["1", "2"] for seeds in first.values()), first
+    means = {p: sum(json.loads((out / "sst2" / f"kd-{p}-s{k}" / "metrics.json").read_text())["dev"]["accuracy"]
+                    for k in (1, 2)) / 2 for p in first}
+    assert info["best"]["kd/sst2"]["point"] in [p for p in means if means[p] == max(means.values())]
+    summary = (out / "summary.md").read_text()
+    assert all(p in summary for p in first) and (out / "best-kd-sst2.yaml").is_file()
+    assert main(["suite", str(path)]) == 0 and _points(out) == first  # nothing new
+    capsys.readouterr()
+    path = _search_suite(tmp_path, d, tiny_bert, trials=3, seeds=(1, 2), sampler=sampler)
+    assert main(["suite", str(path)]) == 0
+    second = _points(out)
+    assert len(second) == 3 and set(first) < set(second)
+    # a point with a seed missing (a search stopped mid-point) is completed first, and counts as one of the trials
+    import shutil
+
+    new = next(p for p in second if p not in first)
+    shutil.rmtree(out / "sst2" / f"kd-{new}-s2")
+    assert main(["suite", str(path)]) == 0
+    assert _points(out) == second
+
+
+def test_search_bad_input(tiny_teacher_run, tiny_bert, tmp_path, capsys, monkeypatch):
+    import builtins
+
+    d = tiny_teacher_run
+    path = _search_suite(tmp_path, d, tiny_bert, trials=9)
+    fails_one_line(["suite", str(path)], capsys, "runs[0] (kd).search.trials: 9 exceeds the grid's 8 points",
+                   tmp_path / "out")
+    s = yaml.safe_load(path.read_text())
+    s["runs"][0]["search"]["trials"] = 0
+    path.write_text(yaml.safe_dump(s))
+    fails_one_line(["suite", str(path)], capsys, "runs.0.search.trials", tmp_path / "out")
+    s["runs"][0].pop("grid")
+    s["runs"][0]["search"]["trials"] = 1
+    path.write_text(yaml.safe_dump(s))
+    fails_one_line(["suite", str(path)], capsys, "runs[0] (kd).search: searches the entry's grid; give it a grid",
+                   tmp_path / "out")
+    path = _search_suite(tmp_path, d, tiny_bert, trials=2)
+    real = builtins.__import__
+
+    def no_optuna(name, *a, **k):
+        if name == "optuna":
+            raise ImportError(name)
+        return real(name, *a, **k)
+    monkeypatch.setattr(builtins, "__import__", no_optuna)
+    fails_one_line(["suite", str(path)], capsys, "search: needs the optuna package", tmp_path / "out")

@@ -19,6 +19,8 @@ A suite file::
         # tied keys: {"hard_weight,terms.kd.weight": [[0.5, 0.5], [0.3, 0.7]]}
         cache: true                      # logit/vector teacher outputs cached once per (task, teacher, taps)
         seeds: [1]                       # this entry's seeds (default: the suite's)
+        search: {trials: 12}             # optional: only 12 grid points, chosen one after another by Optuna's
+                                         #   TPE sampler (sampler: random, seed: 0), each run at every seed
     ood: {sst2: [imdb, "imdb:test"]}     # also evaluate a task's runs on other sets (task: its dev file,
                                          #   task:split another split: IMDB's 2k subset and its 25k test)
     kept: results/suite-example          # optional: the figures of an earlier machine's runs, kept as small text
@@ -38,6 +40,14 @@ the main dev metric as mean ± sd over seeds, % of the teacher (for a run withou
 of that task, if it has exactly one), parameters, seconds and the out-of-domain metrics; with a grid, the points
 ranked by mean dev metric and the best point's recipe (``<out>/best-<entry>-<task>.yaml``; ``auto`` precisions stay
 ``auto`` there, to be resolved by the machine that runs it).
+
+A budgeted search (``search``, needs the ``optuna`` package: ``pip install -e ".[search]"``) runs ``trials`` of the
+grid's points instead of all of them: Optuna's sampler (TPE, or random) proposes a point from the grid's values,
+every seed of it runs, and the mean dev metric (over the seeds run) is what the sampler learns from before it
+proposes the next. The study is rebuilt from the finished runs each time the suite runs (no database): finished
+points count and are never run again, a point interrupted mid-way is finished first, and a proposal of a point
+already run is answered with its metric, not run again (after 200 such answers in a row the search stops: the
+sampler keeps to the points it has). The points run are ranked and the best recipe written as for a full grid.
 
 Kept figures (``kept``, a folder read relative to the working directory, as ``out`` is): after a machine is lost,
 ``runs/`` goes with it and the figures that ``scripts/keep_results.sh`` copied remain. Runs kept there are
@@ -61,7 +71,7 @@ import logging
 import os
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -89,6 +99,13 @@ class TeacherEntry(_Strict):
     set: dict[str, Any] = Field(default_factory=dict)
 
 
+class SearchCfg(_Strict):
+    """A budgeted search over an entry's grid (Optuna) instead of every combination."""
+    trials: int = Field(ge=1)  # grid points to run, each at every seed
+    sampler: Literal["tpe", "random"] = "tpe"
+    seed: int = 0  # of the sampler
+
+
 class RunEntry(_Strict):
     name: str
     recipe: str
@@ -98,6 +115,7 @@ class RunEntry(_Strict):
     cache: bool = False
     seeds: list[int] | None = Field(None, min_length=1)  # this entry's seeds instead of the suite's
     reference: str | None = None  # its key in the suite's reference file (the paper's row to compare with)
+    search: SearchCfg | None = None  # run only search.trials of the grid's points, chosen by Optuna
 
     @field_validator("seeds")
     @classmethod
@@ -191,6 +209,14 @@ def load_suite(path: str) -> Suite:
         names.add(entry.name)
         if not Path(entry.recipe).is_file():
             raise TextDistillError(f"{path}: runs[{i}] ({entry.name}).recipe: {entry.recipe}: not found")
+        if entry.search is not None:
+            if not entry.grid:
+                raise TextDistillError(f"{path}: runs[{i}] ({entry.name}).search: searches the entry's grid; give "
+                                       f"it a grid")
+            n = len(grid_points(entry.grid))
+            if entry.search.trials > n:
+                raise TextDistillError(f"{path}: runs[{i}] ({entry.name}).search.trials: {entry.search.trials} exceeds "
+                                       f"the grid's {n} points (drop search to run them all)")
         for task, teacher in entry.tasks.items():
             get_task(task)  # unknown task: one line
             if teacher and teacher not in suite.teachers and not Path(teacher).is_dir():
@@ -337,14 +363,25 @@ def run_suite(path: str, only: str | None = None, dry_run: bool = False, tasks: 
     # check every recipe before anything runs
     recipes = [load_recipe(r["entry"].recipe, _overrides(suite, r)) for r in runs]
     needed = {r["teacher"] for r in runs if r["teacher"] in suite.teachers and not finished(suite, r["out"])}
+    searches = {_group(r) for r in runs if r["entry"].search is not None}
+    if searches:
+        _optuna()  # (one line now if it is not installed)
     if dry_run:
         for name in sorted(needed):
             if not (Path(suite.out) / "teachers" / name / "metrics.json").is_file():
                 print(f"todo teacher {Path(suite.out) / 'teachers' / name}")
         for r in runs:
             where = finished(suite, r["out"])
+            if r["entry"].search is not None and where is None:
+                continue  # (which points run is decided as the search goes)
             print(f"{'todo' if where is None else 'done'} {r['out']}"
                   + (f" (kept: {where})" if where is not None and where != r["out"] else ""))
+        for entry, task in sorted(searches):
+            group = [r for r in runs if _group(r) == (entry, task)]
+            e = group[0]["entry"]
+            done = len(_point_values(suite, group))
+            print(f"search {entry} on {task}: {e.search.trials} of {len(grid_points(e.grid))} grid points by "
+                  f"{e.search.sampler} ({done} finished)")
         return {"runs": len(runs)}
     if summary_only:
         return _summary_and_best(suite, everything)
@@ -357,9 +394,9 @@ def run_suite(path: str, only: str | None = None, dry_run: bool = False, tasks: 
             run(load_recipe(t.recipe, sets), folder, overwrite=True, resume=resumable(folder),
                 any_version=any_version)
             _compare_with_kept(suite, name, folder)
-    for r, recipe in zip(runs, recipes):
+    def execute(r: dict, recipe) -> None:
         if finished(suite, r["out"]):
-            continue
+            return
         log.info("suite: %s", r["out"])
         if r["entry"].cache and recipe.teacher:
             recipe.teacher_cache.dir = cache_folder(suite, r, recipe)
@@ -378,7 +415,103 @@ def run_suite(path: str, only: str | None = None, dry_run: bool = False, tasks: 
             _summary_and_best(suite, everything)
         except TextDistillError as e:
             log.warning("suite: summary not updated (%s)", e)
+
+    searched = set()
+    for r, recipe in zip(runs, recipes):
+        if r["entry"].search is None:
+            execute(r, recipe)
+        elif _group(r) not in searched:  # the whole search of (entry, task), where its first run is listed
+            searched.add(_group(r))
+            group = [(x, rx) for x, rx in zip(runs, recipes) if _group(x) == _group(r)]
+            _search(suite, group, execute)
     return _summary_and_best(suite, everything)
+
+
+def _group(r: dict) -> tuple[str, str]:
+    return r["entry"].name, r["task"]
+
+
+def _optuna():
+    try:
+        import optuna
+    except ImportError:
+        raise TextDistillError("search: needs the optuna package (pip install optuna, or pip install -e "
+                               "\".[search]\")") from None
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    return optuna
+
+
+def _point_values(suite: Suite, group: list[dict]) -> dict[str, tuple[dict, float]]:
+    """``{point name: (point, mean main dev metric)}`` of the grid points of ``group`` (one entry and task) whose
+    every listed seed finished."""
+    by_point: dict[str, list[dict]] = {}
+    for r in group:
+        by_point.setdefault(point_name(r["point"]), []).append(r)
+    values = {}
+    for name, rs in by_point.items():
+        where = [finished(suite, r["out"]) for r in rs]
+        if all(where):
+            ms = [json.loads((w / "metrics.json").read_text()) for w in where]
+            values[name] = (rs[0]["point"], sum(m["dev"][m["main_metric"]] for m in ms) / len(ms))
+    return values
+
+
+def _search(suite: Suite, group: list[tuple[dict, Any]], execute) -> None:
+    """Optuna's sampler picks ``search.trials`` of the grid's points of one (entry, task), one after another; a
+    point runs at every seed of ``group`` and its mean dev metric is told to the sampler. The study is rebuilt
+    from the finished points (so a suite run again continues the search); a partly run point is finished first."""
+    from .train import resumable
+
+    optuna = _optuna()
+    from optuna.distributions import CategoricalDistribution
+
+    entry = group[0][0]["entry"]
+    cfg, keys = entry.search, list(entry.grid)
+    space = {k: CategoricalDistribution(list(range(len(entry.grid[k])))) for k in keys}  # value indices
+    sampler = (optuna.samplers.TPESampler(seed=cfg.seed) if cfg.sampler == "tpe"
+               else optuna.samplers.RandomSampler(seed=cfg.seed))
+    study = optuna.create_study(direction="maximize", sampler=sampler)
+    runs = [r for r, _ in group]
+
+    def index(point: dict) -> dict:
+        return {k: entry.grid[k].index(point[k]) for k in keys}
+
+    by_point: dict[str, list[dict]] = {}
+    for r in runs:
+        by_point.setdefault(point_name(r["point"]), []).append(r)
+
+    def run_point(name: str) -> float:
+        for r, recipe in group:
+            if point_name(r["point"]) == name:
+                execute(r, recipe)  # (a run that fails raises: no point is left without its metric)
+        return _point_values(suite, by_point[name])[name][1]
+
+    values = _point_values(suite, runs)
+    started = [name for name, rs in by_point.items() if name not in values
+               and any(finished(suite, r["out"]) or resumable(r["out"]) for r in rs)]
+    for name in started:  # points an interrupted search began: finished before the sampler proposes new ones
+        if len(values) < cfg.trials:
+            values[name] = (by_point[name][0]["point"], run_point(name))
+    for point, value in values.values():
+        study.add_trial(optuna.trial.create_trial(params=index(point), distributions=space, value=value))
+    repeats = 0
+    while len(values) < cfg.trials:
+        trial = study.ask(fixed_distributions=space)
+        point = {k: entry.grid[k][trial.params[k]] for k in keys}
+        name = point_name(point)
+        if name in values:  # proposed again: answered with its metric, not run again
+            study.tell(trial, values[name][1])
+            repeats += 1
+            if repeats >= 200:
+                log.warning("search %s on %s: the sampler proposed only points already run 200 times in a row; "
+                            "stopping at %d of %d points", entry.name, group[0][0]["task"], len(values), cfg.trials)
+                return
+            continue
+        repeats = 0
+        log.info("search %s on %s: point %d of %d: %s", entry.name, group[0][0]["task"], len(values) + 1, cfg.trials,
+                 name)
+        values[name] = (point, run_point(name))
+        study.tell(trial, values[name][1])
 
 
 def _summary_and_best(suite: Suite, everything: list[dict]) -> dict:
