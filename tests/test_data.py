@@ -125,6 +125,22 @@ def test_bad_data(tmp_path):
         load_examples(sst2, tmp_path / "nope.tsv")
 
 
+_ROW = b'{"sentence": "good", "label": 1}\n'
+
+
+@pytest.mark.parametrize("name, content, needle", [
+    ("rows.jsonl", _ROW + b'{"label": 0}\n', "rows.jsonl:2: no 'sentence' in this row"),
+    ("nolabel.jsonl", _ROW + b'{"sentence": "bad"}\n', "nolabel.jsonl:2: no 'label' in this row"),
+    ("plain.jsonl.gz", _ROW, "plain.jsonl.gz: cannot read the file (Not a gzipped file"),
+    ("cut.jsonl.gz", gzip.compress(_ROW * 50)[:60], "cut.jsonl.gz: cannot read the file (Compressed file ended"),
+])
+def test_rows_without_a_column_and_unreadable_files(tmp_path, name, content, needle):
+    (tmp_path / name).write_bytes(content)
+    with pytest.raises(TextDistillError) as err:
+        load_examples(get_task("sst2"), tmp_path / name)
+    assert needle in str(err.value) and len(str(err.value).splitlines()) == 1
+
+
 def test_batches_dynamic_length_grouped_or_fixed(minilm_tokenizer):
     from textdistill.data.batching import encode, train_loader
     from textdistill.data.readers import load_examples

@@ -1,16 +1,13 @@
 """Recipe keys a run would ignore or misuse, and files it could not read, are refused with one line naming
 the key, row or file -- before anything is written: names that would be folders of the run, a loss with no
 part, keys a scheme does not use, term options that would do nothing, a negative gradient clip, an empty
-generated set, JSONL rows without a column, unreadable .gz files."""
-import gzip
+generated set (files a reader cannot read: tests/test_data.py)."""
 import re
 
 import pytest
 
 from conftest import fails_one_line
 from textdistill import TextDistillError
-from textdistill.data.readers import load_examples
-from textdistill.data.tasks import get_task
 from textdistill.knowledge.terms import Term, check_term
 from textdistill.recipe import TermCfg, validate
 
@@ -128,20 +125,3 @@ def test_an_existing_output_is_refused_before_the_transfer_set_is_built(tiny_tea
                     "--teacher", str(d / "teacher" / "model"), "--set", f"student.init={tiny_bert}",
                     "--set", f"transfer.dir={aug}"], capsys, f"{out}: output folder exists", aug)
     assert (out / "metrics.json").read_text() == "{}"
-
-
-def test_files_a_reader_cannot_read(tmp_path):
-    sst2 = get_task("sst2")
-    (tmp_path / "rows.jsonl").write_text('{"sentence": "good", "label": 1}\n{"label": 0}\n')
-    with pytest.raises(TextDistillError, match=r"rows.jsonl:2: no 'sentence' in this row"):
-        load_examples(sst2, tmp_path / "rows.jsonl")
-    (tmp_path / "nolabel.jsonl").write_text('{"sentence": "good", "label": 1}\n{"sentence": "bad"}\n')
-    with pytest.raises(TextDistillError, match=r"nolabel.jsonl:2: no 'label' in this row"):
-        load_examples(sst2, tmp_path / "nolabel.jsonl")
-    (tmp_path / "plain.jsonl.gz").write_text('{"sentence": "good", "label": 1}\n')
-    with pytest.raises(TextDistillError, match=r"plain.jsonl.gz: cannot read the file \(Not a gzipped file"):
-        load_examples(sst2, tmp_path / "plain.jsonl.gz")
-    whole = gzip.compress(b'{"sentence": "good", "label": 1}\n' * 50)
-    (tmp_path / "cut.jsonl.gz").write_bytes(whole[: len(whole) // 2])
-    with pytest.raises(TextDistillError, match=r"cut.jsonl.gz: cannot read the file \(Compressed file ended"):
-        load_examples(sst2, tmp_path / "cut.jsonl.gz")
