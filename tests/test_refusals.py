@@ -125,3 +125,17 @@ def test_an_existing_output_is_refused_before_the_transfer_set_is_built(tiny_tea
                     "--teacher", str(d / "teacher" / "model"), "--set", f"student.init={tiny_bert}",
                     "--set", f"transfer.dir={aug}"], capsys, f"{out}: output folder exists", aug)
     assert (out / "metrics.json").read_text() == "{}"
+
+
+def test_unnamed_terms_are_named_by_their_place():
+    from types import SimpleNamespace
+
+    from textdistill.knowledge.terms import build_terms
+
+    config = SimpleNamespace(num_hidden_layers=2, hidden_size=8, num_attention_heads=2)
+    cfgs = [TermCfg(loss="kd_kl"), TermCfg(loss="soft_ce"), TermCfg(name="kd", loss="kd_kl")]
+    terms = build_terms(cfgs, teacher_config=config, student_config=config, regression=False)
+    assert [t.name for t in terms] == ["term0", "term1", "kd"] and cfgs[0].name is None  # (the recipe is unchanged)
+    with pytest.raises(TextDistillError, match=re.escape("terms[1] (term0).name: duplicate term name 'term0'")):
+        build_terms([TermCfg(loss="kd_kl"), TermCfg(name="term0", loss="kd_kl")], teacher_config=config,
+                    student_config=config, regression=False)
