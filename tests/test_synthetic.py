@@ -153,3 +153,36 @@ def test_pairs_count_both_sides_and_the_specials_against_the_positions(teacher):
     assert len(synthesize(model, tok, num_labels=2, per_class=1, length=62, steps=1, pairs=True)[0]) == 2
     with pytest.raises(TextDistillError, match="length: 2 x 63 words \\+ 3 special tokens exceeds the teacher's 128"):
         synthesize(model, tok, num_labels=2, per_class=1, length=63, steps=1, pairs=True)
+
+
+def test_first_loss_against_the_teacher_on_the_start_words(responsive):
+    """The objective before the first step, rebuilt from token ids: the start vectors are word embeddings drawn
+    with the seed, so the loss is CE of the teacher on those words (input_ids, not inputs_embeds) plus diversity x
+    the mean off-diagonal cosine of the examples' mean word vectors; snap's distance to the nearest word is 0
+    there."""
+    import torch
+    import torch.nn.functional as F
+
+    from textdistill.data.transfer.synthetic import _placeholders, _template
+
+    model, tok = responsive
+    model.eval()  # (synthesize sets it too: no dropout)
+    words = torch.tensor(whole_word_ids(tok))
+    enc, pos = _template(tok, _placeholders(tok, words.tolist()), 8, False)
+    emb = model.get_input_embeddings().weight.detach()
+    gen = torch.Generator().manual_seed(5)
+    want = []
+    for c in range(2):  # one batch of 4 per class, drawn in class order
+        init = torch.randint(len(words), (4, 8), generator=gen)
+        ids = torch.tensor(enc["input_ids"]).repeat(4, 1)
+        ids[:, pos[0]] = words[init]
+        with torch.no_grad():
+            logits = model(input_ids=ids, token_type_ids=torch.tensor(enc["token_type_ids"]).repeat(4, 1)).logits
+        pooled = F.normalize(emb[words[init]].mean(1), dim=-1)
+        cos = (pooled @ pooled.T).sum() - pooled.pow(2).sum()  # off the diagonal
+        want.append(F.cross_entropy(logits, torch.full((4,), c)).item() + 0.7 * cos.item() / 12)
+    kw = dict(num_labels=2, per_class=4, length=8, steps=1, batch_size=4, seed=5, diversity=0.7)
+    got = synthesize(model, tok, snap=0.0, **kw)[3]["loss_first"]
+    assert got == pytest.approx(want, rel=1e-5)
+    snapped = synthesize(model, tok, snap=0.3, **kw)[3]["loss_first"]
+    assert snapped == pytest.approx(want, abs=1e-3)  # (cdist's rounding only)
