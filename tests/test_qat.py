@@ -108,7 +108,17 @@ def test_qat_student_saves_int8_grid_weights(qat_run):
     model = AutoModelForSequenceClassification.from_pretrained(qat_run / "model")  # plain transformers loads it
     assert all(type(m) is torch.nn.Linear for m in model.modules() if isinstance(m, torch.nn.Linear))
     metrics = json.loads((qat_run / "metrics.json").read_text())
-    assert "accuracy" in metrics["dev"]
+    assert "accuracy" in metrics["dev"] and "accuracy" in metrics["dev_fake_quant"]
+
+
+def test_qat_dev_metrics_are_the_saved_models(qat_run, tiny_teacher_run, capsys):
+    """metrics.json's dev figures are those `textdistill evaluate` gives on the saved folder (quantized weights,
+    fp32 activations), not the fake-quantized student's during training."""
+    capsys.readouterr()
+    assert main(["evaluate", "--model", str(qat_run / "model"), "--task", "sst2",
+                 "--data-dir", str(tiny_teacher_run / "sst2")]) == 0
+    evaluated = json.loads(capsys.readouterr().out)["metrics"]
+    assert evaluated == json.loads((qat_run / "metrics.json").read_text())["dev"]
 
 
 def test_qat_student_int8_export_reproduces_its_weights(qat_run, tiny_teacher_run, tmp_path):

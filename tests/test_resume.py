@@ -20,10 +20,15 @@ FAST = ["--set", "train.epochs=2", "--set", "train.batch_size=16", "--set", "tra
         "--set", "train.checkpoint_every=3"]
 
 
+# recipes with extra settings: KD with adversarial rows after every 4th batch (the cadence must survive a resume)
+VARIANTS = {"kd-adversarial": ("kd", ["--set", "transfer.adversarial={flips: 1, every: 4}"])}
+
+
 def _args(d, tiny_bert, out, recipe="pkd-skip"):
+    recipe, extra = VARIANTS.get(recipe, (recipe, []))
     return ["distill", "-r", f"recipes/{recipe}.yaml", "-o", str(out), "--teacher", str(d / "teacher" / "model"),
             "--data-dir", str(d / "sst2"), "--set", f"student.init={tiny_bert}", "--set", "student.layers=first:2",
-            *FAST]
+            *FAST, *extra]
 
 
 def _interrupt_at(monkeypatch, step):
@@ -52,11 +57,12 @@ def _same_run(a, b):
             torch.testing.assert_close(load_file(pb)[k], v, rtol=0, atol=0)
 
 
-@pytest.mark.parametrize("stop, recipe", [(8, "pkd-skip"), (14, "pkd-skip"), (17, "rail-kd-l")])
+@pytest.mark.parametrize("stop, recipe", [(8, "pkd-skip"), (14, "pkd-skip"), (17, "rail-kd-l"), (8, "kd-adversarial")])
 def test_resumed_run_equals_an_uninterrupted_one(tiny_teacher_run, tiny_bert, tmp_path, monkeypatch, capsys, stop,
                                                  recipe):
     """Stopped at step 8 (mid-epoch 1: last checkpoint at step 6), 14 (just after the epoch-1 checkpoint) and
-    17 in epoch 2 of RAIL-KD (its random layer draw is per epoch)."""
+    17 in epoch 2 of RAIL-KD (its random layer draw is per epoch); KD with adversarial rows every 4th step, stopped
+    at step 8 (resumed at 6, the adversarial rows must come at step 8 again, not 10)."""
     d = tiny_teacher_run
     assert main(_args(d, tiny_bert, tmp_path / "full", recipe)) == 0
     out = tmp_path / "cut"

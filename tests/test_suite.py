@@ -489,3 +489,18 @@ def test_search_bad_input(tiny_teacher_run, tiny_bert, tmp_path, capsys, monkeyp
         return real(name, *a, **k)
     monkeypatch.setattr(builtins, "__import__", no_optuna)
     fails_one_line(["suite", str(path)], capsys, "search: needs the optuna package", tmp_path / "out")
+    monkeypatch.undo()
+    fails_one_line(["suite", str(path), "--seed", "1"], capsys, "--seed: a search runs each point it picks at every "
+                   "seed of its entry (kd)", tmp_path / "out")
+
+
+def test_grid_point_names_and_folders_that_would_collide(tiny_teacher_run, tiny_bert, tmp_path, capsys):
+    from textdistill.suite import point_name
+
+    assert point_name({"terms.kd.args.temperature": 5, "hard_weight,terms.kd.weight": [0.5, 0.7]}) == \
+        "kd.temperature=5-hard_weight,kd.weight=0.5,0.7"  # every value of tied keys: [0.5, 0.5] is another folder
+    path = _suite(tmp_path, tiny_teacher_run, tiny_bert)
+    s = yaml.safe_load(path.read_text())
+    s["runs"][1]["grid"] = {"train.lr": [1e-5, 0.00001]}
+    path.write_text(yaml.safe_dump(s))
+    fails_one_line(["suite", str(path)], capsys, "runs (kd): two runs would share the folder", tmp_path / "out")

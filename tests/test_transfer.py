@@ -255,6 +255,7 @@ def test_adversarial_parts_every_n_steps_with_their_weight(tiny_teacher_run, tin
     kd = scheme.terms[0]
     seen = []
     for step in range(1, 7):
+        scheme.step = step  # (the loop's count)
         parts = scheme.loss_parts(batch)
         seen.append("kd@adv" in parts)
         if "kd@adv" in parts:

@@ -231,6 +231,10 @@ def load_suite(path: str) -> Suite:
                      else "a reference file (the suite names none)")
             raise TextDistillError(f"{path}: runs[{i}] ({entry.name}).reference: '{entry.reference}' is not a key of "
                                    f"{where}")
+    try:
+        plan(suite)  # (every run its own folder)
+    except TextDistillError as e:
+        raise TextDistillError(f"{path}: {e}") from None
     for task, others in suite.ood.items():
         get_task(task)
         for t in others:
@@ -254,11 +258,15 @@ def grid_points(grid: dict[str, list]) -> list[dict[str, Any]]:
 
 
 def point_name(point: dict) -> str:
-    """``kd.temperature=5-hard_weight=0.5`` (term keys without ``terms.`` and ``args.``; tied keys by the first)."""
+    """``kd.temperature=5-hard_weight=0.5`` (term keys without ``terms.`` and ``args.``); tied keys by all of
+    theirs, ``hard_weight,ds.weight=0.5,0.5``."""
+    def short(k):
+        return k.strip().removeprefix("terms.").replace(".args.", ".")
+
     def one(k, v):
-        if "," in k:
-            k, v = k.split(",")[0].strip(), v[0]
-        return f"{k.removeprefix('terms.').replace('.args.', '.')}={v}"
+        if "," in k and isinstance(v, list):
+            return f"{','.join(short(x) for x in k.split(','))}={','.join(map(str, v))}"
+        return f"{short(k)}={v}"
     return "-".join(one(k, v) for k, v in point.items())
 
 
@@ -288,6 +296,12 @@ def plan(suite: Suite) -> list[dict]:
                     name = entry.name + (f"-{point_name(point)}" if point else "") + f"-s{seed}"
                     runs.append({"entry": entry, "task": task, "teacher": teacher, "seed": seed, "point": point,
                                  "out": out / task / name})
+    seen: dict[Path, dict] = {}
+    for r in runs:  # two grid values that print alike (1e-05 and 0.00001), or a value listed twice
+        if r["out"] in seen:
+            raise TextDistillError(f"runs ({r['entry'].name}): two runs would share the folder {r['out']} (a grid "
+                                   f"value listed twice, or two values that print the same?)")
+        seen[r["out"]] = r
     return runs
 
 
@@ -364,6 +378,10 @@ def run_suite(path: str, only: str | None = None, dry_run: bool = False, tasks: 
     recipes = [load_recipe(r["entry"].recipe, _overrides(suite, r)) for r in runs]
     needed = {r["teacher"] for r in runs if r["teacher"] in suite.teachers and not finished(suite, r["out"])}
     searches = {_group(r) for r in runs if r["entry"].search is not None}
+    if searches and seeds:
+        raise TextDistillError(f"--seed: a search runs each point it picks at every seed of its entry "
+                               f"({', '.join(sorted({e for e, _ in searches}))}); leave out --seed, or pick other "
+                               f"entries with --only")
     if searches:
         _optuna()  # (one line now if it is not installed)
     if dry_run:

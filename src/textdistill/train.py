@@ -480,6 +480,7 @@ def _loop(scheme, tmp: Path, tqdm, resume: bool = False, any_version: bool = Fal
                    total=min(len(loader) - skip, total_steps - run["step"]))
         t_prev = time.perf_counter()
         for batch in bar:
+            scheme.step = run["step"] + 1
             with accelerator.autocast():  # train.mixed_precision (a no-op with "no")
                 parts = scheme.loss_parts(batch)
             loss = sum(w * v.float() for w, v in parts.values())

@@ -12,6 +12,8 @@ scheme is a new module registered in ``SCHEMES``::
     modules()               {name: nn.Module} the optimizer trains (prepared by Accelerate)
     bind(prepared)          the same modules, as Accelerate returned them
     set_epoch(epoch)        before each epoch (random layer maps re-draw); returns lines to log
+    step                    the loop's number of the step being taken (1, 2, ...; set before loss_parts, restored
+                            by a resume), for parts that come every N-th step
     loss_parts(batch)       {part: (weight, value)} of one step; the loop sums weight * value
     evaluate()              {"dev": metrics of the model that counts, ...more per model}
     save(folder)            write the models; returns fields for metrics.json
@@ -117,6 +119,7 @@ class Scheme:
 
     def __init__(self, recipe, task, train_ex, dev_ex, *, tqdm=None):
         self.recipe, self.task, self.train_ex, self.dev_ex, self.tqdm = recipe, task, train_ex, dev_ex, tqdm
+        self.step = 0  # (the loop sets it before each loss_parts)
         self.cfg = recipe.train
         self.check()
         check_recipe_lengths(recipe)  # train.max_length within every named model's positions

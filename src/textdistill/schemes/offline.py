@@ -146,7 +146,7 @@ class Offline(Scheme):
             self.mixer = MixedTeachers({t.name: t.source for t in self.teachers},
                                        {t.name: t.weight for t in self.teachers})
         self._build_terms()
-        self.adversarial, self._step = r.transfer.adversarial, 0
+        self.adversarial = r.transfer.adversarial
         if self.adversarial is not None and self.teachers[0].own_tokens:
             raise TextDistillError("transfer.adversarial: teacher and student must share one tokenizer")
 
@@ -193,8 +193,7 @@ class Offline(Scheme):
             mixed = self.mixer(outs) if self.mixer else None
             for term, reads in zip(self.terms, self.reads):
                 parts[term.name] = (term.weight, term(s_out, outs[reads] if reads else mixed, inputs["attention_mask"]))
-        self._step += 1
-        if self.adversarial is not None and self._step % self.adversarial.every == 0:
+        if self.adversarial is not None and self.step % self.adversarial.every == 0:  # (the loop's count: resumes)
             parts.update(self._adversarial_parts(inputs))
         return parts
 
@@ -212,7 +211,16 @@ class Offline(Scheme):
                 for term in self.terms if term.tap == "logits"}
 
     def evaluate(self) -> dict:
-        return {"dev": self.metrics_of(self.student), "terms": [t.describe() for t in self.terms if t.tap != "logits"]}
+        terms = {"terms": [t.describe() for t in self.terms if t.tap != "logits"]}
+        if qat.is_prepared(self.student):
+            # quantization-aware: "dev" is the saved model's (quantized weights, fp32 activations, what `textdistill
+            # evaluate` gives on the folder); the fake-quantized student's (activations quantized per batch as ONNX
+            # Runtime's dynamic int8 does, so it depends on eval_batch_size) is kept beside it
+            import copy
+
+            saved = qat.convert(copy.deepcopy(self.student))
+            return {"dev": self.metrics_of(saved), "dev_fake_quant": self.metrics_of(self.student), **terms}
+        return {"dev": self.metrics_of(self.student), **terms}
 
     def save(self, folder: Path, unwrap) -> dict:
         student, terms = unwrap(self.student), unwrap(self.terms)
