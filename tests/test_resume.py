@@ -119,6 +119,35 @@ def test_resume_bad_input(tiny_teacher_run, tiny_bert, tmp_path, monkeypatch, ca
     fails([*_args(d, tiny_bert, tmp_path / "r2"), "--resume"], "has no checkpoint to resume")
 
 
+def test_a_crash_after_a_checkpoint_keeps_the_run_for_resume(tiny_teacher_run, tiny_bert, tmp_path, monkeypatch,
+                                                              capsys):
+    """An error that is no refusal (here a RuntimeError at step 8, as out of memory would be) keeps the partial run
+    and its checkpoint of step 6; the same command without --resume refuses to throw it away; --resume finishes
+    it as if nothing happened."""
+    d = tiny_teacher_run
+    out = tmp_path / "c"
+    real, calls = Offline.loss_parts, []
+
+    def crash(self, batch):
+        calls.append(1)
+        if len(calls) == 8:
+            raise RuntimeError("out of memory")
+        return real(self, batch)
+    with monkeypatch.context() as m:
+        m.setattr(Offline, "loss_parts", crash)
+        with pytest.raises(RuntimeError, match="out of memory"):
+            main(_args(d, tiny_bert, out))
+    assert not out.exists() and (tmp_path / ".c.partial" / "checkpoint" / "state.json").is_file()
+    capsys.readouterr()
+    assert main(_args(d, tiny_bert, out)) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"textdistill: error: {out}: an interrupted run is kept in {tmp_path / '.c.partial'}: continue it " \
+                  f"with --resume, or start again with --overwrite"
+    assert main([*_args(d, tiny_bert, out), "--resume"]) == 0
+    assert main(_args(d, tiny_bert, tmp_path / "full")) == 0
+    _same_run(tmp_path / "full", out)
+
+
 def test_without_checkpoints_an_interrupt_leaves_nothing(tiny_teacher_run, tiny_bert, tmp_path, monkeypatch, capsys):
     d = tiny_teacher_run
     out = tmp_path / "n"
@@ -254,3 +283,26 @@ def test_a_chain_interrupted_before_any_checkpoint_leaves_nothing(tiny_teacher_r
                      "--teacher", str(d / "teacher" / "model"), "--set", f"student.init={tiny_bert}", *FAST]) == 130
     assert "interrupted (nothing was written)" in capsys.readouterr().err
     assert not out.exists() and not (tmp_path / ".c.partial").exists()
+
+
+def test_a_checkpoint_carries_the_fp16_gradient_scaler(tmp_path):
+    """fp16's loss scale (and its growth tracker) comes back on resume; without it a resumed fp16 run would start
+    again from the initial scale. (The CUDA RNG states are saved the same way where a GPU is in use.)"""
+    from textdistill import checkpoint
+
+    def parts():
+        m = torch.nn.Linear(3, 2)
+        opt = torch.optim.AdamW(m.parameters(), lr=0.1)
+        return m, opt, torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 1.0)
+    m, opt, sched = parts()
+    scaler = torch.amp.GradScaler("cpu", init_scale=1024.0)
+    scaler.load_state_dict({**scaler.state_dict(), "scale": 96.0, "_growth_tracker": 7})  # (as after some steps)
+    (tmp_path / "run").mkdir()
+    checkpoint.save(tmp_path / "run", modules={"m": m}, optimizer=opt, scheduler=sched, sampler_state=torch.zeros(1),
+                    progress={"step": 7}, recipe_text="x", scaler=scaler)
+    state, tensors = checkpoint.read(tmp_path / "run", "x", "run")
+    m2, opt2, sched2 = parts()
+    fresh = torch.amp.GradScaler("cpu", init_scale=1024.0)
+    checkpoint.restore(state, tensors, modules={"m": m2}, optimizer=opt2, scheduler=sched2, scaler=fresh)
+    assert fresh.get_scale() == 96.0 and fresh.state_dict()["_growth_tracker"] == 7
+    torch.testing.assert_close(m2.weight, m.weight, rtol=0, atol=0)

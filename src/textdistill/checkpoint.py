@@ -4,11 +4,12 @@ ends with the same weights and metrics as an uninterrupted one.
 A checkpoint (``<.out.partial>/checkpoint/``, replaced atomically: written beside it, then renamed) holds
 
 * ``tensors.safetensors``: every trained module's state (``<module>/<key>``), the optimizer's per-parameter
-  state (``optimizer/<index>/<name>``), torch's global RNG state (dropout) and the training sampler's
-  generator state at the start of the current epoch (so the epoch's batch order is drawn again);
+  state (``optimizer/<index>/<name>``), torch's global RNG state (dropout; on a GPU also each CUDA device's) and
+  the training sampler's generator state at the start of the current epoch (so the epoch's batch order is drawn
+  again);
 * ``state.json``: step, epoch, batches done in the epoch, the loop's running sums, history and timings, the
-  optimizer's hyper-parameters, the scheduler's state, Python's RNG state, the resolved recipe and the
-  source hash of the code that wrote it.
+  optimizer's hyper-parameters, the scheduler's state, fp16's gradient scaler state (its loss scale), Python's
+  RNG state, the resolved recipe and the source hash of the code that wrote it.
 
 No pickle: tensors in safetensors, everything else JSON. A checkpoint written for another recipe or by
 another version of the code is refused, naming the difference.
@@ -55,7 +56,7 @@ def _tuples(x):
 
 
 def save(folder: Path, *, modules: dict, optimizer, scheduler, sampler_state: torch.Tensor, progress: dict,
-         recipe_text: str) -> None:
+         recipe_text: str, scaler=None) -> None:
     from safetensors.torch import save_file
 
     tensors = {f"{name}/{k}": v.detach().contiguous().cpu() for name, m in modules.items()
@@ -69,10 +70,15 @@ def save(folder: Path, *, modules: dict, optimizer, scheduler, sampler_state: to
             else:
                 scalars[f"{pid}/{k}"] = _json(v)
     tensors["rng/torch"] = torch.get_rng_state()
+    if torch.cuda.is_available() and torch.cuda.is_initialized():  # (GPU dropout draws from these)
+        for i, cuda_state in enumerate(torch.cuda.get_rng_state_all()):
+            tensors[f"rng/cuda/{i}"] = cuda_state
     tensors["rng/sampler"] = sampler_state
     state = {"progress": progress, "optimizer": {"param_groups": _json(opt["param_groups"]), "scalars": scalars},
              "scheduler": _json(scheduler.state_dict()), "python_random": _json(random.getstate()),
              "recipe": recipe_text, "code": code_hash()}
+    if scaler is not None:  # fp16: the loss scale and its growth tracker
+        state["scaler"] = _json(scaler.state_dict())
     tmp, final = folder / f"{FOLDER}.tmp", folder / FOLDER
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
@@ -148,9 +154,9 @@ def first_difference(old: str, new: str) -> str:
     return next((f"'{x.strip()}' -> '{y.strip()}'" for x, y in zip(a, b) if x != y), "its length")
 
 
-def restore(state: dict, tensors: dict, *, modules: dict, optimizer, scheduler) -> torch.Tensor:
-    """Load the checkpoint into the run's modules, optimizer, scheduler and RNGs; returns the sampler's
-    generator state at the start of the interrupted epoch."""
+def restore(state: dict, tensors: dict, *, modules: dict, optimizer, scheduler, scaler=None) -> torch.Tensor:
+    """Load the checkpoint into the run's modules, optimizer, scheduler, gradient scaler (fp16) and RNGs; returns
+    the sampler's generator state at the start of the interrupted epoch."""
     for name, m in modules.items():
         prefix = f"{name}/"
         m.load_state_dict({k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)})
@@ -168,6 +174,11 @@ def restore(state: dict, tensors: dict, *, modules: dict, optimizer, scheduler) 
             g["betas"] = tuple(g["betas"])
     optimizer.load_state_dict({"state": opt_state, "param_groups": groups})
     scheduler.load_state_dict(state["scheduler"])
+    if scaler is not None and "scaler" in state:
+        scaler.load_state_dict(state["scaler"])
     torch.set_rng_state(tensors["rng/torch"])
+    cuda = [tensors[k] for k in sorted((k for k in tensors if k.startswith("rng/cuda/")), key=lambda k: int(k[9:]))]
+    if cuda and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(cuda[:torch.cuda.device_count()])
     random.setstate(_tuples(state["python_random"]))
     return tensors["rng/sampler"]

@@ -38,7 +38,8 @@ from .recipe import Recipe, dump_recipe, resolve_references, stage_recipes
 from .schemes import SCHEMES
 from .schemes.base import outputs_needed, task_loss  # noqa: F401 - part of this module's interface
 from .schemes.offline import teacher_list
-from .schemes.teachers import cache_ready, check_teacher, commit_output, load_teacher, open_cache, prepare_output
+from .schemes.teachers import (cache_ready, check_teacher, commit_output, load_teacher, open_cache, prepare_output,
+                               resumable_partial)
 
 log = logging.getLogger("textdistill")
 
@@ -142,6 +143,12 @@ def run(recipe: Recipe, out_dir: str | os.PathLike, overwrite: bool = False, dis
         if isinstance(e, KeyboardInterrupt) and checkpoint.present(tmp):
             raise Interrupted(f"interrupted; the run and its last checkpoint are kept in {tmp}: continue it with "
                               f"the same command and --resume") from None
+        if checkpoint.present(tmp) and not isinstance(e, TextDistillError):
+            # a crash (out of memory, a full disk, a device error) after a checkpoint: the work is kept for --resume;
+            # a refusal or a loss gone NaN (TextDistillError) would only stop again there
+            log.error("%s: stopped by %s; the run and its last checkpoint are kept: continue it with the same "
+                      "command and --resume", tmp, type(e).__name__)
+            raise
         if main:
             shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -165,10 +172,9 @@ def resumable(out_dir) -> bool:
     checkpoint, or (a chain of runs) a finished link or an interrupted link's checkpoint."""
     out = Path(out_dir)
     tmp = out.parent / f".{out.name}.partial"
-    if (out.exists() and (not out.is_dir() or any(out.iterdir()))) or not tmp.is_dir():
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
         return False
-    return (checkpoint.present(tmp) or any(tmp.glob("*/metrics.json"))
-            or any(checkpoint.present(p) for p in tmp.glob(".*.partial")))
+    return resumable_partial(tmp)
 
 
 def _chain(out_dir, overwrite: bool, names: list[str], make, finish=None, resume: bool = False,
@@ -441,7 +447,7 @@ def _loop(scheme, tmp: Path, tqdm, resume: bool = False, any_version: bool = Fal
                         checkpoint.code_hash())
             run_codes = [state["code"], checkpoint.code_hash()]
         order.set_state(checkpoint.restore(state, tensors, modules=scheme.modules(), optimizer=optimizer,
-                                           scheduler=scheduler))
+                                           scheduler=scheduler, scaler=accelerator.scaler))
         rng_at_resume = tensors["rng/torch"]
         run.update(state["progress"])
         log.info("resuming at epoch %d, step %d (%d batches of the epoch done)", run["epoch"] + 1, run["step"],
@@ -452,7 +458,7 @@ def _loop(scheme, tmp: Path, tqdm, resume: bool = False, any_version: bool = Fal
         if main:
             checkpoint.save(tmp, modules={k: accelerator.unwrap_model(m) for k, m in scheme.modules().items()},
                             optimizer=optimizer, scheduler=scheduler, sampler_state=epoch_start, progress=run,
-                            recipe_text=recipe_text)
+                            recipe_text=recipe_text, scaler=accelerator.scaler)
         accelerator.wait_for_everyone()
 
     # a resumed run drops the events written after its checkpoint (purge_step)

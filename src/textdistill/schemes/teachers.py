@@ -106,6 +106,14 @@ def check_output_path(out: Path) -> None:
         raise TextDistillError(f"{out}: cannot be created (no permission to write in {parent})")
 
 
+def resumable_partial(tmp: Path) -> bool:
+    """A run's (or a chain's) ``.partial`` holding a checkpoint or a finished link."""
+    from ..checkpoint import present
+
+    return tmp.is_dir() and (present(tmp) or any(tmp.glob("*/metrics.json"))
+                             or any(present(p) for p in tmp.glob(".*.partial")))
+
+
 def prepare_output(out_dir, overwrite: bool, resume: bool = False, create: bool = True) -> tuple[Path, Path]:
     """``(out, tmp)``: results are written into the hidden ``.<out>.partial`` and renamed on success
     (``resume``: the interrupted run's ``.partial`` is kept and continued). ``create=False`` checks only (the
@@ -121,6 +129,9 @@ def prepare_output(out_dir, overwrite: bool, resume: bool = False, create: bool 
         return out, tmp
     if out.exists() and not overwrite and not (out.is_dir() and not any(out.iterdir())):  # (an empty one is used)
         raise TextDistillError(f"{out}: output folder exists (use --overwrite to replace it)")
+    if not overwrite and resumable_partial(tmp):  # (hours of training are not thrown away unasked)
+        raise TextDistillError(f"{out}: an interrupted run is kept in {tmp}: continue it with --resume, or start "
+                               f"again with --overwrite")
     if not create:
         return out, tmp
     if tmp.exists():
