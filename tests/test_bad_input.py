@@ -205,6 +205,26 @@ def test_evaluate_bad_numbers(setup, capsys, option, value, needle):
                    capsys, f"argument {option}: {needle}")
 
 
+@pytest.mark.parametrize("option,value,needle", [("--batch-size", "0", "must be at least 1"),
+                                                 ("--max-length", "1", "must be at least 2"),
+                                                 ("--calibration-rows", "0", "must be at least 1")])
+def test_export_bad_numbers(setup, tmp_path, capsys, option, value, needle):
+    _, data, teacher, _ = setup
+    fails_one_line(["export", "--model", str(teacher), "--output", str(tmp_path / "onnx"), option, value], capsys,
+                   f"argument {option}: {needle}", tmp_path / "onnx")
+
+
+def test_evaluate_options_checked_before_the_work(setup, tmp_path, capsys):
+    _, data, teacher, _ = setup
+    base = ["evaluate", "--model", str(teacher), "--task", "sst2"]
+    fails_one_line([*base, "--data-dir", str(data), "--exit-sweep", "--plot", str(tmp_path / "curve.xyz")], capsys,
+                   f"--plot {tmp_path / 'curve.xyz'}: not an image format matplotlib writes", tmp_path / "curve.xyz")
+    fails_one_line([*base, "--data-dir", str(data), "--exit-sweep", "--plot", str(tmp_path / "no" / "c.png")], capsys,
+                   "cannot be created", tmp_path / "no")
+    fails_one_line([*base, "--file", str(data / "dev.tsv"), "--split", "train"], capsys,
+                   f"--file: the rows come from {data / 'dev.tsv'}; leave out --data-dir and --split")
+
+
 def test_layer_map_negative_epochs(capsys):
     fails_one_line(["layer-map", "--strategy", "rail", "--teacher-layers", "12", "--student-layers", "6",
                     "--epochs", "-1"], capsys, "argument --epochs: must be at least 1")

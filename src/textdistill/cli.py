@@ -112,6 +112,12 @@ def _evaluate(args) -> int:
     exits = args.exit_threshold is not None or args.exit_sweep
     if args.plot and not args.exit_sweep:
         raise TextDistillError("--plot: draws the --exit-sweep curve; add --exit-sweep")
+    if args.plot:
+        from .plots import check_image_path
+
+        check_image_path(args.plot, "--plot")
+    if args.file and (args.data_dir or args.split):
+        raise TextDistillError(f"--file: the rows come from {args.file}; leave out --data-dir and --split")
     if args.compare and not args.exit_sweep:
         raise TextDistillError("--compare: places other models beside the --exit-sweep curve; add --exit-sweep")
     compare = _compare_specs(args.compare or [])  # (checked before the work)
@@ -121,7 +127,7 @@ def _evaluate(args) -> int:
     if args.file:
         path = args.file
     elif args.data_dir:
-        path = resolve_file(task, args.split, args.data_dir)
+        path = resolve_file(task, args.split or "dev", args.data_dir)
     else:
         raise TextDistillError("evaluate: give --file or --data-dir")
     examples = load_examples(task, path)
@@ -432,8 +438,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True)
     p.add_argument("--task", required=True)
     p.add_argument("--data-dir")
-    p.add_argument("--split", default="dev")
-    p.add_argument("--file")
+    p.add_argument("--split", help="with --data-dir: the task's split (default dev)")
+    p.add_argument("--file", help="a task file to evaluate on (instead of --data-dir and --split)")
     p.add_argument("--batch-size", type=POSITIVE, default=64)
     p.add_argument("--max-length", type=_int_at_least(2), default=128, help="tokens per text (at least 2: [CLS] "
                    "and [SEP]; at most what the model's positions allow)")
@@ -462,12 +468,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--file", help="the rows of the check (a task file)")
     p.add_argument("--calibration", metavar="FILE", help="--int8 static: calibration texts (default: the train file "
                                                            "under --data-dir)")
-    p.add_argument("--calibration-rows", type=int, default=200, metavar="N", help="calibration rows (default 200)")
+    p.add_argument("--calibration-rows", type=POSITIVE, default=200, metavar="N", help="calibration rows (default 200)")
     p.add_argument("--min-agreement", type=float, default=0.97,
                    help="refuse an int8 model whose argmax agrees with PyTorch's on fewer rows (default 0.97)")
-    p.add_argument("--opset", type=int, default=17)
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--max-length", type=int, default=128)
+    p.add_argument("--opset", type=POSITIVE, default=17)
+    p.add_argument("--batch-size", type=POSITIVE, default=32)
+    p.add_argument("--max-length", type=_int_at_least(2), default=128)
     p.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
     p.set_defaults(fn=_export)
     p = sub.add_parser("suite", help="run a suite file: tasks x methods x seeds (x a grid), resumable, one table")
