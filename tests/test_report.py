@@ -1,6 +1,7 @@
 """textdistill report (markdown + PNG plots of finished runs) and train.tensorboard, on tiny runs."""
 import csv
 import json
+import re
 import sys
 
 import pytest
@@ -93,7 +94,35 @@ def test_report_measures_speed_on_the_models(runs, monkeypatch):
     assert "parameters of the teacher / of the student" not in text
     rows = _rows(text)
     assert rows["teacher"][6] == "1.00×" and all(float(rows[m][6].rstrip("×")) > 0 for m in ("kd", "ft"))
+    assert rows["kd"][6] == rows["ft"][6]  # one architecture (2 layers of the teacher): timed once, one figure
+    assert re.search(r"the rounds spread by up to ±\d+ % around a median", text)
     assert (runs / "out" / "pareto-sst2.png").read_bytes()[:8] == PNG
+
+
+def test_speed_table_times_each_architecture_once(monkeypatch):
+    """Students that differ only in their weights share one timing (their noise would read as a method's
+    difference); another depth is timed on its own; rounds interleave; the spread is each model's half range."""
+    import torch
+
+    import textdistill.evaluate as evaluate
+    from textdistill.report import speed_table
+
+    def net(layers, seed):
+        torch.manual_seed(seed)
+        return torch.nn.Sequential(*[torch.nn.Linear(4, 4) for _ in range(layers)])
+    models = {"a": net(2, 0), "b": net(2, 1), "c": net(3, 2)}
+    calls = []
+    fake = iter([0.010, 0.030, 0.012, 0.030, 0.011, 0.033])
+
+    def latency(model, batch, repeats=10):
+        calls.append(next(k for k, m in models.items() if m is model))
+        return next(fake)
+    monkeypatch.setattr(evaluate, "latency", latency)
+    spread: dict = {}
+    got = speed_table(models, {"x": torch.ones(1, 4)}, rounds=3, spread=spread)
+    assert calls == ["a", "c"] * 3
+    assert got == {"a": 0.011, "b": 0.011, "c": 0.030}
+    assert spread["b"] == spread["a"] == pytest.approx(0.001 / 0.011) and spread["c"] == pytest.approx(0.0015 / 0.030)
 
 
 def test_report_teacher_option(runs, monkeypatch):

@@ -49,7 +49,8 @@ def main(out: str = "runs/demo", overwrite: bool = False) -> int:
         label: out / (name if not o else f"{name}-augmented") / "model" for label, name, _, o in STUDENTS}
     models = {k: AutoModelForSequenceClassification.from_pretrained(v).eval() for k, v in folders.items()}
     with torch.inference_mode():
-        seconds = speed_table(models, batch, rounds=5)  # five interleaved rounds: three left ±20 % noise here
+        seconds = speed_table(models, batch, rounds=5)  # five interleaved rounds (three left ±20 % noise here); the
+        # 3-layer students share one architecture: timed once, one figure
     t_key = "Teacher (MiniLM-L6)"
     t_acc = results[t_key]["dev"]["accuracy"]
     rows, summary = [], []

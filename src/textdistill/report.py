@@ -52,21 +52,38 @@ def mean_cell(values: list[float], precisions=()) -> str:
     return (f"{mean:.2f} ± {sd:.2f} ({len(values)})" if len(values) > 1 else f"{mean:.2f} (1)") + note
 
 
-def speed_table(models: dict, batch: dict | None, rounds: int = 3, repeats: int = 10,
-                batches: dict[str, dict] | None = None) -> dict[str, float]:
+def _architecture(model, batch: dict) -> tuple:
+    """What a forward's time depends on: the model class, its parameters' shapes and the batch's shapes."""
+    return (type(model).__name__, tuple((n, tuple(p.shape)) for n, p in model.named_parameters()),
+            tuple((k, tuple(v.shape)) for k, v in sorted(batch.items())))
+
+
+def speed_table(models: dict, batch: dict | None, rounds: int = 5, repeats: int = 10,
+                batches: dict[str, dict] | None = None, spread: dict | None = None) -> dict[str, float]:
     """Median forward latency (seconds) of each model on the same tokenized batch (or, for models with
     different tokenizers, on ``batches[name]``: the same texts, each tokenized for its model).
 
     The models are timed in interleaved rounds (A, B, C, A, B, C, ...) so that machine noise hits
-    all of them alike; the median over rounds is returned.
+    all of them alike; the median over rounds is returned. Models of one architecture on batches of one shape
+    (students that differ only in their weights) are timed once and share the figure: timed apart, the noise
+    between them reads as a difference of methods. ``spread``, if given, receives each model's half range over
+    the rounds relative to its median.
     """
     from .evaluate import latency
 
-    times = {name: [] for name in models}
+    timed: dict[tuple, str] = {}  # architecture -> the model timed for it
+    stands_for = {}
+    for name, model in models.items():
+        stands_for[name] = timed.setdefault(_architecture(model, batches[name] if batches else batch), name)
+    times = {name: [] for name in set(stands_for.values())}
     for _ in range(rounds):
-        for name, model in models.items():
-            times[name].append(latency(model, batches[name] if batches else batch, repeats=repeats))
-    return {name: statistics.median(v) for name, v in times.items()}
+        for name in models:
+            if name in times:
+                times[name].append(latency(models[name], batches[name] if batches else batch, repeats=repeats))
+    median = {name: statistics.median(v) for name, v in times.items()}
+    if spread is not None:
+        spread.update({name: (max(times[rep]) - min(times[rep])) / 2 / median[rep] for name, rep in stands_for.items()})
+    return {name: median[rep] for name, rep in stands_for.items()}
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -221,13 +238,15 @@ def measure_speed(task: str, teacher: dict, groups: list[dict], rows: int = 32) 
     for label, folder in folders.items():
         models[label] = load_model(str(folder), task_obj.num_labels, task_obj.labels)[0].eval()
         batches[label] = _batch(Path(folder), texts, max_length)
-    seconds = speed_table(models, None, batches=batches)
+    spread: dict = {}
+    seconds = speed_table(models, None, batches=batches, spread=spread)
     t = seconds[teacher["label"]]
     for g in groups:
         g["latency_ms"] = 1000 * seconds[g["label"]]
     return {g["label"]: t / seconds[g["label"]] for g in groups}, (
-        f"measured: median forward time of a batch of {len(texts)} dev texts (tokenization excluded; models timed "
-        f"in interleaved rounds), the teacher's {1000 * t:.1f} ms / the student's")
+        f"measured: median forward time of a batch of {len(texts)} dev texts over 5 interleaved rounds "
+        f"(tokenization excluded; models of one architecture timed once), the teacher's {1000 * t:.1f} ms / the "
+        f"student's; the rounds spread by up to ±{100 * max(spread.values()):.0f} % around a median")
 
 
 def _rel(path) -> str:
