@@ -88,7 +88,9 @@ def test_distill_and_evaluate_a_bilstm(tiny_teacher_run, tmp_path, capsys):
     for extra, needle in ((["--set", "terms=[{name: pt, tap: cls, map: pkd-skip, loss: pkd_mse}]"],
                            "terms[0] (pt).tap: a BiLSTM student has no layers"),
                           (["--set", "student.options.pool=mean"], "student.options.pool: 'max' or 'last'"),
-                          (["--set", "student.options.width=3"], "student.options.width: unknown BiLSTM option")):
+                          (["--set", "student.options.width=3"], "student.options.width: unknown BiLSTM option"),
+                          (["--set", "student.options.embedding_dim=50"],
+                           "student.options.embedding_dim: 50, but embedding: teacher copies the teacher's")):
         assert main([*base, "-o", str(tmp_path / "bad"), *extra]) == 2
         err = capsys.readouterr().err.strip()
         assert len(err.splitlines()) == 1 and needle in err, err

@@ -38,6 +38,8 @@ def test_two_stages_run_in_one_command(tiny_teacher_run, tiny_bert, corpus, tmp_
     assert AutoConfig.from_pretrained(out / "general" / "model").architectures == ["BertModel"]
     task = json.loads((out / "task" / "metrics.json").read_text())
     assert task["student_init"] == str(out / "general" / "model")  # the path where stage 1's student lies now
+    layers = json.loads((out / "task" / "student_layers.json").read_text())
+    assert layers["init"] == str(out / "general" / "model")  # (no path of the chain's .partial left behind)
     assert task["teacher"] == str(d / "teacher" / "model") and "accuracy" in task["dev"]
     assert AutoModelForSequenceClassification.from_pretrained(out / "task" / "model").config.num_hidden_layers == 2
     assert not list(tmp_path.glob(".*partial"))

@@ -425,6 +425,9 @@ def run_suite(path: str, only: str | None = None, dry_run: bool = False, tasks: 
         except Interrupted:
             raise Interrupted(f"interrupted; {r['out']} keeps its last checkpoint: run the suite again to continue "
                               f"it") from None
+        except KeyboardInterrupt:  # (before the run's first checkpoint: the runs finished before it stay)
+            raise Interrupted(f"interrupted before {r['out']} wrote a checkpoint (the suite's finished runs are kept): "
+                              f"run the suite again to continue") from None
         if r["teacher"] in suite.teachers:  # the figures of the teacher that taught it, kept with its own
             t = json.loads((Path(suite.out) / "teachers" / r["teacher"] / "metrics.json").read_text())
             (r["out"] / "teacher.json").write_text(json.dumps(

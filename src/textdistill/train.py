@@ -204,8 +204,9 @@ def _chain(out_dir, overwrite: bool, names: list[str], make, finish=None, resume
         for stale in set(p.name for p in tmp.iterdir()) - set(names) - {"metrics.json"}:  # links of a longer chain
             shutil.rmtree(tmp / stale)
         for name, m in results:
-            for f in (tmp / name / "metrics.json", tmp / name / "recipe.yaml"):
-                f.write_text(f.read_text().replace(str(tmp), str(out)))
+            for f in (tmp / name / "metrics.json", tmp / name / "recipe.yaml", tmp / name / "student_layers.json"):
+                if f.is_file():  # (student_layers.json: a student sliced from an earlier link)
+                    f.write_text(f.read_text().replace(str(tmp), str(out)))
             results[results.index((name, m))] = (name, json.loads((tmp / name / "metrics.json").read_text()))
         summary = {"task": results[-1][1]["task"], "main_metric": results[-1][1]["main_metric"],
                    "dev": results[-1][1]["dev"], "links": [{"name": n, "teacher": m.get("teacher"), "dev": m["dev"],

@@ -133,6 +133,11 @@ def build_bilstm(tokenizer, embeddings: torch.Tensor | None, *, num_labels: int,
     source = opts.pop("embedding", "teacher")
     if source not in ("teacher", "random"):
         raise TextDistillError(f"student.options.embedding: 'teacher' or 'random', not '{source}'")
+    if source == "teacher" and embeddings is not None and "embedding_dim" in opts \
+            and opts["embedding_dim"] != embeddings.shape[1]:
+        raise TextDistillError(f"student.options.embedding_dim: {opts['embedding_dim']}, but embedding: teacher copies "
+                               f"the teacher's {embeddings.shape[1]}-wide input embeddings (embedding: random for "
+                               f"another width)")
     if opts.get("pool", "max") not in ("max", "last"):
         raise TextDistillError(f"student.options.pool: 'max' or 'last', not '{opts['pool']}'")
     dim = embeddings.shape[1] if source == "teacher" and embeddings is not None else opts.pop("embedding_dim", 300)
