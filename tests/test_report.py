@@ -277,3 +277,18 @@ def test_a_cell_over_runs_of_other_precisions_says_so():
     assert mean_cell([80.0, 82.0], ["bf16+no", "no"]) == "81.00 ± 1.41 (2) [bf16 + fp32]"
     assert mean_cell([80.0, 82.0], ["bf16", "bf16"]) == "81.00 ± 1.41 (2)"
     assert mean_cell([80.0, 82.0], ["bf16+no", "bf16+no"]) == "81.00 ± 1.41 (2) [bf16 + fp32]"  # each chain: both
+
+
+def test_a_report_row_over_runs_of_other_precisions_says_so(tmp_path, monkeypatch):
+    for name, seed, precision in (("teacher", 1, "no"), ("kd-s1", 1, "bf16"), ("kd-s2", 2, "no"), ("ft-s1", 1, "no")):
+        folder = tmp_path / "runs" / name
+        folder.mkdir(parents=True)
+        method = name.split("-")[0]
+        (folder / "metrics.json").write_text(json.dumps({
+            "task": "rte", "method": method, "main_metric": "accuracy", "dev": {"accuracy": 0.5}, "seed": seed,
+            "student_layers": 6 if method == "teacher" else 3, "params_student": 60 if method == "teacher" else 30,
+            "mixed_precision": precision}))
+    monkeypatch.chdir(tmp_path)
+    assert main(["report", "runs", "-o", "out"]) == 0
+    rows = _rows((tmp_path / "out" / "report.md").read_text())
+    assert rows["kd"][2] == "1, 2 [bf16 + fp32]" and rows["ft"][2] == "1"

@@ -142,6 +142,7 @@ def load_run(folder: Path) -> dict | None:
             "metric": metric, "value": m["dev"][metric],
             "params": m.get("params_student"), "params_teacher": m.get("params_teacher"),
             "train_seconds": m.get("train_seconds"), "history": m.get("history") or [],
+            "mixed_precision": m.get("mixed_precision"),
             "dev_file": (m.get("data") or {}).get("dev"), "taught_by": _taught_by(folder, metric)}
 
 
@@ -332,6 +333,8 @@ def write_report(paths: list[str], out_dir: str, title: str | None = None, teach
             kept = 100 * g["mean"] / ref if ref else None
             g["kept"], g["kept_sd"] = kept, (100 * g["sd"] / ref if ref else None)
             seeds = ", ".join(str(r["seed"]) for r in g["runs"])
+            if mixed := precision_mix(r["mixed_precision"] for r in g["runs"]):  # (a row over runs of two precisions)
+                seeds += f" [{mixed}]"
             secs = [r["train_seconds"] for r in g["runs"] if r["train_seconds"] is not None]
             speed = speedups.get(g["label"])
             rows.append([g["label"] + (" (teacher)" if g is t_group and g["method"] != "teacher" else ""),
