@@ -133,6 +133,8 @@ _ROW = b'{"sentence": "good", "label": 1}\n'
     ("nolabel.jsonl", _ROW + b'{"sentence": "bad"}\n', "nolabel.jsonl:2: no 'label' in this row"),
     ("plain.jsonl.gz", _ROW, "plain.jsonl.gz: cannot read the file (Not a gzipped file"),
     ("cut.jsonl.gz", gzip.compress(_ROW * 50)[:60], "cut.jsonl.gz: cannot read the file (Compressed file ended"),
+    ("bent.jsonl.gz", (lambda z: z[:15] + bytes(b ^ 0x5A for b in z[15:30]) + z[30:])(gzip.compress(_ROW * 50)),
+     "bent.jsonl.gz: cannot read the file ("),  # damaged deflate data: zlib.error or a CRC error, one line either way
 ])
 def test_rows_without_a_column_and_unreadable_files(tmp_path, name, content, needle):
     (tmp_path / name).write_bytes(content)

@@ -432,7 +432,7 @@ def _points(out: Path) -> dict[str, list[str]]:
 
 @pytest.mark.parametrize("sampler", ["random", "tpe"])
 def test_a_search_runs_its_budget_of_grid_points_and_continues(tiny_teacher_run, tiny_bert, tmp_path, capsys,
-                                                                sampler):
+                                                                caplog, sampler):
     """search: {trials: 2} of an 8-point grid runs 2 distinct points (every seed of each), ranks them and writes
     the best recipe; run again it runs nothing; with trials: 3 it adds one point (the study rebuilt from the
     finished runs); a point whose seed 2 is missing is finished before any new point."""
@@ -460,8 +460,11 @@ def test_a_search_runs_its_budget_of_grid_points_and_continues(tiny_teacher_run,
 
     new = next(p for p in second if p not in first)
     shutil.rmtree(out / "sst2" / f"kd-{new}-s2")
-    assert main(["suite", str(path)]) == 0
+    caplog.clear()
+    with caplog.at_level("INFO", logger="textdistill"):
+        assert main(["suite", str(path)]) == 0
     assert _points(out) == second
+    assert f"finishing the point it began, {new}" in caplog.text and "point 3 of 3" not in caplog.text
 
 
 def test_search_bad_input(tiny_teacher_run, tiny_bert, tmp_path, capsys, monkeypatch):
@@ -504,3 +507,24 @@ def test_grid_point_names_and_folders_that_would_collide(tiny_teacher_run, tiny_
     s["runs"][1]["grid"] = {"train.lr": [1e-5, 0.00001]}
     path.write_text(yaml.safe_dump(s))
     fails_one_line(["suite", str(path)], capsys, "runs (kd): two runs would share the folder", tmp_path / "out")
+
+
+def test_a_search_goes_on_past_a_point_that_fails(tiny_teacher_run, tiny_bert, tmp_path, capsys, caplog):
+    """temperature 0 is refused when its run starts: the point is recorded as failed, counts as tried, the search
+    runs the other points, and a second call neither retries it nor needs the teacher again."""
+    d, out = tiny_teacher_run, tmp_path / "out"
+    path = _search_suite(tmp_path, d, tiny_bert, trials=3)
+    s = yaml.safe_load(path.read_text())
+    s["runs"][0]["grid"] = {"terms.kd.args.temperature": [0, 2, 5]}
+    path.write_text(yaml.safe_dump(s))
+    with caplog.at_level("ERROR", logger="textdistill"):
+        assert main(["suite", str(path)]) == 0
+    assert "point kd.temperature=0 failed (terms[0] (kd).args.temperature" in caplog.text or \
+        "point kd.temperature=0 failed" in caplog.text
+    assert set(_points(out)) == {"kd.temperature=2", "kd.temperature=5"}
+    failed = json.loads((out / "sst2" / ".search-kd-failed.json").read_text())
+    assert list(failed) == ["kd.temperature=0"] and "temperature" in failed["kd.temperature=0"]
+    capsys.readouterr()
+    assert main(["suite", str(path), "--dry-run"]) == 0
+    printed = capsys.readouterr().out
+    assert "(2 finished, 1 failed)" in printed and "todo teacher" not in printed

@@ -52,9 +52,15 @@ def mean_cell(values: list[float], precisions=()) -> str:
     return (f"{mean:.2f} ± {sd:.2f} ({len(values)})" if len(values) > 1 else f"{mean:.2f} (1)") + note
 
 
-def _architecture(model, batch: dict) -> tuple:
-    """What a forward's time depends on: the model class, its parameters' shapes and the batch's shapes."""
-    return (type(model).__name__, tuple((n, tuple(p.shape)) for n, p in model.named_parameters()),
+def _architecture(model, batch: dict) -> tuple | None:
+    """What a PyTorch model's forward time depends on: its modules' types, its parameters' shapes and dtypes, and
+    the batch's shapes; None for anything else (an ONNX Runtime session: timed on its own)."""
+    import torch
+
+    if not isinstance(model, torch.nn.Module):
+        return None
+    return (tuple((n, type(m).__name__) for n, m in model.named_modules()),
+            tuple((n, tuple(p.shape), str(p.dtype)) for n, p in model.named_parameters()),
             tuple((k, tuple(v.shape)) for k, v in sorted(batch.items())))
 
 
@@ -74,7 +80,8 @@ def speed_table(models: dict, batch: dict | None, rounds: int = 5, repeats: int 
     timed: dict[tuple, str] = {}  # architecture -> the model timed for it
     stands_for = {}
     for name, model in models.items():
-        stands_for[name] = timed.setdefault(_architecture(model, batches[name] if batches else batch), name)
+        key = _architecture(model, batches[name] if batches else batch)
+        stands_for[name] = name if key is None else timed.setdefault(key, name)
     times = {name: [] for name in set(stands_for.values())}
     for _ in range(rounds):
         for name in models:

@@ -47,7 +47,9 @@ every seed of it runs, and the mean dev metric (over the seeds run) is what the 
 proposes the next. The study is rebuilt from the finished runs each time the suite runs (no database): finished
 points count and are never run again, a point interrupted mid-way is finished first, and a proposal of a point
 already run is answered with its metric, not run again (after 200 such answers in a row the search stops: the
-sampler keeps to the points it has). The points run are ranked and the best recipe written as for a full grid.
+sampler keeps to the points it has). A point whose run fails (a refusal, a loss gone NaN) is recorded
+(``<out>/<task>/.search-<entry>-failed.json``), counts as tried and is not proposed again: the search goes on with
+other points. The points run are ranked and the best recipe written as for a full grid.
 
 Kept figures (``kept``, a folder read relative to the working directory, as ``out`` is): after a machine is lost,
 ``runs/`` goes with it and the figures that ``scripts/keep_results.sh`` copied remain. Runs kept there are
@@ -374,15 +376,26 @@ def run_suite(path: str, only: str | None = None, dry_run: bool = False, tasks: 
         asked = " ".join([f"--only {only}"] * (only is not None) + [f"--task {t}" for t in tasks or []]
                          + [f"--seed {s}" for s in seeds or []])
         raise TextDistillError(f"{asked}: no run matches all of these in {path}")
-    # check every recipe before anything runs
+    # check every recipe before anything runs (and, of the offline ones, their teachers: one, or a list)
     recipes = [load_recipe(r["entry"].recipe, _overrides(suite, r)) for r in runs]
-    needed = {r["teacher"] for r in runs if r["teacher"] in suite.teachers and not finished(suite, r["out"])}
+    from .schemes.offline import teacher_list
+
+    for r, recipe in zip(runs, recipes):
+        if recipe.scheme == "offline":
+            try:
+                teacher_list(recipe)
+            except TextDistillError as e:
+                raise TextDistillError(f"{path}: runs ({r['entry'].name}, {r['task']}): {e}") from None
     searches = {_group(r) for r in runs if r["entry"].search is not None}
     if searches and seeds:
         raise TextDistillError(f"--seed: a search runs each point it picks at every seed of its entry "
                                f"({', '.join(sorted({e for e, _ in searches}))}); leave out --seed, or pick other "
                                f"entries with --only")
-    if searches:
+    # a teacher is needed by a run still to do: of a search, only while the search has points to run
+    pending = {g for g in searches if not _search_done(suite, [r for r in runs if _group(r) == g])}
+    needed = {r["teacher"] for r in runs if r["teacher"] in suite.teachers and not finished(suite, r["out"])
+              and (r["entry"].search is None or _group(r) in pending)}
+    if pending and not (dry_run or summary_only):
         _optuna()  # (one line now if it is not installed)
     if dry_run:
         for name in sorted(needed):
@@ -397,9 +410,9 @@ def run_suite(path: str, only: str | None = None, dry_run: bool = False, tasks: 
         for entry, task in sorted(searches):
             group = [r for r in runs if _group(r) == (entry, task)]
             e = group[0]["entry"]
-            done = len(_point_values(suite, group))
+            done, failed = len(_point_values(suite, group)), len(_failed_points(suite, group))
             print(f"search {entry} on {task}: {e.search.trials} of {len(grid_points(e.grid))} grid points by "
-                  f"{e.search.sampler} ({done} finished)")
+                  f"{e.search.sampler} ({done} finished" + (f", {failed} failed" if failed else "") + ")")
         return {"runs": len(runs)}
     if summary_only:
         return _summary_and_best(suite, everything)
@@ -462,6 +475,29 @@ def _optuna():
     return optuna
 
 
+def _failures_file(suite: Suite, group: list[dict]) -> Path:
+    """Where a search records the points whose runs failed (so that it does not propose them again)."""
+    r = group[0]
+    return Path(suite.out) / r["task"] / f".search-{r['entry'].name}-failed.json"
+
+
+def _failed_points(suite: Suite, group: list[dict]) -> dict[str, str]:
+    """``{point name: the error}`` of the search's points whose run failed."""
+    path = _failures_file(suite, group)
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def _search_done(suite: Suite, group: list[dict]) -> bool:
+    """Whether a search has tried its budget of points (finished or failed) and left no point half run."""
+    from .train import resumable
+
+    tried = len(_point_values(suite, group)) + len(_failed_points(suite, group))
+    complete = set(_point_values(suite, group))
+    half = any(point_name(r["point"]) not in complete and (finished(suite, r["out"]) or resumable(r["out"]))
+               for r in group)
+    return tried >= group[0]["entry"].search.trials and not half
+
+
 def _point_values(suite: Suite, group: list[dict]) -> dict[str, tuple[dict, float]]:
     """``{point name: (point, mean main dev metric)}`` of the grid points of ``group`` (one entry and task) whose
     every listed seed finished."""
@@ -479,8 +515,9 @@ def _point_values(suite: Suite, group: list[dict]) -> dict[str, tuple[dict, floa
 
 def _search(suite: Suite, group: list[tuple[dict, Any]], execute) -> None:
     """Optuna's sampler picks ``search.trials`` of the grid's points of one (entry, task), one after another; a
-    point runs at every seed of ``group`` and its mean dev metric is told to the sampler. The study is rebuilt
-    from the finished points (so a suite run again continues the search); a partly run point is finished first."""
+    point runs at every seed of ``group`` and its mean dev metric is told to the sampler (a failed point: a failed
+    trial). The study is rebuilt from the finished and failed points (so a suite run again continues the search); a
+    partly run point is finished first."""
     from .train import resumable
 
     optuna = _optuna()
@@ -501,38 +538,62 @@ def _search(suite: Suite, group: list[tuple[dict, Any]], execute) -> None:
     for r in runs:
         by_point.setdefault(point_name(r["point"]), []).append(r)
 
-    def run_point(name: str) -> float:
-        for r, recipe in group:
-            if point_name(r["point"]) == name:
-                execute(r, recipe)  # (a run that fails raises: no point is left without its metric)
+    failed = _failed_points(suite, runs)
+
+    def run_point(name: str) -> float | None:
+        """The point's mean dev metric after running its seeds; None if a run failed (recorded: a search moves on
+        to other points, and does not propose this one again)."""
+        try:
+            for r, recipe in group:
+                if point_name(r["point"]) == name:
+                    execute(r, recipe)
+        except TextDistillError as e:
+            log.error("search %s on %s: point %s failed (%s); the search goes on without it", entry.name,
+                      runs[0]["task"], name, e)
+            failed[name] = str(e)
+            _failures_file(suite, runs).write_text(json.dumps(failed, indent=2) + "\n")
+            return None
         return _point_values(suite, by_point[name])[name][1]
 
     values = _point_values(suite, runs)
-    started = [name for name, rs in by_point.items() if name not in values
+    started = [name for name, rs in by_point.items() if name not in values and name not in failed
                and any(finished(suite, r["out"]) or resumable(r["out"]) for r in rs)]
     for name in started:  # points an interrupted search began: finished before the sampler proposes new ones
-        if len(values) < cfg.trials:
-            values[name] = (by_point[name][0]["point"], run_point(name))
+        if len(values) + len(failed) < cfg.trials:
+            log.info("search %s on %s: finishing the point it began, %s", entry.name, runs[0]["task"], name)
+            if (value := run_point(name)) is not None:
+                values[name] = (by_point[name][0]["point"], value)
     for point, value in values.values():
         study.add_trial(optuna.trial.create_trial(params=index(point), distributions=space, value=value))
+    for name in failed:
+        study.add_trial(optuna.trial.create_trial(params=index(by_point[name][0]["point"]), distributions=space,
+                                                  state=optuna.trial.TrialState.FAIL))
     repeats = 0
-    while len(values) < cfg.trials:
+    while len(values) + len(failed) < cfg.trials:
         trial = study.ask(fixed_distributions=space)
         point = {k: entry.grid[k][trial.params[k]] for k in keys}
         name = point_name(point)
-        if name in values:  # proposed again: answered with its metric, not run again
-            study.tell(trial, values[name][1])
+        if name in values or name in failed:  # proposed again: answered with what is known, not run again
+            if name in values:
+                study.tell(trial, values[name][1])
+            else:
+                study.tell(trial, state=optuna.trial.TrialState.FAIL)
             repeats += 1
             if repeats >= 200:
-                log.warning("search %s on %s: the sampler proposed only points already run 200 times in a row; "
-                            "stopping at %d of %d points", entry.name, group[0][0]["task"], len(values), cfg.trials)
+                log.warning("search %s on %s: the sampler proposed only points already tried 200 times in a row; "
+                            "stopping at %d of %d points", entry.name, runs[0]["task"], len(values) + len(failed),
+                            cfg.trials)
                 return
             continue
         repeats = 0
-        log.info("search %s on %s: point %d of %d: %s", entry.name, group[0][0]["task"], len(values) + 1, cfg.trials,
-                 name)
-        values[name] = (point, run_point(name))
-        study.tell(trial, values[name][1])
+        log.info("search %s on %s: point %d of %d: %s", entry.name, runs[0]["task"], len(values) + len(failed) + 1,
+                 cfg.trials, name)
+        value = run_point(name)
+        if value is None:
+            study.tell(trial, state=optuna.trial.TrialState.FAIL)
+        else:
+            values[name] = (point, value)
+            study.tell(trial, value)
 
 
 def _summary_and_best(suite: Suite, everything: list[dict]) -> dict:

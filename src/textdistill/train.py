@@ -143,11 +143,13 @@ def run(recipe: Recipe, out_dir: str | os.PathLike, overwrite: bool = False, dis
         if isinstance(e, KeyboardInterrupt) and checkpoint.present(tmp):
             raise Interrupted(f"interrupted; the run and its last checkpoint are kept in {tmp}: continue it with "
                               f"the same command and --resume") from None
-        if checkpoint.present(tmp) and not isinstance(e, TextDistillError):
-            # a crash (out of memory, a full disk, a device error) after a checkpoint: the work is kept for --resume;
-            # a refusal or a loss gone NaN (TextDistillError) would only stop again there
-            log.error("%s: stopped by %s; the run and its last checkpoint are kept: continue it with the same "
-                      "command and --resume", tmp, type(e).__name__)
+        if checkpoint.present(tmp) and (resume or not isinstance(e, TextDistillError)):
+            # a crash (out of memory, a full disk, a device error) after a checkpoint, or any stop of a resumed run
+            # (a refusal the user can mend, such as a moved teacher cache): the work is kept for --resume; a new
+            # run refused or gone NaN (TextDistillError) would only stop again there
+            if not isinstance(e, TextDistillError):  # (a refusal stays one line; its run is kept all the same)
+                log.error("%s: stopped by %s; the run and its last checkpoint are kept: continue it with the same "
+                          "command and --resume", tmp, type(e).__name__)
             raise
         if main:
             shutil.rmtree(tmp, ignore_errors=True)

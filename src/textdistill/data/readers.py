@@ -20,6 +20,7 @@ import io
 import json
 import math
 import os
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -144,7 +145,7 @@ def read_table(path: str | os.PathLike, headerless_columns: tuple[str, ...] | No
         return _read_table(path, headerless_columns, expect_columns, row_like)
     except UnicodeDecodeError:
         raise _not_utf8(path) from None
-    except (OSError, EOFError) as e:  # unreadable, not gzip (BadGzipFile), or a truncated .gz
+    except (OSError, EOFError, zlib.error) as e:  # unreadable, not gzip (BadGzipFile), a truncated or damaged .gz
         why = e.strerror if isinstance(e, OSError) and e.strerror else str(e) or type(e).__name__
         raise TextDistillError(f"{path}: cannot read the file ({why})") from None
 

@@ -157,9 +157,11 @@ class Offline(Scheme):
         by_name = {t.name: t for t in self.teachers}
         total = sum(t.weight for t in self.teachers) or 1.0
         for i, c in enumerate(r.terms):
+            if c.name is None:  # (named by its place in the recipe, before any term is repeated per teacher)
+                c = c.model_copy(update={"name": default_term_name(i)})
             if len(self.teachers) > 1 and c.tap == "logits" and c.teacher is None and r.combine == "per-teacher":
                 for t in self.teachers:
-                    cfgs.append(c.model_copy(update={"name": f"{c.name or default_term_name(i)}@{t.name}", "weight": c.weight * t.weight / total,
+                    cfgs.append(c.model_copy(update={"name": f"{c.name}@{t.name}", "weight": c.weight * t.weight / total,
                                                      "teacher": t.name}))
                     configs.append(t.config)
                     self.reads.append(t.name)
