@@ -141,11 +141,13 @@ def read_table(path: str | os.PathLike, headerless_columns: tuple[str, ...] | No
     path = Path(path)
     if not path.is_file():
         raise TextDistillError(f"{path}: no such file")
+    unreadable = (OSError, EOFError, zlib.error)  # no permission, not gzip (BadGzipFile), a truncated or damaged .gz
     try:
-        return _read_table(path, headerless_columns, expect_columns, row_like)
-    except UnicodeDecodeError:
-        raise _not_utf8(path) from None
-    except (OSError, EOFError, zlib.error) as e:  # unreadable, not gzip (BadGzipFile), a truncated or damaged .gz
+        try:
+            return _read_table(path, headerless_columns, expect_columns, row_like)
+        except UnicodeDecodeError:
+            raise _not_utf8(path) from None  # (which reads the file again: a damaged .gz fails there)
+    except unreadable as e:
         why = e.strerror if isinstance(e, OSError) and e.strerror else str(e) or type(e).__name__
         raise TextDistillError(f"{path}: cannot read the file ({why})") from None
 
