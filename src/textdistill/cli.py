@@ -113,9 +113,7 @@ def _evaluate(args) -> int:
     if args.plot and not args.exit_sweep:
         raise TextDistillError("--plot: draws the --exit-sweep curve; add --exit-sweep")
     if args.plot:
-        from .plots import check_image_path
-
-        check_image_path(args.plot, "--plot")
+        _check_image_path(args.plot, "--plot")
     if args.file and (args.data_dir or args.split):
         raise TextDistillError(f"--file: the rows come from {args.file}; leave out --data-dir and --split")
     if args.compare and not args.exit_sweep:
@@ -188,6 +186,19 @@ def _check_writable(path: str, option: str) -> None:
         raise TextDistillError(f"{option} {path}: cannot be created ({parent} is not an existing folder)")
     if not os.access(parent, os.W_OK) or (p.exists() and not os.access(p, os.W_OK)):
         raise TextDistillError(f"{option} {path}: cannot be written (permission denied)")
+
+
+def _check_image_path(path: str, option: str) -> None:
+    """Before the work: ``path`` is a file matplotlib can write (a known image format, in a writable folder)."""
+    from pathlib import Path
+
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    kinds = FigureCanvasBase.get_supported_filetypes()
+    if Path(path).suffix.lower().lstrip(".") not in kinds:
+        raise TextDistillError(f"{option} {path}: not an image format matplotlib writes (use .png, or one of "
+                               f"{', '.join('.' + k for k in sorted(kinds))})")
+    _check_writable(path, option)
 
 
 def _write_json(path: str, result: dict, option: str) -> None:

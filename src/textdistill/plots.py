@@ -20,20 +20,6 @@ def _pyplot():
     return plt
 
 
-def check_image_path(path, who: str) -> None:
-    """Before the work: ``path`` is a file matplotlib can write (a known image format, in a writable folder)."""
-    from matplotlib.backend_bases import FigureCanvasBase
-
-    from .cli import _check_writable
-
-    kinds = FigureCanvasBase.get_supported_filetypes()
-    suffix = Path(path).suffix.lower().lstrip(".")
-    if suffix not in kinds:
-        raise TextDistillError(f"{who} {path}: not an image format matplotlib writes (use .png, or one of "
-                               f"{', '.join('.' + k for k in sorted(kinds))})")
-    _check_writable(str(path), who)
-
-
 def _save(fig, path: Path, who: str = "report:") -> Path:
     plt = _pyplot()
     try:

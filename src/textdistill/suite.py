@@ -489,23 +489,32 @@ def _failed_points(suite: Suite, group: list[dict]) -> dict[str, str]:
 
 def _search_done(suite: Suite, group: list[dict]) -> bool:
     """Whether a search has tried its budget of points (finished or failed) and left no point half run."""
+    values, failed = _point_values(suite, group), _failed_points(suite, group)
+    return (len(values) + len(failed) >= group[0]["entry"].search.trials
+            and not _half_run(suite, _by_point(group), values, failed))
+
+
+def _by_point(group: list[dict]) -> dict[str, list[dict]]:
+    """The runs of ``group`` (one entry and task) by the name of their grid point, in grid order."""
+    by_point: dict[str, list[dict]] = {}
+    for r in group:
+        by_point.setdefault(point_name(r["point"]), []).append(r)
+    return by_point
+
+
+def _half_run(suite: Suite, by_point: dict[str, list[dict]], values: dict, failed: dict) -> list[str]:
+    """The points a search began and did not finish: one of their runs finished or interrupted, not all done."""
     from .train import resumable
 
-    tried = len(_point_values(suite, group)) + len(_failed_points(suite, group))
-    complete = set(_point_values(suite, group))
-    half = any(point_name(r["point"]) not in complete and (finished(suite, r["out"]) or resumable(r["out"]))
-               for r in group)
-    return tried >= group[0]["entry"].search.trials and not half
+    return [name for name, rs in by_point.items() if name not in values and name not in failed
+            and any(finished(suite, r["out"]) or resumable(r["out"]) for r in rs)]
 
 
 def _point_values(suite: Suite, group: list[dict]) -> dict[str, tuple[dict, float]]:
     """``{point name: (point, mean main dev metric)}`` of the grid points of ``group`` (one entry and task) whose
     every listed seed finished."""
-    by_point: dict[str, list[dict]] = {}
-    for r in group:
-        by_point.setdefault(point_name(r["point"]), []).append(r)
     values = {}
-    for name, rs in by_point.items():
+    for name, rs in _by_point(group).items():
         where = [finished(suite, r["out"]) for r in rs]
         if all(where):
             ms = [json.loads((w / "metrics.json").read_text()) for w in where]
@@ -518,8 +527,6 @@ def _search(suite: Suite, group: list[tuple[dict, Any]], execute) -> None:
     point runs at every seed of ``group`` and its mean dev metric is told to the sampler (a failed point: a failed
     trial). The study is rebuilt from the finished and failed points (so a suite run again continues the search); a
     partly run point is finished first."""
-    from .train import resumable
-
     optuna = _optuna()
     from optuna.distributions import CategoricalDistribution
 
@@ -534,10 +541,7 @@ def _search(suite: Suite, group: list[tuple[dict, Any]], execute) -> None:
     def index(point: dict) -> dict:
         return {k: entry.grid[k].index(point[k]) for k in keys}
 
-    by_point: dict[str, list[dict]] = {}
-    for r in runs:
-        by_point.setdefault(point_name(r["point"]), []).append(r)
-
+    by_point = _by_point(runs)
     failed = _failed_points(suite, runs)
 
     def run_point(name: str) -> float | None:
@@ -556,9 +560,7 @@ def _search(suite: Suite, group: list[tuple[dict, Any]], execute) -> None:
         return _point_values(suite, by_point[name])[name][1]
 
     values = _point_values(suite, runs)
-    started = [name for name, rs in by_point.items() if name not in values and name not in failed
-               and any(finished(suite, r["out"]) or resumable(r["out"]) for r in rs)]
-    for name in started:  # points an interrupted search began: finished before the sampler proposes new ones
+    for name in _half_run(suite, by_point, values, failed):  # finished before the sampler proposes new points
         if len(values) + len(failed) < cfg.trials:
             log.info("search %s on %s: finishing the point it began, %s", entry.name, runs[0]["task"], name)
             if (value := run_point(name)) is not None:

@@ -98,7 +98,6 @@ class SelfDistill(Scheme):
         self.heads = ExitHeads.for_model(config, self.exit_layers, r.exits.pool)
         self.terms = build_terms(r.terms, teacher_config=config, student_config=config,
                                  regression=task.is_regression, seed=self.cfg.seed)
-        self.names = [t.name for t in self.terms]  # (build_terms names unnamed terms)
 
     def modules(self):
         return {"model": self.model, "exits": self.heads, "terms": self.terms}
@@ -117,12 +116,12 @@ class SelfDistill(Scheme):
         for layer, logits in zip(self.exit_layers, self.heads(out.hidden_states, mask)):
             if r.hard_weight > 0:
                 parts[f"task@{layer}"] = (r.hard_weight, task_loss(task, logits, labels))
-            for term, name in zip(self.terms, self.names):
+            for term in self.terms:
                 if term.tap == "logits":
-                    parts[f"{name}@{layer}"] = (term.weight, term(SimpleNamespace(logits=logits), target, mask))
-        for term, name in zip(self.terms, self.names):
+                    parts[f"{term.name}@{layer}"] = (term.weight, term(SimpleNamespace(logits=logits), target, mask))
+        for term in self.terms:
             if term.tap != "logits":
-                parts[name] = (term.weight, term(out, target, mask))
+                parts[term.name] = (term.weight, term(out, target, mask))
         return parts
 
     def evaluate(self) -> dict:
