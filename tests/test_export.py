@@ -62,17 +62,24 @@ def test_fp32_export_matches_pytorch(run, fp32_export):
     assert info["sizes"]["pytorch_bytes"] == (src / "model.safetensors").stat().st_size
 
 
-def test_evaluate_onnx_same_metrics(run, fp32_export, capsys):
-    results = {}
+def test_evaluate_onnx_same_metrics(run, fp32_export, capsys, tmp_path):
+    results, predictions = {}, {}
     for name, model in (("pt", run / "teacher" / "model"), ("onnx", fp32_export),
                         ("file", fp32_export / "model.onnx")):
         capsys.readouterr()
-        assert main(["evaluate", "--model", str(model), "--task", "sst2", "--data-dir", str(run / "sst2")]) == 0
+        out = tmp_path / f"{name}.jsonl"
+        assert main(["evaluate", "--model", str(model), "--task", "sst2", "--data-dir", str(run / "sst2"),
+                     "--predictions", str(out)]) == 0
         results[name] = json.loads(capsys.readouterr().out)
+        predictions[name] = [json.loads(x) for x in out.read_text().splitlines()]
     assert results["onnx"]["rows"] == results["pt"]["rows"] == 100
     assert results["onnx"]["runtime"] == "onnxruntime"
     for name in ("onnx", "file"):
         assert results[name]["metrics"] == pytest.approx(results["pt"]["metrics"])
+        # each row's prediction through ONNX Runtime is PyTorch's (probabilities to fp32 noise)
+        for a, b in zip(predictions[name], predictions["pt"], strict=True):
+            assert a["prediction"] == b["prediction"] and a["row"] == b["row"]
+            assert a["probabilities"] == pytest.approx(b["probabilities"], abs=1e-4)
     # a head for another task is refused
     from textdistill import TextDistillError
     from textdistill.data.tasks import get_task

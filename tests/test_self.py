@@ -134,6 +134,23 @@ def test_threshold_zero_is_the_full_model_and_a_huge_one_the_first_exit(self_run
         r = json.loads(capsys.readouterr().out)["early_exit"]
         assert r["mean_layers"] == layer and r["stopped_at"][str(layer)] == 100 and r["latency"]["mean_layers"] == layer
         assert r["metrics"]["accuracy"] == pytest.approx(acc)
+    # --predictions with a threshold: each row's early-exit prediction and the layer it stopped at
+    out = tiny_teacher_run / "exit-predictions.jsonl"
+    for threshold, z, layer in ((0, full, 4), (2, every[0], 1)):
+        assert main([*base, "--exit-threshold", str(threshold), "--predictions", str(out)]) == 0
+        capsys.readouterr()
+        rows = [json.loads(x) for x in out.read_text().splitlines()]
+        assert [r["exit_layer"] for r in rows] == [layer] * 100
+        assert [r["prediction"] for r in rows] == [["0", "1"][k] for k in z.argmax(-1).tolist()]
+    # the same rows without labels (a test file): predictions, no metrics
+    dev = (tiny_teacher_run / "sst2" / "dev.tsv").read_text().splitlines()
+    test = tiny_teacher_run / "exit-test.tsv"
+    test.write_text("sentence\n" + "".join(line.rsplit("\t", 1)[0] + "\n" for line in dev[1:]))
+    assert main([*base[:5], "--file", str(test), "--exit-threshold", "2", "--predictions", str(out)]) == 0
+    r = json.loads(capsys.readouterr().out)
+    assert r["metrics"] is None and r["early_exit"]["metrics"] is None and set(r["exits"].values()) == {None}
+    rows = [json.loads(x) for x in out.read_text().splitlines()]
+    assert [x["prediction"] for x in rows] == [["0", "1"][k] for k in every[0].argmax(-1).tolist()]
 
 
 def test_real_batch_one_early_stop_matches_the_simulated_rule(loaded):

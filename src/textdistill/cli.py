@@ -102,7 +102,7 @@ def _evaluate(args) -> int:
     from .data.batching import encode, stream_loader
     from .data.readers import load_examples, resolve_file
     from .data.tasks import get_task
-    from .evaluate import compute_metrics, predict
+    from .evaluate import predict
     from .models.checks import NONFINITE_CAUSES, check_finite_logits, check_max_length, nonfinite_parameters
     from .models.loading import count_parameters, load_model, load_tokenizer
 
@@ -110,6 +110,13 @@ def _evaluate(args) -> int:
     if args.output:
         _check_writable(args.output, "--output")
     exits = args.exit_threshold is not None or args.exit_sweep
+    if args.predictions:
+        _check_writable(args.predictions, "--predictions")
+        if args.output and os.path.abspath(args.output) == os.path.abspath(args.predictions):
+            raise TextDistillError(f"--predictions {args.predictions}: the same file as --output")
+        if args.exit_sweep and args.exit_threshold is None:
+            raise TextDistillError("--predictions: one prediction per row needs one threshold; with --exit-sweep "
+                                   "also give --exit-threshold H (the predictions are those at H)")
     if args.plot and not args.exit_sweep:
         raise TextDistillError("--plot: draws the --exit-sweep curve; add --exit-sweep")
     if args.plot:
@@ -128,7 +135,9 @@ def _evaluate(args) -> int:
         path = resolve_file(task, args.split or "dev", args.data_dir)
     else:
         raise TextDistillError("evaluate: give --file or --data-dir")
-    examples = load_examples(task, path)
+    examples = load_examples(task, path, require_labels=not args.predictions)  # (predictions: a test file will do)
+    if examples.labels is None and args.exit_sweep:
+        raise TextDistillError(f"--exit-sweep: {path} has no labels to measure the sweep on")
     from .models.export import is_onnx_model
 
     if is_onnx_model(args.model):  # an export (textdistill export): predictions through ONNX Runtime
@@ -155,7 +164,9 @@ def _evaluate(args) -> int:
         check_finite_logits(logits, f"{args.model}: its logits on {path}", cause=(
             f"its weights are not finite ({len(bad)} tensors, first: {bad[0]}): it was saved by a run that went NaN "
             f"(likely {NONFINITE_CAUSES})" if bad else "its weights are finite but overflow on these inputs"))
-        result["metrics"] = compute_metrics(task, logits, examples.labels)
+        result["metrics"] = _metrics(task, logits, examples)
+        if args.predictions:
+            result["predictions"] = _predictions(args, task, logits, examples)
     else:
         result.update(_early_exit(args, task, model, heads, loader, examples, compare))
         if args.exit_threshold is not None:  # the real early stop, one example at a time
@@ -172,6 +183,24 @@ def _evaluate(args) -> int:
         _write_json(args.output, result, "--output")
     print(json.dumps(result))
     return 0
+
+
+def _metrics(task, logits, examples) -> dict | None:
+    """The task's metrics of ``logits`` on ``examples``; None for rows without labels (a test file)."""
+    from .evaluate import compute_metrics
+
+    return None if examples.labels is None else compute_metrics(task, logits, examples.labels)
+
+
+def _predictions(args, task, logits, examples, exit_layers=None) -> dict:
+    """Each row's prediction written to ``--predictions`` (evaluate.write_predictions); what the result says."""
+    from .evaluate import prediction_rows, write_predictions
+
+    try:
+        form = write_predictions(args.predictions, prediction_rows(task, logits, examples, exit_layers))
+    except OSError as e:
+        raise TextDistillError(f"--predictions {args.predictions}: cannot be written ({e.strerror})") from None
+    return {"file": args.predictions, "format": form, "rows": len(examples)}
 
 
 def _check_writable(path: str, option: str) -> None:
@@ -211,7 +240,6 @@ def _write_json(path: str, result: dict, option: str) -> None:
 
 def _evaluate_onnx(args, task, path, examples) -> int:
     from .data.batching import stream_loader
-    from .evaluate import compute_metrics
     from .models.export import check_labels, load_onnx, onnx_parameters, onnx_predict
     from .models.loading import load_tokenizer
 
@@ -219,9 +247,12 @@ def _evaluate_onnx(args, task, path, examples) -> int:
     check_labels(onnx_path.parent, task, args.model)
     tokenizer = load_tokenizer(str(onnx_path.parent))
     loader = stream_loader(examples, tokenizer, args.batch_size, args.max_length, task.is_regression)
+    logits = onnx_predict(session, loader)
     result = {"model": args.model, "task": task.name, "file": str(path), "rows": len(examples),
-              "metrics": compute_metrics(task, onnx_predict(session, loader), examples.labels),
-              "params": onnx_parameters(onnx_path), "runtime": "onnxruntime"}
+              "metrics": _metrics(task, logits, examples), "params": onnx_parameters(onnx_path),
+              "runtime": "onnxruntime"}
+    if args.predictions:
+        result["predictions"] = _predictions(args, task, logits, examples)
     if args.output:
         _write_json(args.output, result, "--output")
     print(json.dumps(result))
@@ -250,22 +281,23 @@ def _early_exit(args, task, model, heads, loader, examples, compare: list[tuple[
     the plot (``--plot``); see models/exits.py."""
     import torch
 
-    from .evaluate import compute_metrics
     from .models.exits import early_exit, predict_exits
 
-    labels = examples.labels
     logits = torch.from_numpy(predict_exits(model, heads, loader)).unbind(1)  # one (rows, classes) per exit
 
     def at(threshold: float) -> dict:
         chosen, layers = early_exit(logits, heads.layers, threshold)
-        return {"threshold": threshold, "metrics": compute_metrics(task, chosen.numpy(), labels),
+        return {"threshold": threshold, "metrics": _metrics(task, chosen.numpy(), examples),
                 "mean_layers": round(layers.float().mean().item(), 4),
                 "stopped_at": {str(layer): int((layers == layer).sum()) for layer in heads.layers}}
 
-    out = {"metrics": compute_metrics(task, logits[-1].numpy(), labels),
-           "exits": {str(layer): compute_metrics(task, z.numpy(), labels) for layer, z in zip(heads.layers, logits)}}
+    out = {"metrics": _metrics(task, logits[-1].numpy(), examples),
+           "exits": {str(layer): _metrics(task, z.numpy(), examples) for layer, z in zip(heads.layers, logits)}}
     if args.exit_threshold is not None:
         out["early_exit"] = at(args.exit_threshold)
+        if args.predictions:  # the predictions of the early exit at H, with the layer each row stopped at
+            chosen, layers = early_exit(logits, heads.layers, args.exit_threshold)
+            out["predictions"] = _predictions(args, task, chosen.numpy(), examples, layers.numpy())
     if args.exit_sweep:
         main = task.main_metric
         out["sweep"] = [{"threshold": r["threshold"], main: r["metrics"][main], "mean_layers": r["mean_layers"]}
@@ -455,6 +487,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-length", type=_int_at_least(2), default=128, help="tokens per text (at least 2: [CLS] "
                    "and [SEP]; at most what the model's positions allow)")
     p.add_argument("--output", help="also write the result as JSON to this file")
+    p.add_argument("--predictions", metavar="FILE",
+                   help="also write each row's prediction to FILE: JSON lines (row, line, prediction, probabilities, "
+                        "the gold label where there is one), or GLUE's submission form (index<TAB>prediction) for a "
+                        ".tsv name; the rows may then have no labels (a test file: no metrics)")
     p.add_argument("--exit-threshold", type=float, metavar="H",
                    help="early exit (a 'scheme: self' model): each example stops at the first exit whose normalised "
                         "entropy is below H; reports its metrics and mean_layers")

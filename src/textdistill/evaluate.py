@@ -76,3 +76,54 @@ def latency(model, batch: dict, repeats: int = 10, warmup: int = 3) -> float:
         if i >= warmup:
             times.append(time.perf_counter() - t0)
     return statistics.median(times)
+
+
+def prediction_rows(task, logits: np.ndarray, examples, exit_layers=None) -> list[dict]:
+    """One dict per example, in the file's order: ``row`` (0-based among the file's data rows), ``line`` (its
+    line in the file), ``prediction`` (a label name as the task's files spell it, or a regression score),
+    ``probabilities`` (classification: softmax of the logits, by label name), ``label`` (the gold label, where
+    the file has one) and ``exit_layer`` (early exit: the layer the example stopped at)."""
+    rows = []
+    probs = None if task.is_regression else torch.from_numpy(logits).float().softmax(-1).numpy()
+    for i in range(len(examples)):
+        r = {"row": i, "line": examples.lines[i]}
+        if task.is_regression:
+            r["prediction"] = float(logits[i, 0])
+        else:
+            r["prediction"] = task.labels[int(logits[i].argmax())]
+            r["probabilities"] = {name: round(float(p), 6) for name, p in zip(task.labels, probs[i])}
+        if examples.labels is not None and examples.labels[i] is not None:
+            y = examples.labels[i]
+            r["label"] = float(y) if task.is_regression else task.labels[int(y)]
+        if exit_layers is not None:
+            r["exit_layer"] = int(exit_layers[i])
+        rows.append(r)
+    return rows
+
+
+def write_predictions(path, rows: list[dict]) -> str:
+    """``rows`` (:func:`prediction_rows`) to ``path``, whole or not at all (written beside it, then renamed):
+    a ``.tsv`` file in GLUE's submission form (``index<TAB>prediction``, the index being the row's place among
+    the file's data rows, as GLUE's test files number them), anything else as JSON lines. Returns the form."""
+    import json
+    import os
+    from pathlib import Path
+
+    path = Path(path)
+    tsv = path.suffix.lower() == ".tsv"
+    tmp = path.with_name(f".{path.name}.partial")
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            if tsv:
+                f.write("index\tprediction\n")
+                for r in rows:
+                    p = r["prediction"]
+                    f.write(f"{r['row']}\t{p:.6f}\n" if isinstance(p, float) else f"{r['row']}\t{p}\n")
+            else:
+                for r in rows:
+                    f.write(json.dumps(r, ensure_ascii=False) + "\n")
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return "tsv" if tsv else "jsonl"
