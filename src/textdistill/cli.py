@@ -1,5 +1,5 @@
-"""Command line: textdistill finetune | distill | cache | augment | evaluate | export | layer-map | suite | report |
-demo"""
+"""Command line: textdistill finetune | distill | cache | augment | evaluate | significance | export | layer-map |
+suite | report | demo"""
 from __future__ import annotations
 
 import argparse
@@ -426,6 +426,22 @@ def _layer_map(args) -> int:
     return 0
 
 
+def _significance(args) -> int:
+    from .data.tasks import get_task
+    from .significance import compare, summary_line
+
+    task = get_task(args.task)
+    if args.output:
+        _check_writable(args.output, "--output")
+    result = compare(task, args.a, args.b, metric=args.metric, resamples=args.resamples,
+                     confidence=args.confidence, seed=args.seed)
+    print(summary_line(result), file=sys.stderr)
+    if args.output:
+        _write_json(args.output, result, "--output")
+    print(json.dumps(result))
+    return 0
+
+
 def _report(args) -> int:
     from .report import write_report
 
@@ -501,6 +517,19 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --exit-sweep: also evaluate this model (a saved model or run folder, e.g. a separately "
                         "distilled student) on the same rows and place it at its layer count (repeatable)")
     p.set_defaults(fn=_evaluate)
+    p = sub.add_parser("significance", help="is model B better than A on the same rows, or noise? Paired "
+                                            "permutation test, bootstrap interval, McNemar, seeds' t-test")
+    p.add_argument("--task", required=True)
+    p.add_argument("--a", nargs="+", required=True, metavar="PREDICTIONS",
+                   help="model A's `evaluate --predictions` JSON-lines files (one per seed)")
+    p.add_argument("--b", nargs="+", required=True, metavar="PREDICTIONS",
+                   help="model B's, of the same rows (as many files as A for the permutation test)")
+    p.add_argument("--metric", help="one of the task's metrics (default: its main one)")
+    p.add_argument("--resamples", type=POSITIVE, default=9999, help="permutations and bootstrap samples (9999)")
+    p.add_argument("--confidence", type=float, default=0.95, help="of the bootstrap interval (0.95)")
+    p.add_argument("--seed", type=int, default=0, help="of the resampling")
+    p.add_argument("--output", help="also write the result as JSON to this file")
+    p.set_defaults(fn=_significance)
     p = sub.add_parser("export", help="export a saved student to ONNX (optionally int8), checked against PyTorch")
     p.add_argument("--model", required=True, help="a saved student folder (config.json, model.safetensors, tokenizer)")
     p.add_argument("--output", "-o", required=True, help="folder: model.onnx, config.json, tokenizer, export.json")

@@ -1,0 +1,189 @@
+"""Is model B better than model A on these rows, or is it noise? (``textdistill significance``)
+
+Two kinds of noise separate two students' dev figures: the dev set's own sampling (which rows happened to be
+in it) and training (the seed). For the first, with the rows' predictions of both (``textdistill evaluate
+--predictions``, JSON lines with the gold labels):
+
+- a **paired permutation test** (approximate randomisation; Riezler & Maxwell 2005, the test Dror et al. 2018
+  recommend for metrics such as F1): under the null, A's and B's predictions of a row are exchangeable, so
+  swapping them row by row at random gives the null distribution of the difference of the task's metric;
+  ``scipy.stats.permutation_test`` with ``permutation_type='samples'``, two-sided;
+- a **paired bootstrap** confidence interval of the difference (the same resampled rows for every file;
+  ``scipy.stats.bootstrap``, BCa; percentiles where BCa is undefined, e.g. when every resample gives the same
+  difference);
+- for one file a side on a classification task, **McNemar's exact test** on the rows exactly one of the two
+  gets right (``scipy.stats.binomtest``).
+
+With several seeds a side (as many files for A as for B), each side's figure is the mean of its seeds' metrics,
+a row's swap exchanges all of its seeds' predictions at once, and a **Welch t-test over the seeds' metrics**
+(``scipy.stats.ttest_ind``) speaks to training noise -- with 3 seeds a weak test, reported, not relied on.
+"""
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+
+import numpy as np
+from scipy import stats
+
+from . import TextDistillError
+
+
+def load_predictions(path: str, task) -> tuple[np.ndarray, np.ndarray]:
+    """``(predictions, gold)`` of a ``--predictions`` JSON-lines file: class ids (or scores) in the file's order."""
+    p = Path(path)
+    if not p.is_file():
+        raise TextDistillError(f"{path}: no such file")
+    preds, gold = [], []
+    index = {name: i for i, name in enumerate(task.labels)} if task.labels else None
+    with open(p, encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                raise TextDistillError(f"{path}:{n}: not a JSON line (write the file with textdistill evaluate "
+                                       f"--predictions FILE.jsonl)") from None
+            if not isinstance(row, dict) or "prediction" not in row:
+                raise TextDistillError(f"{path}:{n}: no 'prediction' (write the file with textdistill evaluate "
+                                       f"--predictions FILE.jsonl)")
+            if "label" not in row:
+                raise TextDistillError(f"{path}:{n}: no gold 'label' (predictions of a file without labels "
+                                       f"cannot be compared)")
+            try:
+                if index is None:
+                    preds.append(float(row["prediction"]))
+                    gold.append(float(row["label"]))
+                else:
+                    preds.append(index[row["prediction"]])
+                    gold.append(index[row["label"]])
+            except (KeyError, TypeError, ValueError):
+                what = f"labels {', '.join(task.labels)}" if index else "numbers"
+                raise TextDistillError(f"{path}:{n}: prediction {row['prediction']!r} / label {row['label']!r} "
+                                       f"are not task {task.name}'s {what}") from None
+    if not preds:
+        raise TextDistillError(f"{path}: no predictions")
+    return np.asarray(preds), np.asarray(gold)
+
+
+def _metric(task, name: str):
+    """The task metric ``name`` as a fast function of (predictions, gold): the same figures as
+    evaluate.METRICS (a test compares them), cheap enough to call thousands of times."""
+    if name == "accuracy":
+        return lambda p, y: float(np.mean(p == y))
+    if name in ("f1", "macro_f1", "mcc"):
+        k = len(task.labels)
+
+        def confusion(p, y):
+            return np.bincount(y * k + p, minlength=k * k).reshape(k, k).astype(float)  # [true, predicted]
+
+        if name == "f1":  # binary F1 of the positive class (class 1)
+            def f1(p, y):
+                c = confusion(p, y)
+                tp, fp, fn = c[1, 1], c[0, 1], c[1, 0]
+                return float(2 * tp / (2 * tp + fp + fn)) if tp else 0.0
+            return f1
+        if name == "macro_f1":
+            def macro_f1(p, y):
+                c = confusion(p, y)
+                tp, pred, true = np.diag(c), c.sum(0), c.sum(1)
+                denom = pred + true
+                return float(np.mean(np.where(denom > 0, 2 * tp / np.where(denom > 0, denom, 1), 0.0)))
+            return macro_f1
+
+        def mcc(p, y):  # the multiclass form (Gorodkin 2004), as scikit-learn computes it
+            c = confusion(p, y)
+            t, q, correct, s = c.sum(1), c.sum(0), np.trace(c), c.sum()
+            denom = np.sqrt((s * s - q @ q) * (s * s - t @ t))
+            return float((correct * s - q @ t) / denom) if denom else 0.0
+        return mcc
+    if name == "pearson":
+        return lambda p, y: float(np.corrcoef(p, y)[0, 1])
+    if name == "spearman":
+        return lambda p, y: float(np.corrcoef(stats.rankdata(p), stats.rankdata(y))[0, 1])
+    raise TextDistillError(f"metric {name}: no significance test for it")
+
+
+def compare(task, a: list[str], b: list[str], *, metric: str | None = None, resamples: int = 9999,
+            confidence: float = 0.95, seed: int = 0) -> dict:
+    """The tests of the module's docstring for the prediction files ``a`` (model A, one per seed) against ``b``."""
+    if not a or not b:
+        raise TextDistillError("significance: give prediction files for both A and B")
+    name = metric or task.main_metric
+    if name not in task.metrics:
+        raise TextDistillError(f"--metric {name}: task {task.name} reports {', '.join(task.metrics)}")
+    if not 0 < confidence < 1:
+        raise TextDistillError(f"--confidence {confidence}: must be between 0 and 1")
+    f = _metric(task, name)
+    loaded = {path: load_predictions(path, task) for path in dict.fromkeys([*a, *b])}
+    first, (_, gold) = a[0], loaded[a[0]]
+    for path, (p, y) in loaded.items():
+        if len(y) != len(gold):
+            raise TextDistillError(f"{path}: {len(y)} rows, {first} has {len(gold)}: not predictions of the same rows")
+        if not np.array_equal(y, gold):
+            row = int(np.flatnonzero(y != gold)[0])
+            raise TextDistillError(f"{path}: row {row}'s gold label differs from {first}'s: not the same rows")
+    A = np.stack([loaded[path][0] for path in a])
+    B = np.stack([loaded[path][0] for path in b])
+    n = len(gold)
+
+    def diff(pa, pb, y):  # B's mean metric minus A's, over the seeds
+        return np.mean([f(p, y) for p in pb]) - np.mean([f(p, y) for p in pa])
+
+    per_a, per_b = [f(p, gold) for p in A], [f(p, gold) for p in B]
+    out = {"task": task.name, "metric": name, "rows": n,
+           "a": {"files": a, "per_file": per_a, "mean": float(np.mean(per_a))},
+           "b": {"files": b, "per_file": per_b, "mean": float(np.mean(per_b))},
+           "difference": float(np.mean(per_b) - np.mean(per_a))}
+    rng = np.random.default_rng(seed)
+    # the bootstrap: resample row indices, the same rows for every file and the gold labels
+    def interval(method: str):
+        with warnings.catch_warnings():  # (BCa on a degenerate distribution: NaN and a warning; then percentiles)
+            warnings.simplefilter("ignore", stats.DegenerateDataWarning)
+            warnings.simplefilter("ignore", RuntimeWarning)
+            ci = stats.bootstrap((np.arange(n),), lambda i: diff(A[:, i], B[:, i], gold[i]), vectorized=False,
+                                 n_resamples=resamples, confidence_level=confidence, method=method,
+                                 random_state=np.random.default_rng(seed)).confidence_interval
+        return float(ci.low), float(ci.high)
+
+    (low, high), method = interval("BCa"), "BCa"
+    if not (np.isfinite(low) and np.isfinite(high)):
+        (low, high), method = interval("percentile"), "percentile"
+    out["bootstrap"] = {"confidence": confidence, "low": low, "high": high, "method": method, "resamples": resamples}
+    if len(a) == len(b):
+        # the permutation test: a row's A and B predictions (all seeds) swap places; rows keep their positions
+        table = np.concatenate([A, B], axis=1)  # (seeds, 2n): A's rows, then B's
+        perm = stats.permutation_test((np.arange(n), np.arange(n) + n),
+                                      lambda ia, ib: diff(table[:, ia], table[:, ib], gold),
+                                      permutation_type="samples", vectorized=False, n_resamples=resamples,
+                                      alternative="two-sided", random_state=rng)
+        out["permutation"] = {"p": float(perm.pvalue), "resamples": resamples}
+    else:
+        out["permutation"] = None  # (pairs need as many seeds a side)
+    if len(a) == len(b) == 1 and not task.is_regression:
+        right_a, right_b = A[0] == gold, B[0] == gold
+        only_a, only_b = int(np.sum(right_a & ~right_b)), int(np.sum(right_b & ~right_a))
+        out["mcnemar"] = {"only_a_right": only_a, "only_b_right": only_b,
+                          "p": float(stats.binomtest(only_b, only_a + only_b).pvalue) if only_a + only_b else 1.0}
+    if len(a) > 1 and len(b) > 1:
+        t = stats.ttest_ind(per_b, per_a, equal_var=False)
+        out["seeds_welch_t"] = {"t": float(t.statistic), "p": float(t.pvalue)}
+    return out
+
+
+def summary_line(r: dict) -> str:
+    """One line for people: the difference, its interval and the tests' p-values."""
+    m = r["metric"]
+    parts = [f"{m}: B {100 * r['b']['mean']:.2f} vs A {100 * r['a']['mean']:.2f} "
+             f"(B - A {100 * r['difference']:+.2f}; {100 * r['bootstrap']['confidence']:.0f} % bootstrap interval "
+             f"{100 * r['bootstrap']['low']:+.2f} .. {100 * r['bootstrap']['high']:+.2f})"]
+    if r["permutation"]:
+        parts.append(f"permutation p {r['permutation']['p']:.4f}")
+    if "mcnemar" in r:
+        parts.append(f"McNemar p {r['mcnemar']['p']:.4f} ({r['mcnemar']['only_a_right']} rows only A right, "
+                     f"{r['mcnemar']['only_b_right']} only B)")
+    if "seeds_welch_t" in r:
+        parts.append(f"seeds' Welch t p {r['seeds_welch_t']['p']:.4f}")
+    return f"{r['task']}, {r['rows']} rows, " + "; ".join(parts)

@@ -1,0 +1,149 @@
+"""`textdistill significance`: the fast metrics against evaluate.METRICS, the tests against independent
+computations (a hand-written randomisation loop, the normal approximation of a paired difference, McNemar's
+binomial sum), and bad input."""
+import json
+import math
+
+import numpy as np
+import pytest
+
+from conftest import fails_one_line
+from textdistill.cli import main
+from textdistill.data.tasks import get_task
+from textdistill.evaluate import METRICS
+from textdistill.significance import _metric, compare
+
+
+def _write(path, preds, gold, labels=("0", "1")):
+    with open(path, "w") as f:
+        for i, (p, y) in enumerate(zip(preds, gold)):
+            value = (lambda v: float(v)) if labels is None else (lambda v: labels[int(v)])
+            f.write(json.dumps({"row": i, "line": i + 2, "prediction": value(p), "label": value(y)}) + "\n")
+    return str(path)
+
+
+def _noisy(rng, gold, accuracy, classes=2):
+    wrong = (gold + rng.integers(1, classes, len(gold))) % classes
+    return np.where(rng.random(len(gold)) < accuracy, gold, wrong)
+
+
+@pytest.mark.parametrize("task,name", [("sst2", "accuracy"), ("mrpc", "f1"), ("cola", "mcc"), ("mnli", "mcc"),
+                                       ("mnli", "accuracy"), ("stsb", "pearson"), ("stsb", "spearman")])
+def test_fast_metrics_equal_evaluates(task, name):
+    t, rng = get_task(task), np.random.default_rng(1)
+    for _ in range(5):
+        if t.is_regression:  # (rounded: ties, which Spearman's ranks must average)
+            y = np.round(rng.random(300) * 5, 1)
+            p = np.round(y + rng.normal(0, 1, 300), 1)
+        else:
+            y = rng.integers(0, len(t.labels), 300)
+            p = _noisy(rng, y, 0.7, len(t.labels))
+        assert _metric(t, name)(p, y) == pytest.approx(METRICS[name](p, y), abs=1e-12)
+    k = 3  # macro F1 (not a GLUE task's metric here): against scikit-learn on three classes
+    y = rng.integers(0, k, 300)
+    p = _noisy(rng, y, 0.6, k)
+    assert _metric(get_task("mnli"), "macro_f1")(p, y) == pytest.approx(METRICS["macro_f1"](p, y), abs=1e-12)
+
+
+def test_one_file_a_side_against_independent_computations(tmp_path):
+    rng, n = np.random.default_rng(0), 2000
+    gold = rng.integers(0, 2, n)
+    pa, pb = _noisy(rng, gold, 0.80), _noisy(rng, gold, 0.83)
+    a, b = _write(tmp_path / "a.jsonl", pa, gold), _write(tmp_path / "b.jsonl", pb, gold)
+    r = compare(get_task("sst2"), [a], [b], resamples=1999)
+    acc_a, acc_b = np.mean(pa == gold), np.mean(pb == gold)
+    assert r["a"]["mean"] == pytest.approx(acc_a) and r["difference"] == pytest.approx(acc_b - acc_a)
+    # McNemar: the exact two-sided binomial p of the discordant rows, summed by hand
+    only_a, only_b = int(np.sum((pa == gold) & (pb != gold))), int(np.sum((pb == gold) & (pa != gold)))
+    m = only_a + only_b
+    p_hand = min(1.0, 2 * sum(math.comb(m, i) for i in range(min(only_a, only_b) + 1)) / 2 ** m)
+    assert r["mcnemar"] == {"only_a_right": only_a, "only_b_right": only_b, "p": pytest.approx(p_hand, rel=1e-9)}
+    # the bootstrap interval against the normal approximation of a paired difference of proportions
+    d = (only_b - only_a) / n
+    sd = math.sqrt((m / n - d * d) / n)
+    assert r["bootstrap"]["low"] == pytest.approx(d - 1.96 * sd, abs=0.25 * sd)
+    assert r["bootstrap"]["high"] == pytest.approx(d + 1.96 * sd, abs=0.25 * sd)
+    # the permutation test against a hand-written randomisation loop (swap each row's pair with probability 1/2)
+    loop = np.random.default_rng(5)
+    swaps = loop.random((4000, n)) < 0.5
+    null = np.array([np.mean(np.where(s, pa, pb) == gold) - np.mean(np.where(s, pb, pa) == gold) for s in swaps])
+    p_loop = (np.sum(np.abs(null) >= abs(d) - 1e-12) + 1) / (len(null) + 1)
+    assert r["permutation"]["p"] == pytest.approx(p_loop, abs=0.02)
+    # the same predictions on both sides: no difference, nothing to find
+    same = compare(get_task("sst2"), [a], [a], resamples=499)
+    assert same["difference"] == 0 and same["permutation"]["p"] == 1.0 and same["mcnemar"]["p"] == 1.0
+    assert same["bootstrap"]["low"] == same["bootstrap"]["high"] == 0  # (every resample's difference is 0)
+
+
+def test_seeds_a_side(tmp_path):
+    rng, n = np.random.default_rng(2), 500
+    gold = rng.integers(0, 2, n)
+    a = [_write(tmp_path / f"a{s}.jsonl", _noisy(rng, gold, 0.75), gold) for s in range(3)]
+    b = [_write(tmp_path / f"b{s}.jsonl", _noisy(rng, gold, 0.95), gold) for s in range(3)]
+    r = compare(get_task("mrpc"), a, b, resamples=999)
+    f1 = lambda path: METRICS["f1"](*(np.array([int(json.loads(x)[k]) for x in open(path)])  # noqa: E731
+                                      for k in ("prediction", "label")))
+    per_a, per_b = [f1(p) for p in a], [f1(p) for p in b]
+    assert r["a"]["per_file"] == pytest.approx(per_a) and r["b"]["per_file"] == pytest.approx(per_b)
+    assert r["difference"] == pytest.approx(np.mean(per_b) - np.mean(per_a))
+    assert r["permutation"]["p"] < 0.01 and r["bootstrap"]["low"] > 0 and "mcnemar" not in r
+    # Welch's t by its formula
+    va, vb = np.var(per_a, ddof=1), np.var(per_b, ddof=1)
+    assert r["seeds_welch_t"]["t"] == pytest.approx((np.mean(per_b) - np.mean(per_a)) / math.sqrt(va / 3 + vb / 3))
+    # unequal seed counts: the interval and the means, no permutation test
+    r = compare(get_task("mrpc"), a[:2], b, resamples=99)
+    assert r["permutation"] is None and r["a"]["mean"] == pytest.approx(np.mean(per_a[:2]))
+
+
+def test_regression_predictions(tmp_path):
+    rng, n = np.random.default_rng(3), 400
+    gold = np.round(rng.random(n) * 5, 2)
+    a = _write(tmp_path / "a.jsonl", gold + rng.normal(0, 1.5, n), gold, labels=None)
+    b = _write(tmp_path / "b.jsonl", gold + rng.normal(0, 0.5, n), gold, labels=None)
+    r = compare(get_task("stsb"), [a], [b], resamples=499)
+    assert r["metric"] == "pearson" and r["difference"] > 0.2 and r["permutation"]["p"] < 0.01
+    assert "mcnemar" not in r
+    assert compare(get_task("stsb"), [a], [b], metric="spearman", resamples=99)["metric"] == "spearman"
+
+
+def test_cli_on_evaluate_predictions_and_bad_input(tiny_teacher_run, tmp_path, capsys):
+    model, data = tiny_teacher_run / "teacher" / "model", tiny_teacher_run / "sst2"
+    a = tmp_path / "a.jsonl"
+    assert main(["evaluate", "--model", str(model), "--task", "sst2", "--data-dir", str(data), "--predictions",
+                 str(a)]) == 0
+    rows = [json.loads(x) for x in a.read_text().splitlines()]
+    for r in rows[:10]:  # B: the same model made right on its first ten rows
+        r["prediction"] = r["label"]
+    b = tmp_path / "b.jsonl"
+    b.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    capsys.readouterr()
+    assert main(["significance", "--task", "sst2", "--a", str(a), "--b", str(b), "--resamples", "999",
+                 "--output", str(tmp_path / "s.json")]) == 0
+    captured = capsys.readouterr()
+    result = json.loads(captured.out)
+    assert result == json.loads((tmp_path / "s.json").read_text())
+    fixed = result["mcnemar"]["only_b_right"]
+    assert result["mcnemar"]["only_a_right"] == 0 and result["difference"] == pytest.approx(fixed / 100)
+    assert "accuracy: B" in captured.err and "McNemar p" in captured.err
+    # bad input: one line, exit code 2
+    base = ["significance", "--task", "sst2", "--a", str(a), "--b"]
+    short = tmp_path / "short.jsonl"
+    short.write_text("".join(json.dumps(r) + "\n" for r in rows[:50]))
+    fails_one_line([*base, str(short)], capsys, "50 rows")
+    other = tmp_path / "other.jsonl"
+    other.write_text("".join(json.dumps({**r, "label": "1" if i == 7 else r["label"]}) + "\n"
+                             for i, r in enumerate(json.loads(x) for x in a.read_text().splitlines())))
+    if json.loads(a.read_text().splitlines()[7])["label"] != "1":
+        fails_one_line([*base, str(other)], capsys, "row 7's gold label differs")
+    nolabel = tmp_path / "nolabel.jsonl"
+    nolabel.write_text(json.dumps({"row": 0, "prediction": "1"}) + "\n")
+    fails_one_line([*base, str(nolabel)], capsys, "no gold 'label'")
+    tsv = tmp_path / "p.tsv"
+    tsv.write_text("index\tprediction\n0\t1\n")
+    fails_one_line([*base, str(tsv)], capsys, "not a JSON line")
+    fails_one_line([*base, str(tmp_path / "absent.jsonl")], capsys, "no such file")
+    fails_one_line([*base, str(b), "--metric", "pearson"], capsys, "task sst2 reports accuracy")
+    fails_one_line([*base, str(b), "--confidence", "1.5"], capsys, "between 0 and 1")
+    mnli = tmp_path / "mnli.jsonl"
+    mnli.write_text(json.dumps({"row": 0, "prediction": "maybe", "label": "1"}) + "\n")
+    fails_one_line([*base, str(mnli)], capsys, "not task sst2's labels")
