@@ -89,7 +89,7 @@ def main() -> int:
                     [predictions(m, task, args.data_dir) for m in b.values()], resamples=args.resamples)
         f = lambda x: f"{100 * x:.2f}"  # noqa: E731
         p = lambda d, k: "" if not d else f"{d[k]:.4f}"  # noqa: E731
-        lines.append(f"| {label} | {', '.join(map(str, seeds))} | {f(r['a']['mean'])} ({len(a)}) | "
+        lines.append(f"| {label} | {', '.join(map(str, seeds)) or '-'} | {f(r['a']['mean'])} ({len(a)}) | "
                      f"{f(r['b']['mean'])} ({len(b)}) | {100 * r['difference']:+.2f} | "
                      f"{100 * r['bootstrap']['low']:+.2f} .. {100 * r['bootstrap']['high']:+.2f} | "
                      f"{p(r['permutation'], 'p')} | {p(r.get('mcnemar'), 'p')} | {p(r.get('seeds_welch_t'), 'p')} |")
