@@ -80,6 +80,17 @@ def test_evaluate_onnx_same_metrics(run, fp32_export, capsys, tmp_path):
         for a, b in zip(predictions[name], predictions["pt"], strict=True):
             assert a["prediction"] == b["prediction"] and a["row"] == b["row"]
             assert a["probabilities"] == pytest.approx(b["probabilities"], abs=1e-4)
+    # the rows without labels (a test file): ONNX Runtime's predictions, no metrics
+    test = tmp_path / "test.tsv"
+    test.write_text("sentence\n" + "".join(line.rsplit("\t", 1)[0] + "\n"
+                                           for line in (run / "sst2" / "dev.tsv").read_text().splitlines()[1:]))
+    out = tmp_path / "test.jsonl"
+    assert main(["evaluate", "--model", str(fp32_export), "--task", "sst2", "--file", str(test), "--predictions",
+                 str(out)]) == 0
+    assert json.loads(capsys.readouterr().out)["metrics"] is None
+    rows = [json.loads(x) for x in out.read_text().splitlines()]
+    assert [r["prediction"] for r in rows] == [r["prediction"] for r in predictions["pt"]]
+    assert all("label" not in r for r in rows)
     # a head for another task is refused
     from textdistill import TextDistillError
     from textdistill.data.tasks import get_task

@@ -11,7 +11,7 @@ from conftest import fails_one_line
 from textdistill.cli import main
 from textdistill.data.readers import Examples
 from textdistill.data.tasks import get_task
-from textdistill.evaluate import prediction_rows
+from textdistill.evaluate import prediction_rows, write_predictions
 
 
 def _rows(path):
@@ -86,6 +86,17 @@ def test_regression_and_gold_labels_in_the_rows():
     assert row["probabilities"][mnli.labels[1]] == pytest.approx(p, abs=1e-6)
 
 
+def test_written_whole_or_not_at_all_and_glue_form_for_scores(tmp_path):
+    rows = prediction_rows(get_task("stsb"), np.array([[0.25], [3.125]], dtype=np.float32),
+                           Examples(["a", "b"], ["c", "d"], None, "f", [2, 3]))
+    assert write_predictions(tmp_path / "STS-B.tsv", rows) == "tsv"
+    assert (tmp_path / "STS-B.tsv").read_text() == "index\tprediction\n0\t0.250000\n1\t3.125000\n"
+    # a row that cannot be written: the error, no file, no partial one
+    with pytest.raises(TypeError):
+        write_predictions(tmp_path / "p.jsonl", [*rows, {"row": 2, "prediction": object()}])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["STS-B.tsv"]
+
+
 def test_bad_predictions_options_are_refused_before_the_work(tiny_teacher_run, tmp_path, capsys):
     base = ["evaluate", "--model", str(tiny_teacher_run / "teacher" / "model"), "--task", "sst2", "--data-dir",
             str(tiny_teacher_run / "sst2")]
@@ -95,3 +106,9 @@ def test_bad_predictions_options_are_refused_before_the_work(tiny_teacher_run, t
     fails_one_line([*base, "--predictions", same, "--output", same], capsys, "the same file as --output")
     fails_one_line([*base, "--predictions", str(tmp_path / "p.jsonl"), "--exit-sweep"], capsys, "--exit-threshold")
     assert not list(tmp_path.iterdir())
+    # the rows' own file is not overwritten by their predictions
+    dev = tmp_path / "dev.tsv"
+    dev.write_text((tiny_teacher_run / "sst2" / "dev.tsv").read_text())
+    before = dev.read_text()
+    fails_one_line([*base[:5], "--file", str(dev), "--predictions", str(dev)], capsys, "the rows are read from")
+    assert dev.read_text() == before

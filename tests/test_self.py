@@ -142,6 +142,17 @@ def test_threshold_zero_is_the_full_model_and_a_huge_one_the_first_exit(self_run
         rows = [json.loads(x) for x in out.read_text().splitlines()]
         assert [r["exit_layer"] for r in rows] == [layer] * 100
         assert [r["prediction"] for r in rows] == [["0", "1"][k] for k in z.argmax(-1).tolist()]
+    # a threshold where rows stop at different exits: each row's layer and prediction as early_exit gives them
+    from textdistill.models.exits import entropy
+
+    threshold = float(entropy(every[0]).median())  # (about half the rows stop at the first exit)
+    chosen, layers = early_exit(every, heads.layers, threshold)
+    assert len(set(layers.tolist())) > 1, "the threshold does not split the rows between exits"
+    assert main([*base, "--exit-threshold", str(threshold), "--predictions", str(out)]) == 0
+    capsys.readouterr()
+    rows = [json.loads(x) for x in out.read_text().splitlines()]
+    assert [r["exit_layer"] for r in rows] == layers.tolist()
+    assert [r["prediction"] for r in rows] == [["0", "1"][k] for k in chosen.argmax(-1).tolist()]
     # the same rows without labels (a test file): predictions, no metrics
     dev = (tiny_teacher_run / "sst2" / "dev.tsv").read_text().splitlines()
     test = tiny_teacher_run / "exit-test.tsv"

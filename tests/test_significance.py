@@ -45,19 +45,36 @@ def test_fast_metrics_equal_evaluates(task, name):
     assert _metric(get_task("mnli"), "macro_f1")(p, y) == pytest.approx(METRICS["macro_f1"](p, y), abs=1e-12)
 
 
+@pytest.mark.filterwarnings("ignore")  # (scikit-learn warns about the ill-defined cases it answers with 0)
+@pytest.mark.parametrize("name,p,y", [
+    ("macro_f1", [0, 1, 1, 0, 0], [0, 1, 0, 0, 1]),  # class 2 of 3 in neither: averaged over the present ones
+    ("macro_f1", [0, 2, 1, 0], [0, 1, 1, 0]),  # class 2 only predicted
+    ("f1", [0, 0, 0, 0], [0, 1, 1, 0]),  # no positive prediction
+    ("f1", [0, 1, 0, 0], [0, 0, 0, 0]),  # no positive label
+    ("f1", [0, 0, 0], [0, 0, 0]),  # neither
+    ("mcc", [1, 1, 1, 1], [0, 1, 1, 0]),  # one predicted class: a zero denominator
+    ("mcc", [0, 2, 1, 1], [0, 2, 1, 2]),
+])
+def test_fast_metrics_at_the_edges(name, p, y):
+    task = get_task("mnli" if name != "f1" else "mrpc")
+    p, y = np.array(p), np.array(y)
+    assert _metric(task, name)(p, y) == pytest.approx(METRICS[name](p, y), abs=1e-12)
+
+
 def test_one_file_a_side_against_independent_computations(tmp_path):
     rng, n = np.random.default_rng(0), 2000
     gold = rng.integers(0, 2, n)
-    pa, pb = _noisy(rng, gold, 0.80), _noisy(rng, gold, 0.83)
+    pa, pb = _noisy(rng, gold, 0.80), _noisy(rng, gold, 0.81)
     a, b = _write(tmp_path / "a.jsonl", pa, gold), _write(tmp_path / "b.jsonl", pb, gold)
-    r = compare(get_task("sst2"), [a], [b], resamples=1999)
+    r = compare(get_task("sst2"), [a], [b], resamples=4999)
     acc_a, acc_b = np.mean(pa == gold), np.mean(pb == gold)
     assert r["a"]["mean"] == pytest.approx(acc_a) and r["difference"] == pytest.approx(acc_b - acc_a)
     # McNemar: the exact two-sided binomial p of the discordant rows, summed by hand
     only_a, only_b = int(np.sum((pa == gold) & (pb != gold))), int(np.sum((pb == gold) & (pa != gold)))
     m = only_a + only_b
     p_hand = min(1.0, 2 * sum(math.comb(m, i) for i in range(min(only_a, only_b) + 1)) / 2 ** m)
-    assert r["mcnemar"] == {"only_a_right": only_a, "only_b_right": only_b, "p": pytest.approx(p_hand, rel=1e-9)}
+    assert r["mcnemar"] == {"on": "right/wrong per row (accuracy)", "only_a_right": only_a, "only_b_right": only_b,
+                            "p": pytest.approx(p_hand, rel=1e-9)}
     # the bootstrap interval against the normal approximation of a paired difference of proportions
     d = (only_b - only_a) / n
     sd = math.sqrt((m / n - d * d) / n)
@@ -68,7 +85,8 @@ def test_one_file_a_side_against_independent_computations(tmp_path):
     swaps = loop.random((4000, n)) < 0.5
     null = np.array([np.mean(np.where(s, pa, pb) == gold) - np.mean(np.where(s, pb, pa) == gold) for s in swaps])
     p_loop = (np.sum(np.abs(null) >= abs(d) - 1e-12) + 1) / (len(null) + 1)
-    assert r["permutation"]["p"] == pytest.approx(p_loop, abs=0.02)
+    assert 0.15 < p_loop < 0.85  # (a gap the rows do not show: a halved or one-sided p would be far off)
+    assert r["permutation"] == {"p": pytest.approx(p_loop, abs=0.04), "resamples": 4999}
     # the same predictions on both sides: no difference, nothing to find
     same = compare(get_task("sst2"), [a], [a], resamples=499)
     assert same["difference"] == 0 and same["permutation"]["p"] == 1.0 and same["mcnemar"]["p"] == 1.0
@@ -90,6 +108,28 @@ def test_seeds_a_side(tmp_path):
     # Welch's t by its formula
     va, vb = np.var(per_a, ddof=1), np.var(per_b, ddof=1)
     assert r["seeds_welch_t"]["t"] == pytest.approx((np.mean(per_b) - np.mean(per_a)) / math.sqrt(va / 3 + vb / 3))
+    # several seeds a side swap together: a row's A predictions (all seeds) trade places with its B predictions.
+    # Seeds that mostly agree make the joint swap's null wider than swapping each seed on its own would.
+    base_a, base_b = _noisy(rng, gold, 0.80), _noisy(rng, gold, 0.82)
+    near = lambda base: np.where(rng.random(n) < 0.03, 1 - base, base)  # noqa: E731
+    sa, sb = np.stack([near(base_a) for _ in range(3)]), np.stack([near(base_b) for _ in range(3)])
+    a3 = [_write(tmp_path / f"ja{s}.jsonl", sa[s], gold) for s in range(3)]
+    b3 = [_write(tmp_path / f"jb{s}.jsonl", sb[s], gold) for s in range(3)]
+    r = compare(get_task("sst2"), a3, b3, resamples=4999)
+    acc = lambda preds: np.mean([np.mean(p == gold) for p in preds])  # noqa: E731
+    d = acc(sb) - acc(sa)
+    loop = np.random.default_rng(9)
+
+    def p_of(joint: bool) -> float:
+        null = []
+        for _ in range(3000):
+            swap = loop.random(n) < 0.5 if joint else loop.random((3, n)) < 0.5
+            null.append(acc(np.where(swap, sb, sa)) - acc(np.where(swap, sa, sb)))
+        return (np.sum(np.abs(null) >= abs(d) - 1e-12) + 1) / (len(null) + 1)
+
+    p_joint, p_apart = p_of(True), p_of(False)
+    assert abs(p_joint - p_apart) > 0.1  # (the two rules differ here, so the check below tells them apart)
+    assert r["permutation"]["p"] == pytest.approx(p_joint, abs=0.04)
     # unequal seed counts: the interval and the means, no permutation test
     r = compare(get_task("mrpc"), a[:2], b, resamples=99)
     assert r["permutation"] is None and r["a"]["mean"] == pytest.approx(np.mean(per_a[:2]))
@@ -130,11 +170,19 @@ def test_cli_on_evaluate_predictions_and_bad_input(tiny_teacher_run, tmp_path, c
     short = tmp_path / "short.jsonl"
     short.write_text("".join(json.dumps(r) + "\n" for r in rows[:50]))
     fails_one_line([*base, str(short)], capsys, "50 rows")
+    k = next(i for i, r in enumerate(rows) if r["label"] == "0")
     other = tmp_path / "other.jsonl"
-    other.write_text("".join(json.dumps({**r, "label": "1" if i == 7 else r["label"]}) + "\n"
-                             for i, r in enumerate(json.loads(x) for x in a.read_text().splitlines())))
-    if json.loads(a.read_text().splitlines()[7])["label"] != "1":
-        fails_one_line([*base, str(other)], capsys, "row 7's gold label differs")
+    other.write_text("".join(json.dumps({**r, "label": "1" if i == k else r["label"]}) + "\n"
+                             for i, r in enumerate(rows)))
+    fails_one_line([*base, str(other)], capsys, f"row {k}'s gold label differs")
+    moved = tmp_path / "moved.jsonl"  # the same labels, another row order: refused by the rows' numbers
+    moved.write_text("".join(json.dumps({**r, "row": r["row"] + 1 if i < 2 else r["row"]}) + "\n"
+                             for i, r in enumerate(rows)))
+    fails_one_line([*base, str(moved)], capsys, "not the same rows")
+    numeric = tmp_path / "numeric.jsonl"  # class ids written as numbers are read as the labels they spell
+    numeric.write_text("".join(json.dumps({**r, "prediction": int(r["prediction"]), "label": int(r["label"])})
+                               + "\n" for r in rows))
+    assert compare(get_task("sst2"), [str(b)], [str(numeric)], resamples=99)["difference"] == 0  # (B, in numbers)
     nolabel = tmp_path / "nolabel.jsonl"
     nolabel.write_text(json.dumps({"row": 0, "prediction": "1"}) + "\n")
     fails_one_line([*base, str(nolabel)], capsys, "no gold 'label'")

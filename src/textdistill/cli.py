@@ -112,7 +112,7 @@ def _evaluate(args) -> int:
     exits = args.exit_threshold is not None or args.exit_sweep
     if args.predictions:
         _check_writable(args.predictions, "--predictions")
-        if args.output and os.path.abspath(args.output) == os.path.abspath(args.predictions):
+        if args.output and _same_file(args.output, args.predictions):
             raise TextDistillError(f"--predictions {args.predictions}: the same file as --output")
         if args.exit_sweep and args.exit_threshold is None:
             raise TextDistillError("--predictions: one prediction per row needs one threshold; with --exit-sweep "
@@ -135,6 +135,8 @@ def _evaluate(args) -> int:
         path = resolve_file(task, args.split or "dev", args.data_dir)
     else:
         raise TextDistillError("evaluate: give --file or --data-dir")
+    if args.predictions and _same_file(args.predictions, path):
+        raise TextDistillError(f"--predictions {args.predictions}: the file the rows are read from")
     examples = load_examples(task, path, require_labels=not args.predictions)  # (predictions: a test file will do)
     if examples.labels is None and args.exit_sweep:
         raise TextDistillError(f"--exit-sweep: {path} has no labels to measure the sweep on")
@@ -165,10 +167,10 @@ def _evaluate(args) -> int:
             f"its weights are not finite ({len(bad)} tensors, first: {bad[0]}): it was saved by a run that went NaN "
             f"(likely {NONFINITE_CAUSES})" if bad else "its weights are finite but overflow on these inputs"))
         result["metrics"] = _metrics(task, logits, examples)
-        if args.predictions:
-            result["predictions"] = _predictions(args, task, logits, examples)
+        pending = (logits, None)
     else:
         result.update(_early_exit(args, task, model, heads, loader, examples, compare))
+        pending = result.pop("_predictions", None)
         if args.exit_threshold is not None:  # the real early stop, one example at a time
             from .data.batching import Collator
             from .models.exits import exit_latency
@@ -179,10 +181,16 @@ def _evaluate(args) -> int:
             rows = [collate([data[i]]) for i in range(len(data))]
             result["early_exit"]["latency"] = exit_latency(model, heads, rows, args.exit_threshold)
     result["params"] = count_parameters(model)
+    if args.predictions:  # (last: a failure before leaves no file)
+        result["predictions"] = _predictions(args, task, *pending, examples)
     if args.output:
         _write_json(args.output, result, "--output")
     print(json.dumps(result))
     return 0
+
+
+def _same_file(a, b) -> bool:
+    return os.path.realpath(os.path.expanduser(a)) == os.path.realpath(os.path.expanduser(b))
 
 
 def _metrics(task, logits, examples) -> dict | None:
@@ -192,12 +200,13 @@ def _metrics(task, logits, examples) -> dict | None:
     return None if examples.labels is None else compute_metrics(task, logits, examples.labels)
 
 
-def _predictions(args, task, logits, examples, exit_layers=None) -> dict:
+def _predictions(args, task, logits, exit_layers, examples) -> dict:
     """Each row's prediction written to ``--predictions`` (evaluate.write_predictions); what the result says."""
     from .evaluate import prediction_rows, write_predictions
 
     try:
-        form = write_predictions(args.predictions, prediction_rows(task, logits, examples, exit_layers))
+        form = write_predictions(os.path.expanduser(args.predictions),
+                                 prediction_rows(task, logits, examples, exit_layers))
     except OSError as e:
         raise TextDistillError(f"--predictions {args.predictions}: cannot be written ({e.strerror})") from None
     return {"file": args.predictions, "format": form, "rows": len(examples)}
@@ -232,7 +241,7 @@ def _check_image_path(path: str, option: str) -> None:
 
 def _write_json(path: str, result: dict, option: str) -> None:
     try:
-        with open(path, "w") as f:
+        with open(os.path.expanduser(path), "w") as f:
             json.dump(result, f, indent=2)
     except OSError as e:
         raise TextDistillError(f"{option} {path}: cannot be written ({e.strerror})") from None
@@ -252,7 +261,7 @@ def _evaluate_onnx(args, task, path, examples) -> int:
               "metrics": _metrics(task, logits, examples), "params": onnx_parameters(onnx_path),
               "runtime": "onnxruntime"}
     if args.predictions:
-        result["predictions"] = _predictions(args, task, logits, examples)
+        result["predictions"] = _predictions(args, task, logits, None, examples)
     if args.output:
         _write_json(args.output, result, "--output")
     print(json.dumps(result))
@@ -295,9 +304,9 @@ def _early_exit(args, task, model, heads, loader, examples, compare: list[tuple[
            "exits": {str(layer): _metrics(task, z.numpy(), examples) for layer, z in zip(heads.layers, logits)}}
     if args.exit_threshold is not None:
         out["early_exit"] = at(args.exit_threshold)
-        if args.predictions:  # the predictions of the early exit at H, with the layer each row stopped at
+        if args.predictions:  # the early exit's at H, with the layer each row stopped at (written by the caller)
             chosen, layers = early_exit(logits, heads.layers, args.exit_threshold)
-            out["predictions"] = _predictions(args, task, chosen.numpy(), examples, layers.numpy())
+            out["_predictions"] = (chosen.numpy(), layers.numpy())
     if args.exit_sweep:
         main = task.main_metric
         out["sweep"] = [{"threshold": r["threshold"], main: r["metrics"][main], "mean_layers": r["mean_layers"]}

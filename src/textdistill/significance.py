@@ -29,13 +29,16 @@ from scipy import stats
 
 from . import TextDistillError
 
+BATCH = 256  # resamples scipy holds at once: memory O(BATCH x rows), not O(resamples x rows) (QQP dev: 40k rows)
 
-def load_predictions(path: str, task) -> tuple[np.ndarray, np.ndarray]:
-    """``(predictions, gold)`` of a ``--predictions`` JSON-lines file: class ids (or scores) in the file's order."""
+
+def load_predictions(path: str, task) -> tuple[np.ndarray, np.ndarray, list]:
+    """``(predictions, gold, ids)`` of a ``--predictions`` JSON-lines file: class ids (or scores) in the file's
+    order, and each line's ``(row, line)`` (None where absent) to check that two files hold the same rows."""
     p = Path(path)
     if not p.is_file():
         raise TextDistillError(f"{path}: no such file")
-    preds, gold = [], []
+    preds, gold, ids = [], [], []
     index = {name: i for i, name in enumerate(task.labels)} if task.labels else None
     with open(p, encoding="utf-8") as f:
         for n, line in enumerate(f, 1):
@@ -56,16 +59,17 @@ def load_predictions(path: str, task) -> tuple[np.ndarray, np.ndarray]:
                 if index is None:
                     preds.append(float(row["prediction"]))
                     gold.append(float(row["label"]))
-                else:
-                    preds.append(index[row["prediction"]])
-                    gold.append(index[row["label"]])
+                else:  # (a label as the task's files spell it; a class id written as a number will do too)
+                    preds.append(index[str(row["prediction"])])
+                    gold.append(index[str(row["label"])])
             except (KeyError, TypeError, ValueError):
                 what = f"labels {', '.join(task.labels)}" if index else "numbers"
                 raise TextDistillError(f"{path}:{n}: prediction {row['prediction']!r} / label {row['label']!r} "
                                        f"are not task {task.name}'s {what}") from None
+            ids.append((row.get("row"), row.get("line")))
     if not preds:
         raise TextDistillError(f"{path}: no predictions")
-    return np.asarray(preds), np.asarray(gold)
+    return np.asarray(preds), np.asarray(gold), ids
 
 
 def _metric(task, name: str):
@@ -79,18 +83,22 @@ def _metric(task, name: str):
         def confusion(p, y):
             return np.bincount(y * k + p, minlength=k * k).reshape(k, k).astype(float)  # [true, predicted]
 
-        if name == "f1":  # binary F1 of the positive class (class 1)
+        if name == "f1":  # binary F1 of the positive class (class 1), as scikit-learn's binary average
+            if k != 2:
+                raise TextDistillError(f"metric f1: the F1 of the positive class needs 2 labels, task {task.name} "
+                                       f"has {k}")
+
             def f1(p, y):
                 c = confusion(p, y)
                 tp, fp, fn = c[1, 1], c[0, 1], c[1, 0]
                 return float(2 * tp / (2 * tp + fp + fn)) if tp else 0.0
             return f1
         if name == "macro_f1":
-            def macro_f1(p, y):
+            def macro_f1(p, y):  # the mean over the classes in the gold labels or the predictions (scikit-learn's)
                 c = confusion(p, y)
-                tp, pred, true = np.diag(c), c.sum(0), c.sum(1)
-                denom = pred + true
-                return float(np.mean(np.where(denom > 0, 2 * tp / np.where(denom > 0, denom, 1), 0.0)))
+                tp, denom = np.diag(c), c.sum(0) + c.sum(1)
+                present = denom > 0
+                return float(np.mean(2 * tp[present] / denom[present]))
             return macro_f1
 
         def mcc(p, y):  # the multiclass form (Gorodkin 2004), as scikit-learn computes it
@@ -118,13 +126,17 @@ def compare(task, a: list[str], b: list[str], *, metric: str | None = None, resa
         raise TextDistillError(f"--confidence {confidence}: must be between 0 and 1")
     f = _metric(task, name)
     loaded = {path: load_predictions(path, task) for path in dict.fromkeys([*a, *b])}
-    first, (_, gold) = a[0], loaded[a[0]]
-    for path, (p, y) in loaded.items():
+    first, (_, gold, first_ids) = a[0], loaded[a[0]]
+    for path, (p, y, ids) in loaded.items():
         if len(y) != len(gold):
             raise TextDistillError(f"{path}: {len(y)} rows, {first} has {len(gold)}: not predictions of the same rows")
         if not np.array_equal(y, gold):
             row = int(np.flatnonzero(y != gold)[0])
             raise TextDistillError(f"{path}: row {row}'s gold label differs from {first}'s: not the same rows")
+        for i, (mine, theirs) in enumerate(zip(ids, first_ids)):
+            if any(m is not None and t is not None and m != t for m, t in zip(mine, theirs)):
+                raise TextDistillError(f"{path}: its line {i + 1} is row/line {mine}, {first}'s is {theirs}: not "
+                                       f"the same rows")
     A = np.stack([loaded[path][0] for path in a])
     B = np.stack([loaded[path][0] for path in b])
     n = len(gold)
@@ -144,7 +156,7 @@ def compare(task, a: list[str], b: list[str], *, metric: str | None = None, resa
             warnings.simplefilter("ignore", stats.DegenerateDataWarning)
             warnings.simplefilter("ignore", RuntimeWarning)
             ci = stats.bootstrap((np.arange(n),), lambda i: diff(A[:, i], B[:, i], gold[i]), vectorized=False,
-                                 n_resamples=resamples, confidence_level=confidence, method=method,
+                                 n_resamples=resamples, batch=BATCH, confidence_level=confidence, method=method,
                                  random_state=np.random.default_rng(seed)).confidence_interval
         return float(ci.low), float(ci.high)
 
@@ -158,14 +170,15 @@ def compare(task, a: list[str], b: list[str], *, metric: str | None = None, resa
         perm = stats.permutation_test((np.arange(n), np.arange(n) + n),
                                       lambda ia, ib: diff(table[:, ia], table[:, ib], gold),
                                       permutation_type="samples", vectorized=False, n_resamples=resamples,
-                                      alternative="two-sided", random_state=rng)
-        out["permutation"] = {"p": float(perm.pvalue), "resamples": resamples}
+                                      batch=BATCH, alternative="two-sided", random_state=rng)
+        # (scipy runs every permutation where there are no more than resamples of them: then the exact test)
+        out["permutation"] = {"p": float(perm.pvalue), "resamples": int(np.size(perm.null_distribution))}
     else:
         out["permutation"] = None  # (pairs need as many seeds a side)
     if len(a) == len(b) == 1 and not task.is_regression:
         right_a, right_b = A[0] == gold, B[0] == gold
         only_a, only_b = int(np.sum(right_a & ~right_b)), int(np.sum(right_b & ~right_a))
-        out["mcnemar"] = {"only_a_right": only_a, "only_b_right": only_b,
+        out["mcnemar"] = {"on": "right/wrong per row (accuracy)", "only_a_right": only_a, "only_b_right": only_b,
                           "p": float(stats.binomtest(only_b, only_a + only_b).pvalue) if only_a + only_b else 1.0}
     if len(a) > 1 and len(b) > 1:
         t = stats.ttest_ind(per_b, per_a, equal_var=False)
@@ -182,8 +195,8 @@ def summary_line(r: dict) -> str:
     if r["permutation"]:
         parts.append(f"permutation p {r['permutation']['p']:.4f}")
     if "mcnemar" in r:
-        parts.append(f"McNemar p {r['mcnemar']['p']:.4f} ({r['mcnemar']['only_a_right']} rows only A right, "
-                     f"{r['mcnemar']['only_b_right']} only B)")
+        parts.append(f"McNemar p (right/wrong per row) {r['mcnemar']['p']:.4f} ({r['mcnemar']['only_a_right']} rows "
+                     f"only A right, {r['mcnemar']['only_b_right']} only B)")
     if "seeds_welch_t" in r:
         parts.append(f"seeds' Welch t p {r['seeds_welch_t']['p']:.4f}")
     return f"{r['task']}, {r['rows']} rows, " + "; ".join(parts)
