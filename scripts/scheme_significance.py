@@ -69,10 +69,11 @@ def main() -> int:
     args = ap.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from textdistill.data.tasks import get_task
-    from textdistill.significance import compare
+    from textdistill.significance import compare, holm
 
-    lines = ["| comparison (B vs A) | seeds | A | B | B - A | 95 % bootstrap interval | permutation p | McNemar p "
-             "| seeds' Welch p |", "|---|---|---|---|---|---|---|---|---|"]
+    head = ["| comparison (B vs A) | seeds | A | B | B - A | 95 % bootstrap interval | permutation p | Holm-adjusted "
+            "| McNemar p | seeds' Welch p |", "|---|---|---|---|---|---|---|---|---|---|"]
+    rows = []
     for label, task, pa, pb in PAIRS:
         a, b = models(pa), models(pb)
         if not a or not b:
@@ -89,12 +90,17 @@ def main() -> int:
                     [predictions(m, task, args.data_dir) for m in b.values()], resamples=args.resamples)
         f = lambda x: f"{100 * x:.2f}"  # noqa: E731
         p = lambda d, k: "" if not d else f"{d[k]:.4f}"  # noqa: E731
-        lines.append(f"| {label} | {', '.join(map(str, seeds)) or '-'} | {f(r['a']['mean'])} ({len(a)}) | "
-                     f"{f(r['b']['mean'])} ({len(b)}) | {100 * r['difference']:+.2f} | "
-                     f"{100 * r['bootstrap']['low']:+.2f} .. {100 * r['bootstrap']['high']:+.2f} | "
-                     f"{p(r['permutation'], 'p')} | {p(r.get('mcnemar'), 'p')} | {p(r.get('seeds_welch_t'), 'p')} |")
+        rows.append((r, [f"| {label} | {', '.join(map(str, seeds)) or '-'} | {f(r['a']['mean'])} ({len(a)}) | "
+                         f"{f(r['b']['mean'])} ({len(b)}) | {100 * r['difference']:+.2f} | "
+                         f"{100 * r['bootstrap']['low']:+.2f} .. {100 * r['bootstrap']['high']:+.2f} | "
+                         f"{p(r['permutation'], 'p')} | ", f" | {p(r.get('mcnemar'), 'p')} | "
+                         f"{p(r.get('seeds_welch_t'), 'p')} |"]))
         print(json.dumps({"comparison": label, **r}), file=sys.stderr)
-    table = "\n".join(lines)
+    # Holm's adjustment over this table's permutation tests (several tests: one p < 0.05 is expected by chance)
+    tested = [i for i, (r, _) in enumerate(rows) if r["permutation"]]
+    adjusted = dict(zip(tested, holm([rows[i][0]["permutation"]["p"] for i in tested])))
+    table = "\n".join([*head, *(left + (f"{adjusted[i]:.4f}" if i in adjusted else "") + right
+                                 for i, (_, (left, right)) in enumerate(rows))])
     if args.splice:
         sys.path.insert(0, str(ROOT / "scripts"))
         from splice import splice

@@ -11,7 +11,7 @@ from conftest import fails_one_line
 from textdistill.cli import main
 from textdistill.data.tasks import get_task
 from textdistill.evaluate import METRICS
-from textdistill.significance import _metric, compare
+from textdistill.significance import _metric, compare, holm
 
 
 def _write(path, preds, gold, labels=("0", "1")):
@@ -195,3 +195,9 @@ def test_cli_on_evaluate_predictions_and_bad_input(tiny_teacher_run, tmp_path, c
     mnli = tmp_path / "mnli.jsonl"
     mnli.write_text(json.dumps({"row": 0, "prediction": "maybe", "label": "1"}) + "\n")
     fails_one_line([*base, str(mnli)], capsys, "not task sst2's labels")
+
+
+def test_holm_by_hand():
+    # m = 4: sorted 0.01, 0.02, 0.03, 0.5 -> 0.04, 0.06, 0.06 (0.03 x 2, made non-decreasing), 0.5
+    assert holm([0.03, 0.5, 0.01, 0.02]) == pytest.approx([0.06, 0.5, 0.04, 0.06])
+    assert holm([0.04, 0.01]) == pytest.approx([0.04, 0.02]) and holm([0.9, 0.8]) == [1.0, 1.0] and holm([]) == []

@@ -186,6 +186,17 @@ def compare(task, a: list[str], b: list[str], *, metric: str | None = None, resa
     return out
 
 
+def holm(pvalues: list[float]) -> list[float]:
+    """Holm's step-down adjustment of several tests' p-values (family-wise error), in the given order:
+    the i-th smallest p times (m - i + 1), made non-decreasing, capped at 1."""
+    m = len(pvalues)
+    adjusted, running = [0.0] * m, 0.0
+    for rank, i in enumerate(sorted(range(m), key=lambda j: pvalues[j])):
+        running = max(running, min(1.0, (m - rank) * pvalues[i]))
+        adjusted[i] = running
+    return adjusted
+
+
 def summary_line(r: dict) -> str:
     """One line for people: the difference, its interval and the tests' p-values."""
     m = r["metric"]
