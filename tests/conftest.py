@@ -91,3 +91,27 @@ def fails_one_line(argv, capsys, needle, *absent):
     assert len(err.splitlines()) == 1 and needle in err, err
     for path in absent:
         assert not Path(path).exists() and not (Path(path).parent / f".{Path(path).name}.partial").exists()
+
+
+def same_as_evaluate(run_folder: Path, data_dir: Path, tmp: Path, task: str = "sst2") -> list[dict]:
+    """The run's dev_predictions.jsonl (written by the training loop) against what `textdistill evaluate
+    --predictions` gives on the saved model folder: the same rows, predictions and labels, probabilities to fp32
+    noise. Returns the rows."""
+    import contextlib
+    import io
+    import json
+
+    from textdistill.cli import main
+
+    out = tmp / f"{run_folder.name}-evaluated.jsonl"
+    with contextlib.redirect_stdout(io.StringIO()):  # (evaluate prints its result; keep it off the test's capture)
+        assert main(["evaluate", "--model", str(run_folder / "model"), "--task", task, "--data-dir", str(data_dir),
+                     "--predictions", str(out)]) == 0
+    mine = [json.loads(x) for x in (run_folder / "dev_predictions.jsonl").read_text().splitlines()]
+    theirs = [json.loads(x) for x in out.read_text().splitlines()]
+    assert len(mine) == len(theirs) > 0
+    for a, b in zip(mine, theirs):
+        assert {k: a[k] for k in ("row", "line", "label", "prediction")} == \
+               {k: b[k] for k in ("row", "line", "label", "prediction")}
+        assert a["probabilities"] == pytest.approx(b["probabilities"], abs=1e-4)
+    return mine

@@ -17,7 +17,6 @@ from textdistill.recipe import load_recipe
 from textdistill.schemes.offline import LiveTeacher
 from textdistill.train import load_split, open_cache, resolve_task
 
-from conftest import ROOT
 
 FAST = ["--set", "train.epochs=1", "--set", "train.batch_size=16", "--set", "train.eval_batch_size=32"]
 

@@ -3,9 +3,11 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 
+from conftest import same_as_evaluate
 from textdistill.cli import main
 
 
@@ -42,7 +44,9 @@ def test_finetune_distill_evaluate(tmp_path, tiny_teacher, sst2_tiny_dir, capsys
         assert m["params_student"] < m["params_teacher"]
         assert set(m["history"][0]["loss"]) == ({"task", "kd"} if method == "kd" else {"task", "ds", "pt"})
         assert {p.name for p in out.iterdir()} == {"model", "metrics.json", "recipe.yaml", "train.log",
-                                                   "student_layers.json"}
+                                                   "student_layers.json", "dev_predictions.jsonl"}
+        rows = same_as_evaluate(out, sst2_tiny_dir, tmp_path)  # the last dev evaluation, row by row
+        assert np.mean([r["prediction"] == r["label"] for r in rows]) == pytest.approx(m["dev"]["accuracy"])
         assert "S1<-T" in (out / "train.log").read_text()
     # 4 -> 2: skip maps student layer 1 to teacher layer 2, last to teacher layer 3
     assert "S1<-T2" in json.loads((tmp_path / "pkd-skip" / "metrics.json").read_text())["terms"][1]

@@ -8,7 +8,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import fails_one_line
+from conftest import fails_one_line, same_as_evaluate
 from textdistill.cli import main
 from textdistill.models.qat import FakeQuantLinear, quantize_activation, quantize_weight
 
@@ -111,7 +111,7 @@ def test_qat_student_saves_int8_grid_weights(qat_run):
     assert "accuracy" in metrics["dev"] and "accuracy" in metrics["dev_fake_quant"]
 
 
-def test_qat_dev_metrics_are_the_saved_models(qat_run, tiny_teacher_run, capsys):
+def test_qat_dev_metrics_are_the_saved_models(qat_run, tiny_teacher_run, capsys, tmp_path):
     """metrics.json's dev figures are those `textdistill evaluate` gives on the saved folder (quantized weights,
     fp32 activations), not the fake-quantized student's during training."""
     capsys.readouterr()
@@ -119,6 +119,7 @@ def test_qat_dev_metrics_are_the_saved_models(qat_run, tiny_teacher_run, capsys)
                  "--data-dir", str(tiny_teacher_run / "sst2")]) == 0
     evaluated = json.loads(capsys.readouterr().out)["metrics"]
     assert evaluated == json.loads((qat_run / "metrics.json").read_text())["dev"]
+    same_as_evaluate(qat_run, tiny_teacher_run / "sst2", tmp_path)  # the saved model's rows, not fake-quant's
 
 
 def test_qat_student_int8_export_reproduces_its_weights(qat_run, tiny_teacher_run, tmp_path):

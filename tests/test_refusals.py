@@ -67,7 +67,7 @@ def test_a_map_that_maps_no_layer_of_the_student(map_name):
 
 def test_a_run_without_a_loss_and_keys_a_scheme_ignores(tiny_teacher_run, tiny_bert, tmp_path, capsys):
     d = tiny_teacher_run
-    out, t = tmp_path / "o", str(d / "teacher" / "model")
+    out = tmp_path / "o"
     data = ["-o", str(out), "--data-dir", str(d / "sst2")]
     two = f"peers=[{{init: {tiny_bert}}}, {{init: {tiny_bert}}}]"
     nothing = "hard_weight: 0 and no terms: the run would have no loss to train on"

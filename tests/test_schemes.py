@@ -2,11 +2,12 @@
 another tokenizer, born-again generations; each against an independent computation or a known equality."""
 import json
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import fails_one_line
+from conftest import fails_one_line, same_as_evaluate
 from textdistill.cli import main
 from textdistill.evaluate import model_inputs
 from textdistill.recipe import load_recipe
@@ -102,6 +103,9 @@ def test_dml_end_to_end_saves_every_peer(tiny_teacher_run, tiny_bert, tmp_path):
         assert info["dev"] == m["peers"][name] and info["layers"] == layers
         model = AutoModelForSequenceClassification.from_pretrained(out / name / "model")
         assert model.config.num_hidden_layers == layers
+        rows = same_as_evaluate(out / name, d / "sst2", tmp_path)  # each peer's own dev predictions
+        assert np.mean([r["prediction"] == r["label"] for r in rows]) == pytest.approx(info["dev"]["accuracy"])
+    assert not (out / "dev_predictions.jsonl").exists()  # (no model at the top: the peers are the models)
 
 
 def test_online_bad_input(tiny_teacher_run, tiny_bert, tmp_path, capsys):

@@ -21,3 +21,26 @@ def run(script: str, **env) -> subprocess.CompletedProcess:
 def test_unknown_names_fail_in_one_line(script, env, needle):
     r = run(script, **env)
     assert r.returncode == 2 and r.stderr.strip() == needle, (r.returncode, r.stderr)
+
+
+def test_keep_results_keeps_metrics_and_gzipped_predictions_not_models(tmp_path):
+    import gzip
+    import shutil
+
+    (tmp_path / "scripts").mkdir()
+    shutil.copy(ROOT / "scripts" / "keep_results.sh", tmp_path / "scripts")
+    run_dir = tmp_path / "runs" / "transfer" / "mrpc" / "kd-s1"
+    (run_dir / "model").mkdir(parents=True)
+    (run_dir / "model" / "config.json").write_text("{}")
+    (run_dir / "metrics.json").write_text('{"dev": {"f1": 0.8}}')
+    predictions = "".join(f'{{"row": {i}, "prediction": "1", "label": "0"}}\n' for i in range(50))
+    (run_dir / "dev_predictions.jsonl").write_text(predictions)
+    (tmp_path / "runs" / "transfer" / ".kd-s2.partial").mkdir()
+    (tmp_path / "runs" / "transfer" / ".kd-s2.partial" / "metrics.json").write_text("{}")
+    r = subprocess.run(["bash", "scripts/keep_results.sh", "transfer"], cwd=tmp_path, capture_output=True, text=True,
+                       timeout=60)
+    assert r.returncode == 0, r.stderr
+    kept = tmp_path / "results" / "transfer"
+    assert sorted(str(p.relative_to(kept)) for p in kept.rglob("*") if p.is_file()) == [
+        "mrpc/kd-s1/dev_predictions.jsonl.gz", "mrpc/kd-s1/metrics.json"]
+    assert gzip.decompress((kept / "mrpc/kd-s1/dev_predictions.jsonl.gz").read_bytes()).decode() == predictions

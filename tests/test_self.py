@@ -3,11 +3,12 @@ computation, the early-exit rule (threshold 0 = the plain model, a huge one = th
 batch-1 early stop against the simulated rule, the CLI sweep and plot, and one-line errors."""
 import json
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import fails_one_line
+from conftest import fails_one_line, same_as_evaluate
 from textdistill.cli import main
 from textdistill.data.batching import Collator, eval_loader
 from textdistill.evaluate import model_inputs, predict
@@ -56,6 +57,8 @@ def test_run_writes_model_exits_and_every_exits_metrics(self_run, loaded):
     for epoch in m["history"]:
         assert set(epoch["loss"]) == {"task"} | {f"{p}@{layer}" for p in ("task", "kd") for layer in (1, 2, 3)}
     assert (self_run / "exits.safetensors").is_file()
+    rows = same_as_evaluate(self_run, self_run.parent / "sst2", self_run.parent)  # the last exit's, row by row
+    assert np.mean([r["prediction"] == r["label"] for r in rows]) == pytest.approx(m["exits"]["4"]["accuracy"])
     assert not any("exits" in p.name for p in (self_run / "model").iterdir())
     # plain transformers loads model/; its predictions are the last exit's, and the exits reproduce metrics.json
     model, heads, tokenizer, data = loaded
@@ -143,8 +146,6 @@ def test_threshold_zero_is_the_full_model_and_a_huge_one_the_first_exit(self_run
         assert [r["exit_layer"] for r in rows] == [layer] * 100
         assert [r["prediction"] for r in rows] == [["0", "1"][k] for k in z.argmax(-1).tolist()]
     # a threshold where rows stop at different exits: each row's layer and prediction as early_exit gives them
-    from textdistill.models.exits import entropy
-
     threshold = float(entropy(every[0]).median())  # (about half the rows stop at the first exit)
     chosen, layers = early_exit(every, heads.layers, threshold)
     assert len(set(layers.tolist())) > 1, "the threshold does not split the rows between exits"

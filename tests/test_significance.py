@@ -183,6 +183,14 @@ def test_cli_on_evaluate_predictions_and_bad_input(tiny_teacher_run, tmp_path, c
     numeric.write_text("".join(json.dumps({**r, "prediction": int(r["prediction"]), "label": int(r["label"])})
                                + "\n" for r in rows))
     assert compare(get_task("sst2"), [str(b)], [str(numeric)], resamples=99)["difference"] == 0  # (B, in numbers)
+    # a run's predictions as results/ keeps them (gzipped: scripts/keep_results.sh) read alike; a damaged one not
+    import gzip
+
+    zipped = tmp_path / "b.jsonl.gz"
+    zipped.write_bytes(gzip.compress(b.read_bytes()))
+    assert compare(get_task("sst2"), [str(b)], [str(zipped)], resamples=99)["difference"] == 0
+    (tmp_path / "cut.jsonl.gz").write_bytes(zipped.read_bytes()[:40])
+    fails_one_line([*base, str(tmp_path / "cut.jsonl.gz")], capsys, "cannot be read as predictions")
     nolabel = tmp_path / "nolabel.jsonl"
     nolabel.write_text(json.dumps({"row": 0, "prediction": "1"}) + "\n")
     fails_one_line([*base, str(nolabel)], capsys, "no gold 'label'")

@@ -20,6 +20,7 @@ a row's swap exchanges all of its seeds' predictions at once, and a **Welch t-te
 """
 from __future__ import annotations
 
+import gzip
 import json
 import warnings
 from pathlib import Path
@@ -40,33 +41,37 @@ def load_predictions(path: str, task) -> tuple[np.ndarray, np.ndarray, list]:
         raise TextDistillError(f"{path}: no such file")
     preds, gold, ids = [], [], []
     index = {name: i for i, name in enumerate(task.labels)} if task.labels else None
-    with open(p, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError:
-                raise TextDistillError(f"{path}:{n}: not a JSON line (write the file with textdistill evaluate "
-                                       f"--predictions FILE.jsonl)") from None
-            if not isinstance(row, dict) or "prediction" not in row:
-                raise TextDistillError(f"{path}:{n}: no 'prediction' (write the file with textdistill evaluate "
-                                       f"--predictions FILE.jsonl)")
-            if "label" not in row:
-                raise TextDistillError(f"{path}:{n}: no gold 'label' (predictions of a file without labels "
-                                       f"cannot be compared)")
-            try:
-                if index is None:
-                    preds.append(float(row["prediction"]))
-                    gold.append(float(row["label"]))
-                else:  # (a label as the task's files spell it; a class id written as a number will do too)
-                    preds.append(index[str(row["prediction"])])
-                    gold.append(index[str(row["label"])])
-            except (KeyError, TypeError, ValueError):
-                what = f"labels {', '.join(task.labels)}" if index else "numbers"
-                raise TextDistillError(f"{path}:{n}: prediction {row['prediction']!r} / label {row['label']!r} "
-                                       f"are not task {task.name}'s {what}") from None
-            ids.append((row.get("row"), row.get("line")))
+    opener = gzip.open if p.suffix == ".gz" else open  # (results/ keeps a run's dev predictions gzipped)
+    try:
+        with opener(p, "rt", encoding="utf-8") as f:
+            for n, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError:
+                    raise TextDistillError(f"{path}:{n}: not a JSON line (write the file with textdistill evaluate "
+                                           f"--predictions FILE.jsonl)") from None
+                if not isinstance(row, dict) or "prediction" not in row:
+                    raise TextDistillError(f"{path}:{n}: no 'prediction' (write the file with textdistill evaluate "
+                                           f"--predictions FILE.jsonl)")
+                if "label" not in row:
+                    raise TextDistillError(f"{path}:{n}: no gold 'label' (predictions of a file without labels "
+                                           f"cannot be compared)")
+                try:
+                    if index is None:
+                        preds.append(float(row["prediction"]))
+                        gold.append(float(row["label"]))
+                    else:  # (a label as the task's files spell it; a class id written as a number will do too)
+                        preds.append(index[str(row["prediction"])])
+                        gold.append(index[str(row["label"])])
+                except (KeyError, TypeError, ValueError):
+                    what = f"labels {', '.join(task.labels)}" if index else "numbers"
+                    raise TextDistillError(f"{path}:{n}: prediction {row['prediction']!r} / label {row['label']!r} "
+                                           f"are not task {task.name}'s {what}") from None
+                ids.append((row.get("row"), row.get("line")))
+    except (OSError, EOFError, UnicodeDecodeError) as e:  # (a damaged .gz, a file that is not text)
+        raise TextDistillError(f"{path}: cannot be read as predictions ({e})") from None
     if not preds:
         raise TextDistillError(f"{path}: no predictions")
     return np.asarray(preds), np.asarray(gold), ids

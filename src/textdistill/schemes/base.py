@@ -15,8 +15,10 @@ scheme is a new module registered in ``SCHEMES``::
     step                    the loop's number of the step being taken (1, 2, ...; set before loss_parts, restored
                             by a resume), for parts that come every N-th step
     loss_parts(batch)       {part: (weight, value)} of one step; the loop sums weight * value
-    evaluate()              {"dev": metrics of the model that counts, ...more per model}
+    evaluate()              {"dev": metrics of the model that counts, ...more per model}; metrics_of(model, where)
+                            keeps each saved model's dev logits
     save(folder)            write the models; returns fields for metrics.json
+    write_dev_predictions(folder)  after save: <folder>/<where>/dev_predictions.jsonl of each kept model (base)
 """
 from __future__ import annotations
 
@@ -24,6 +26,7 @@ import json
 import logging
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -38,6 +41,7 @@ from ..registry import Registry
 
 log = logging.getLogger("textdistill")
 SCHEMES = Registry("scheme")
+PREDICTIONS_FILE = "dev_predictions.jsonl"  # beside each saved model: its last dev evaluation, row by row
 
 
 def task_loss(task, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -120,6 +124,7 @@ class Scheme:
     def __init__(self, recipe, task, train_ex, dev_ex, *, tqdm=None):
         self.recipe, self.task, self.train_ex, self.dev_ex, self.tqdm = recipe, task, train_ex, dev_ex, tqdm
         self.step = 0  # (the loop sets it before each loss_parts)
+        self.dev_logits: dict[str, np.ndarray] = {}  # the last dev logits of each saved model, by its folder
         self.cfg = recipe.train
         self.check()
         check_recipe_lengths(recipe)  # train.max_length within every named model's positions
@@ -137,9 +142,22 @@ class Scheme:
     def encode(self, tokenizer, examples):
         return encode(tokenizer, examples, self.cfg.max_length, self.task.is_regression)
 
-    def metrics_of(self, model) -> dict:
+    def metrics_of(self, model, where: str | None = ".") -> dict:
+        """The dev metrics of ``model``; its logits are kept for the dev predictions of the model the run saves
+        in ``<run>/<where>`` (None: a model the run does not save, e.g. a fake-quantized one)."""
         loader = eval_loader(self.dev_set, self.tokenizer, self.cfg.eval_batch_size)
-        return compute_metrics(self.task, predict(model, loader), self.dev_ex.labels)
+        logits = predict(model, loader)
+        if where is not None:
+            self.dev_logits[where] = logits
+        return compute_metrics(self.task, logits, self.dev_ex.labels)
+
+    def write_dev_predictions(self, folder: Path) -> None:
+        """After saving: each saved model's last dev predictions, ``<folder>/<where>/dev_predictions.jsonl``
+        (evaluate.prediction_rows; what ``textdistill significance`` compares)."""
+        from ..evaluate import prediction_rows, write_predictions
+
+        for where, logits in self.dev_logits.items():
+            write_predictions(folder / where / PREDICTIONS_FILE, prediction_rows(self.task, logits, self.dev_ex))
 
     def load_tokenizer(self, name: str):
         return load_tokenizer(name)

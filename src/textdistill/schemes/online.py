@@ -123,7 +123,7 @@ class Online(Scheme):
         return parts
 
     def evaluate(self) -> dict:
-        self.last_dev = {name: self.metrics_of(model) for name, model in self.peers.items()}
+        self.last_dev = {name: self.metrics_of(model, where=name) for name, model in self.peers.items()}
         return {"dev": self.last_dev[self.names[-1]], "peers": self.last_dev}
 
     def save(self, folder: Path, unwrap) -> dict:

@@ -129,6 +129,7 @@ class SelfDistill(Scheme):
                                                                    self.cfg.eval_batch_size))
         exits = {str(layer): compute_metrics(self.task, logits[:, i], self.dev_ex.labels)
                  for i, layer in enumerate(self.exit_layers)}
+        self.dev_logits["."] = logits[:, -1]  # (the saved model's own output: its last exit)
         return {"dev": exits[str(self.exit_layers[-1])], "exits": exits}
 
     def save(self, folder: Path, unwrap) -> dict:
