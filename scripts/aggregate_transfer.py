@@ -1,7 +1,8 @@
 #!/usr/bin/env python
 """Summarise results/transfer (scripts/transfer_results.sh) as the markdown of docs/results.md section 6:
-3-layer students on each transfer set, dev metric x 100, mean ± sd over seeds (seeds in brackets), and
-the seconds of generation and of training.
+3-layer students on each transfer set, dev metric x 100, mean ± sd over seeds (seeds in brackets), the gap
+of each method to KD on the training rows tested on the dev rows (textdistill significance, over the seeds
+whose runs kept their dev predictions), and the seconds of generation and of training.
     .venv/bin/python scripts/aggregate_transfer.py [results/transfer] [results/teachers]"""
 import json
 import statistics
@@ -9,11 +10,14 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+from textdistill.data.tasks import get_task  # noqa: E402
 from textdistill.report import markdown_table, mean_cell  # noqa: E402
+from textdistill.significance import compare, holm, run_predictions  # noqa: E402
 
 root = Path(sys.argv[1] if len(sys.argv) > 1 else "results/transfer")
 troot = Path(sys.argv[2] if len(sys.argv) > 2 else "results/teachers")
 SETS = {"sst2-2k": "minilm-sst2-2k", "sst2-20k": "minilm-sst2-20k", "mrpc": "minilm-mrpc", "rte": "minilm-rte"}
+TASKS = {"sst2-2k": "sst2", "sst2-20k": "sst2", "mrpc": "mrpc", "rte": "rte"}
 METHODS = [("FT (labels only)", "ft"), ("KD, training rows", "kd"), ("KD + Tang augmentation", "kd-tang"),
            ("KD + TinyBERT-style augmentation", "kd-tinybert-aug"), ("KD + adversarial rows", "kd-adversarial"),
            ("data-free KD (no real row)", "kd-datafree"), ("TinyBERT-style, one stage", "tinybert"),
@@ -36,6 +40,46 @@ for label, m in METHODS:
     rows.append([label] + [mean_cell([100 * r["dev"][metric[s]] for r in runs(s, m)],
                                      [r.get("mixed_precision") for r in runs(s, m)]) for s in sets])
 print(markdown_table(["transfer set / method"] + [f"{s} ({metric[s]})" for s in sets], rows))
+
+
+def predictions(s: str, method: str) -> dict[int, str]:
+    """{seed: dev predictions file} of a method's runs that kept them."""
+    out = {}
+    for f in sorted((root / s).glob(f"{method}-s*/metrics.json")):
+        name, seed = f.parent.name.rsplit("-s", 1)
+        p = run_predictions(f.parent) if name == method and seed.isdigit() else None
+        if p is not None:
+            out[int(seed)] = str(p)
+    return out
+
+
+gaps = {}  # (method, set) -> the comparison with KD on the training rows, seeds paired by number
+for _, m in METHODS:
+    for s in sets:
+        base, mine = predictions(s, "kd"), predictions(s, m)
+        seeds = sorted(set(base) & set(mine))
+        if m != "kd" and seeds:
+            gaps[m, s] = (seeds, compare(get_task(TASKS[s]), [base[n] for n in seeds], [mine[n] for n in seeds],
+                                         resamples=4999))
+if gaps:
+    keys = [k for k in gaps if gaps[k][1]["permutation"]]
+    adjusted = dict(zip(keys, holm([gaps[k][1]["permutation"]["p"] for k in keys])))
+    rows = []
+    for label, m in METHODS:
+        if m == "kd":
+            continue
+        cells = []
+        for s in sets:
+            if (m, s) not in gaps:
+                cells.append("")
+                continue
+            seeds, r = gaps[m, s]
+            cells.append(f"{100 * r['difference']:+.2f} (p {r['permutation']['p']:.3f}, Holm {adjusted[m, s]:.3f}; "
+                         f"seeds {', '.join(map(str, seeds))})")
+        rows.append([label] + cells)
+    print("\nEach method minus KD on the training rows, on the dev rows (paired permutation test over the seeds "
+          "whose runs kept their dev predictions, Holm-adjusted over the table; `textdistill significance`):\n")
+    print(markdown_table(["method"] + sets, rows))
 rows = []
 for label, m in METHODS:
     cells = []

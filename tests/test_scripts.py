@@ -44,3 +44,37 @@ def test_keep_results_keeps_metrics_and_gzipped_predictions_not_models(tmp_path)
     assert sorted(str(p.relative_to(kept)) for p in kept.rglob("*") if p.is_file()) == [
         "mrpc/kd-s1/dev_predictions.jsonl.gz", "mrpc/kd-s1/metrics.json"]
     assert gzip.decompress((kept / "mrpc/kd-s1/dev_predictions.jsonl.gz").read_bytes()).decode() == predictions
+
+
+def test_aggregate_transfer_tests_each_method_against_kd_on_the_rows(tmp_path):
+    import gzip
+    import json
+    import sys
+
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    gold = rng.integers(0, 2, 300)
+    (tmp_path / "teachers" / "minilm-mrpc").mkdir(parents=True)
+    (tmp_path / "teachers" / "minilm-mrpc" / "metrics.json").write_text(
+        json.dumps({"main_metric": "f1", "dev": {"f1": 0.86}}))
+    acc = {"kd": 0.70, "kd-tang": 0.90}
+    f1 = {}
+    for method in acc:
+        for seed in (1, 2):
+            d = tmp_path / "transfer" / "mrpc" / f"{method}-s{seed}"
+            d.mkdir(parents=True)
+            pred = np.where(rng.random(300) < acc[method], gold, 1 - gold)
+            tp, fp, fn = [int(np.sum((pred == a) & (gold == b))) for a, b in ((1, 1), (1, 0), (0, 1))]
+            f1[method, seed] = 2 * tp / (2 * tp + fp + fn)
+            (d / "metrics.json").write_text(json.dumps({"dev": {"f1": f1[method, seed]}, "train_seconds": 1.0,
+                                                        "train_rows": 300}))
+            lines = "".join(json.dumps({"row": i, "prediction": str(p), "label": str(y)}) + "\n"
+                            for i, (p, y) in enumerate(zip(pred, gold)))
+            (d / "dev_predictions.jsonl.gz").write_bytes(gzip.compress(lines.encode()))
+    r = subprocess.run([sys.executable, str(ROOT / "scripts" / "aggregate_transfer.py"), str(tmp_path / "transfer"),
+                        str(tmp_path / "teachers")], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    gap = 100 * (np.mean([f1["kd-tang", s] for s in (1, 2)]) - np.mean([f1["kd", s] for s in (1, 2)]))
+    (row,) = [line for line in r.stdout.splitlines() if line.startswith("| KD + Tang augmentation") and "Holm" in line]
+    assert f"{gap:+.2f} (p 0.000" in row and "seeds 1, 2" in row, row

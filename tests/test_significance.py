@@ -209,3 +209,20 @@ def test_holm_by_hand():
     # m = 4: sorted 0.01, 0.02, 0.03, 0.5 -> 0.04, 0.06, 0.06 (0.03 x 2, made non-decreasing), 0.5
     assert holm([0.03, 0.5, 0.01, 0.02]) == pytest.approx([0.06, 0.5, 0.04, 0.06])
     assert holm([0.04, 0.01]) == pytest.approx([0.04, 0.02]) and holm([0.9, 0.8]) == [1.0, 1.0] and holm([]) == []
+
+
+def test_a_runs_predictions_are_found_where_runs_and_results_keep_them(tmp_path):
+    from textdistill.significance import run_predictions
+
+    plain, kept, chain, none = (tmp_path / n for n in ("plain", "kept", "chain", "none"))
+    for d in (plain, kept, chain / "general", chain / "task", none):
+        d.mkdir(parents=True)
+    (plain / "dev_predictions.jsonl").write_text("{}\n")
+    (kept / "dev_predictions.jsonl.gz").write_bytes(b"")
+    (chain / "task" / "dev_predictions.jsonl.gz").write_bytes(b"")
+    (chain / "metrics.json").write_text(json.dumps({"links": [{"name": "general"}, {"name": "task"}]}))
+    (none / "metrics.json").write_text("{}")
+    assert run_predictions(plain) == plain / "dev_predictions.jsonl"
+    assert run_predictions(kept) == kept / "dev_predictions.jsonl.gz"
+    assert run_predictions(chain) == chain / "task" / "dev_predictions.jsonl.gz"  # the last link's
+    assert run_predictions(none) is None and run_predictions(tmp_path / "absent") is None

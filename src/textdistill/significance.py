@@ -77,6 +77,18 @@ def load_predictions(path: str, task) -> tuple[np.ndarray, np.ndarray, list]:
     return np.asarray(preds), np.asarray(gold), ids
 
 
+def run_predictions(folder) -> Path | None:
+    """A run folder's dev predictions (runs/: dev_predictions.jsonl; results/: gzipped), for a chain of runs
+    (stages, generations) its last link's; None where the run wrote none (before they were written)."""
+    folder = Path(folder)
+    for name in ("dev_predictions.jsonl", "dev_predictions.jsonl.gz"):
+        if (folder / name).is_file():
+            return folder / name
+    m = json.loads((folder / "metrics.json").read_text()) if (folder / "metrics.json").is_file() else {}
+    links = m.get("links") or m.get("generations")  # (a chain's summary names its links in order)
+    return run_predictions(folder / links[-1]["name"]) if links else None
+
+
 def _metric(task, name: str):
     """The task metric ``name`` as a fast function of (predictions, gold): the same figures as
     evaluate.METRICS (a test compares them), cheap enough to call thousands of times."""
