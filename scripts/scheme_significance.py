@@ -89,7 +89,7 @@ def main() -> int:
         r = compare(get_task(task), [predictions(m, task, args.data_dir) for m in a.values()],
                     [predictions(m, task, args.data_dir) for m in b.values()], resamples=args.resamples)
         f = lambda x: f"{100 * x:.2f}"  # noqa: E731
-        p = lambda d, k: "" if not d else f"{d[k]:.4f}"  # noqa: E731
+        p = lambda d, k: "" if not d or d[k] is None else f"{d[k]:.4f}"  # noqa: E731
         rows.append((r, [f"| {label} | {', '.join(map(str, seeds)) or '-'} | {f(r['a']['mean'])} ({len(a)}) | "
                          f"{f(r['b']['mean'])} ({len(b)}) | {100 * r['difference']:+.2f} | "
                          f"{100 * r['bootstrap']['low']:+.2f} .. {100 * r['bootstrap']['high']:+.2f} | "

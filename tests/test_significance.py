@@ -130,6 +130,9 @@ def test_seeds_a_side(tmp_path):
     p_joint, p_apart = p_of(True), p_of(False)
     assert abs(p_joint - p_apart) > 0.1  # (the two rules differ here, so the check below tells them apart)
     assert r["permutation"]["p"] == pytest.approx(p_joint, abs=0.04)
+    # seeds whose metrics do not vary: no t (null, not NaN, in the JSON)
+    same = compare(get_task("mrpc"), [a[0], a[0]], [b[0], b[0]], resamples=99)
+    assert same["seeds_welch_t"] == {"t": None, "p": None}
     # unequal seed counts: the interval and the means, no permutation test
     r = compare(get_task("mrpc"), a[:2], b, resamples=99)
     assert r["permutation"] is None and r["a"]["mean"] == pytest.approx(np.mean(per_a[:2]))

@@ -35,6 +35,7 @@ def test_a_suite_runs_skips_and_summarises(tiny_teacher_run, tiny_bert, tmp_path
     path = _suite(tmp_path, d, tiny_bert)
     data = yaml.safe_load(path.read_text())
     data["runs"][1]["set"]["train.mixed_precision"] = "auto"
+    data["runs"][1]["baseline"] = "ft"
     path.write_text(yaml.safe_dump(data))
     assert main(["suite", str(path)]) == 0
     info = json.loads(capsys.readouterr().out)
@@ -49,7 +50,8 @@ def test_a_suite_runs_skips_and_summarises(tiny_teacher_run, tiny_bert, tmp_path
     assert kd["teacher_cache"].startswith(str(out / "cache" / "sst2-tiny-"))
     assert [p.name for p in (out / "cache").iterdir()] == [Path(kd["teacher_cache"]).name]  # one, for both points
     summary = (out / "summary.md").read_text()
-    table = [[c.strip() for c in line.split("|")[1:-1]] for line in summary.splitlines() if line.startswith("| sst2")]
+    table = [[c.strip() for c in line.split("|")[1:-1]] for line in summary.split("\n## ")[0].splitlines()
+             if line.startswith("| sst2")]
     t_acc = json.loads((out / "teachers" / "tiny" / "metrics.json").read_text())["dev"]["accuracy"]
     # the teacher first, with its own out-of-domain figures (the students' OOD columns mean little without them)
     t_ood = json.loads((out / "teachers" / "tiny" / "ood.json").read_text())
@@ -77,6 +79,14 @@ def test_a_suite_runs_skips_and_summarises(tiny_teacher_run, tiny_bert, tmp_path
     assert set(json.loads((out / "sst2" / "ft-s1" / "ood.json").read_text())) == {"sst2", "sst2:train"}
     rows = (out / "summary.csv").read_text().splitlines()
     assert len(rows) == 1 + 1 + 3 and rows[0].startswith("task,run,point,seeds,metric,mean,sd")
+    # each kd point against its baseline (ft) on the dev rows: the gap from the runs' metrics, seeds 1 and 2
+    gaps = summary[summary.index("## Gaps to each entry's baseline"):]
+    gap_rows = [[c.strip() for c in line.split("|")[1:-1]] for line in gaps.splitlines() if line.startswith("| sst2")]
+    assert [(r[1], r[2], r[3], r[4]) for r in gap_rows] == [("kd", "kd.temperature=2", "ft", "1, 2"),
+                                                            ("kd", "kd.temperature=5", "ft", "1, 2")]
+    for row, t in zip(gap_rows, (2, 5)):
+        assert row[5] == f"{100 * (means[t] - sum(ft) / 2):+.2f}"
+        assert 0 < float(row[7]) <= float(row[8]) <= 1  # p, and its Holm adjustment (never smaller)
     # a second call runs nothing
     import textdistill.train as train
 
@@ -219,7 +229,14 @@ def test_bad_suite_files(tiny_teacher_run, tiny_bert, tmp_path, capsys):
                            (lambda x: x["runs"][0].update({"set": {"train.lr": -1}}), "train.lr"),
                            (lambda x: x.update({"ood": {"sst2": ["imdb:validation"]}}),
                             "ood.sst2: task imdb has no 'validation' split"),
-                           (lambda x: x.update({"kept": str(tmp_path / "results")}), "results: no such folder")):
+                           (lambda x: x.update({"kept": str(tmp_path / "results")}), "results: no such folder"),
+                           (lambda x: x["runs"][1].update({"baseline": "fine-tune"}),
+                            "runs[1] (kd).baseline: 'fine-tune' is not another entry"),
+                           (lambda x: x["runs"][1].update({"baseline": "kd"}), "'kd' is not another entry"),
+                           (lambda x: x["runs"][0].update({"baseline": "kd"}),
+                            "runs[0] (ft).baseline: 'kd' has a grid"),
+                           (lambda x: x["runs"][0].update({"baseline": "kd", "tasks": {"rte": None}}),
+                            "has a grid")):
         bad = yaml.safe_load(yaml.safe_dump(s))
         change(bad)
         path.write_text(yaml.safe_dump(bad))

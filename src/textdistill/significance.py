@@ -198,8 +198,12 @@ def compare(task, a: list[str], b: list[str], *, metric: str | None = None, resa
         out["mcnemar"] = {"on": "right/wrong per row (accuracy)", "only_a_right": only_a, "only_b_right": only_b,
                           "p": float(stats.binomtest(only_b, only_a + only_b).pvalue) if only_a + only_b else 1.0}
     if len(a) > 1 and len(b) > 1:
-        t = stats.ttest_ind(per_b, per_a, equal_var=False)
-        out["seeds_welch_t"] = {"t": float(t.statistic), "p": float(t.pvalue)}
+        with warnings.catch_warnings():  # (seeds with identical metrics: no spread, t undefined, scipy warns)
+            warnings.simplefilter("ignore", RuntimeWarning)
+            t = stats.ttest_ind(per_b, per_a, equal_var=False)
+        spread = np.var(per_a) + np.var(per_b) > 0  # (seeds that agree to the last digit: t is not defined)
+        finite = lambda x: float(x) if spread and np.isfinite(x) else None  # noqa: E731 - (JSON has no NaN)
+        out["seeds_welch_t"] = {"t": finite(t.statistic), "p": finite(t.pvalue)}
     return out
 
 
@@ -225,6 +229,6 @@ def summary_line(r: dict) -> str:
     if "mcnemar" in r:
         parts.append(f"McNemar p (right/wrong per row) {r['mcnemar']['p']:.4f} ({r['mcnemar']['only_a_right']} rows "
                      f"only A right, {r['mcnemar']['only_b_right']} only B)")
-    if "seeds_welch_t" in r:
+    if r.get("seeds_welch_t", {}).get("p") is not None:
         parts.append(f"seeds' Welch t p {r['seeds_welch_t']['p']:.4f}")
     return f"{r['task']}, {r['rows']} rows, " + "; ".join(parts)

@@ -21,6 +21,8 @@ A suite file::
         seeds: [1]                       # this entry's seeds (default: the suite's)
         search: {trials: 12}             # optional: only 12 grid points, chosen one after another by Optuna's
                                          #   TPE sampler (sampler: random, seed: 0), each run at every seed
+        baseline: ft                     # optional: another entry (no grid); the summary tests this entry's
+                                         #   gaps to it on the dev rows (runs' dev_predictions, seeds paired)
     ood: {sst2: [imdb, "imdb:test"]}     # also evaluate a task's runs on other sets (task: its dev file,
                                          #   task:split another split: IMDB's 2k subset and its 25k test)
     kept: results/suite-example          # optional: the figures of an earlier machine's runs, kept as small text
@@ -118,6 +120,7 @@ class RunEntry(_Strict):
     seeds: list[int] | None = Field(None, min_length=1)  # this entry's seeds instead of the suite's
     reference: str | None = None  # its key in the suite's reference file (the paper's row to compare with)
     search: SearchCfg | None = None  # run only search.trials of the grid's points, chosen by Optuna
+    baseline: str | None = None  # another entry (no grid): the summary tests each of this entry's gaps to it
 
     @field_validator("seeds")
     @classmethod
@@ -224,6 +227,18 @@ def load_suite(path: str) -> Suite:
             if teacher and teacher not in suite.teachers and not Path(teacher).is_dir():
                 raise TextDistillError(f"{path}: runs[{i}] ({entry.name}).tasks.{task}: '{teacher}' is neither a "
                                        f"teacher of the suite nor a model folder")
+    by_name = {e.name: e for e in suite.runs}
+    for i, entry in enumerate(suite.runs):
+        if entry.baseline is None:
+            continue
+        where = f"{path}: runs[{i}] ({entry.name}).baseline"
+        base = by_name.get(entry.baseline)
+        if base is None or base is entry:
+            raise TextDistillError(f"{where}: '{entry.baseline}' is not another entry of the suite")
+        if base.grid:
+            raise TextDistillError(f"{where}: '{base.name}' has a grid; a baseline is one configuration")
+        if not set(entry.tasks) & set(base.tasks):
+            raise TextDistillError(f"{where}: '{base.name}' runs none of this entry's tasks")
     if suite.kept and not Path(suite.kept).is_dir():
         raise TextDistillError(f"{path}: kept: {suite.kept}: no such folder (create it, or drop kept:)")
     keys = {k for k, _ in load_reference(suite.reference)} if suite.reference else set()
@@ -612,6 +627,41 @@ def _summary_and_best(suite: Suite, everything: list[dict]) -> dict:
     return summary
 
 
+def _gaps(suite: Suite, groups: dict) -> list[list[str]]:
+    """Rows of the summary's gaps table: each entry with a ``baseline`` against it, per task and grid point,
+    over the seeds whose runs (here or kept) have dev predictions on both sides."""
+    from .data.tasks import get_task
+    from .significance import compare, holm, run_predictions
+
+    def predictions(items) -> dict[int, str]:
+        out = {}
+        for r, _, _ in items:
+            where = finished(suite, r["out"])
+            p = run_predictions(where) if where else None
+            if p is not None:
+                out[r["seed"]] = str(p)
+        return out
+
+    found = []
+    for (task, entry, point), items in groups.items():
+        base_name = next(e.baseline for e in suite.runs if e.name == entry)
+        base = groups.get((task, base_name, "")) if base_name else None
+        if not base:
+            continue
+        a, b = predictions(base), predictions(items)
+        seeds = sorted(set(a) & set(b))
+        if seeds:
+            r = compare(get_task(task), [a[s] for s in seeds], [b[s] for s in seeds], resamples=4999)
+            found.append((task, entry, point, base_name, seeds, r))
+    position = {e.name: i for i, e in enumerate(suite.runs)}
+    found.sort(key=lambda g: (g[0], position[g[1]], g[2]))
+    adjusted = holm([f[-1]["permutation"]["p"] for f in found])
+    return [[task, entry, point or "-", base, ", ".join(map(str, seeds)), f"{100 * r['difference']:+.2f}",
+             f"{100 * r['bootstrap']['low']:+.2f} .. {100 * r['bootstrap']['high']:+.2f}",
+             f"{r['permutation']['p']:.4f}", f"{h:.4f}"]
+            for (task, entry, point, base, seeds, r), h in zip(found, adjusted)]
+
+
 def _compare_with_kept(suite: Suite, name: str, folder: Path) -> None:
     """A teacher fine-tuned again (its model was lost, its figures kept): the runs kept from the earlier one
     were taught by that one; say so when the two differ."""
@@ -751,6 +801,14 @@ def summarise(suite: Suite, runs: list[dict]) -> dict:
         text.append(markdown_table(["rank", "grid point", "mean dev", "train s"],
                                    [[i + 1, p, f"{m:.2f}", f"{s:.0f}"] for i, (m, p, _, s) in enumerate(points)]))
         text.append(f"\nbest recipe: best-{entry}-{task}.yaml")
+    gaps = _gaps(suite, groups)
+    if gaps:
+        text.append("\n## Gaps to each entry's baseline, tested on the dev rows\n")
+        text.append("B - A in the main metric x 100 over the seeds both ran and kept dev predictions for (paired by "
+                    "seed); paired permutation test (two-sided), Holm-adjusted over this table; 95 % bootstrap "
+                    "interval (`textdistill significance`).\n")
+        text.append(markdown_table(["task", "run (B)", "grid point", "baseline (A)", "seeds", "B - A", "interval",
+                                    "p", "Holm p"], gaps))
     out = Path(suite.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "summary.md").write_text("\n".join(text) + "\n")
