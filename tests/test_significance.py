@@ -229,3 +229,11 @@ def test_a_runs_predictions_are_found_where_runs_and_results_keep_them(tmp_path)
     assert run_predictions(kept) == kept / "dev_predictions.jsonl.gz"
     assert run_predictions(chain) == chain / "task" / "dev_predictions.jsonl.gz"  # the last link's
     assert run_predictions(none) is None and run_predictions(tmp_path / "absent") is None
+    # significance takes run folders too
+    from textdistill import TextDistillError
+    from textdistill.significance import load_predictions
+
+    (plain / "dev_predictions.jsonl").write_text(json.dumps({"row": 0, "prediction": "1", "label": "0"}) + "\n")
+    assert load_predictions(str(plain), get_task("sst2"))[0].tolist() == [1]
+    with pytest.raises(TextDistillError, match="a folder without dev predictions"):
+        load_predictions(str(none), get_task("sst2"))

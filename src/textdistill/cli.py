@@ -530,7 +530,8 @@ def build_parser() -> argparse.ArgumentParser:
                                             "permutation test, bootstrap interval, McNemar, seeds' t-test")
     p.add_argument("--task", required=True)
     p.add_argument("--a", nargs="+", required=True, metavar="PREDICTIONS",
-                   help="model A's `evaluate --predictions` JSON-lines files (one per seed)")
+                   help="model A's `evaluate --predictions` JSON-lines files, or run folders (their "
+                        "dev_predictions.jsonl); one per seed")
     p.add_argument("--b", nargs="+", required=True, metavar="PREDICTIONS",
                    help="model B's, of the same rows (as many files as A for the permutation test)")
     p.add_argument("--metric", help="one of the task's metrics (default: its main one)")

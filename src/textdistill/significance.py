@@ -34,9 +34,15 @@ BATCH = 256  # resamples scipy holds at once: memory O(BATCH x rows), not O(resa
 
 
 def load_predictions(path: str, task) -> tuple[np.ndarray, np.ndarray, list]:
-    """``(predictions, gold, ids)`` of a ``--predictions`` JSON-lines file: class ids (or scores) in the file's
-    order, and each line's ``(row, line)`` (None where absent) to check that two files hold the same rows."""
+    """``(predictions, gold, ids)`` of a ``--predictions`` JSON-lines file (or a run folder's dev predictions):
+    class ids (or scores) in the file's order, and each line's ``(row, line)`` (None where absent) to check that two files hold the same rows."""
     p = Path(path)
+    if p.is_dir():  # a run folder: its dev predictions (a chain's: its last link's)
+        found = run_predictions(p)
+        if found is None:
+            raise TextDistillError(f"{path}: a folder without dev predictions (runs write dev_predictions.jsonl; "
+                                   f"for a model folder, write them with textdistill evaluate --predictions)")
+        p = found
     if not p.is_file():
         raise TextDistillError(f"{path}: no such file")
     preds, gold, ids = [], [], []
