@@ -112,3 +112,15 @@ def test_bad_predictions_options_are_refused_before_the_work(tiny_teacher_run, t
     before = dev.read_text()
     fails_one_line([*base[:5], "--file", str(dev), "--predictions", str(dev)], capsys, "the rows are read from")
     assert dev.read_text() == before
+
+
+def test_evaluate_folder_writes_the_same_predictions(tiny_teacher_run, tmp_path, capsys):
+    from textdistill.evaluate import evaluate_folder
+
+    model, data = tiny_teacher_run / "teacher" / "model", tiny_teacher_run / "sst2"
+    metrics = evaluate_folder(model, get_task("sst2"), "dev", str(data), predictions=tmp_path / "a.jsonl")
+    assert main(["evaluate", "--model", str(model), "--task", "sst2", "--data-dir", str(data), "--predictions",
+                 str(tmp_path / "b.jsonl")]) == 0
+    assert json.loads(capsys.readouterr().out)["metrics"] == pytest.approx(metrics)
+    a, b = ([json.loads(x) for x in (tmp_path / f).read_text().splitlines()] for f in ("a.jsonl", "b.jsonl"))
+    assert [r["prediction"] for r in a] == [r["prediction"] for r in b] and len(a) == 100

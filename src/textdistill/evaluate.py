@@ -51,9 +51,10 @@ def compute_metrics(task, logits: np.ndarray, labels) -> dict[str, float]:
 
 
 def evaluate_folder(model_dir, task, split: str, data_dir: str, batch_size: int = 64,
-                    max_length: int = 128) -> dict[str, float]:
+                    max_length: int = 128, predictions=None) -> dict[str, float]:
     """Metrics of a saved model folder on ``split`` of ``task`` (e.g. an SST-2 student on IMDB: out of domain),
-    tokenized per batch (25,000 IMDB reviews fit in memory)."""
+    tokenized per batch (25,000 IMDB reviews fit in memory); each row's prediction also written to
+    ``predictions`` when given (:func:`write_predictions`)."""
     from .data.batching import stream_loader
     from .data.readers import load_examples, resolve_file
     from .models.loading import load_model, load_tokenizer
@@ -62,6 +63,8 @@ def evaluate_folder(model_dir, task, split: str, data_dir: str, batch_size: int 
     model = load_model(str(model_dir), task.num_labels, task.labels)[0]
     logits = predict(model, stream_loader(examples, load_tokenizer(str(model_dir)), batch_size, max_length,
                                           task.is_regression))
+    if predictions is not None:
+        write_predictions(predictions, prediction_rows(task, logits, examples))
     return compute_metrics(task, logits, examples.labels)
 
 
