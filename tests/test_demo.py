@@ -30,9 +30,14 @@ def test_the_verdict_counts_only_what_the_dev_rows_show(tmp_path):
     text = _verdict(summary, gaps)
     acc = {r["model"]: 100 * r["dev_accuracy"] for r in summary}
     assert f"TinyBERT + augmented {acc['TinyBERT + augmented']:.2f} is " \
-           f"{acc['TinyBERT + augmented'] - acc['FT']:.2f} points above FT (p 0.00" in text
-    assert f"KD {acc['KD']:.2f} is level with FT" in text and "not shown on these rows" in text
+           f"{acc['TinyBERT + augmented'] - acc['FT']:.2f} points above FT (p 0.000, Holm 0.00" in text
+    assert f"KD {acc['KD']:.2f} vs FT {acc['KD'] - acc['FT']:+.2f}" in text and "not shown on these rows" in text
     assert "the teacher pays off when it labels rows" in text
+    # a gap significant alone but not over the three comparisons: suggestive, and said so
+    gaps["TinyBERT + augmented"].update(permutation={"p": 0.03}, holm_p=0.09)
+    text = _verdict(summary + [{"model": "Teacher (MiniLM-L6)", "dev_accuracy": 0.95}], gaps)
+    assert "its gap is suggestive (p 0.030 alone) but not shown once the three comparisons are counted (Holm 0.09)" \
+        in text
     # no student clear of the rows' noise: the verdict says so
     for name in ("ft", "kd", "pkd-skip", "tb"):
         (tmp_path / name / "dev_predictions.jsonl").unlink()
