@@ -111,13 +111,13 @@ def _verdict(summary: list[dict], gaps: dict[str, dict]) -> str:
         if shown[label]:
             return (f"{label} {acc[label]:.2f} is {abs(d):.2f} points {'above' if d > 0 else 'below'} FT "
                     f"(p {raw:.3f}, Holm {p:.3f})")
-        return f"{label} {acc[label]:.2f} vs FT {d:+.2f} (p {raw:.2f}, Holm {p:.2f}: not shown on these rows)"
+        return f"{label} {acc[label]:.2f} vs FT {d:+.2f} (p {raw:.3f}, Holm {p:.2f}: not shown on these rows)"
     text = "; ".join(versus(x) for x in DISTILLED) + (
         " (paired permutation test on the 872 dev rows, Holm-adjusted over the three). ")
     best = "TinyBERT + augmented"
     if not shown[best] and acc[best] > ft and gaps[best]["permutation"]["p"] < 0.05:
-        return text + (f"{best} is the one student clearly above FT in accuracy, as in docs/results.md section 6; on "
-                       f"872 rows its gap is suggestive (p {gaps[best]['permutation']['p']:.3f} alone) but not shown "
+        return text + (f"{best} is the one student more than a point above FT, as in docs/results.md section 6; "
+                       f"on 872 rows its gap is suggestive (p {gaps[best]['permutation']['p']:.3f} alone) but not shown "
                        f"once the three comparisons are counted (Holm {gaps[best]['holm_p']:.2f}): the teacher, "
                        f"{acc['Teacher (MiniLM-L6)'] - ft:.2f} points above FT, leaves little room. KD and PKD-Skip "
                        f"use only the 4,000 labelled rows; the TinyBERT student also learns from 5 teacher-labelled "
