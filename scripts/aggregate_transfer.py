@@ -12,7 +12,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 from textdistill.data.tasks import get_task  # noqa: E402
 from textdistill.report import markdown_table, mean_cell  # noqa: E402
-from textdistill.significance import compare, holm, run_predictions  # noqa: E402
+from textdistill.significance import compare_seeds, holm, run_predictions  # noqa: E402
 
 root = Path(sys.argv[1] if len(sys.argv) > 1 else "results/transfer")
 troot = Path(sys.argv[2] if len(sys.argv) > 2 else "results/teachers")
@@ -42,25 +42,22 @@ for label, m in METHODS:
 print(markdown_table(["transfer set / method"] + [f"{s} ({metric[s]})" for s in sets], rows))
 
 
-def predictions(s: str, method: str) -> dict[int, str]:
-    """{seed: dev predictions file} of a method's runs that kept them."""
+def predictions(s: str, method: str) -> dict[int, Path]:
+    """{seed: run folder} of a method's runs that kept their dev predictions."""
     out = {}
     for f in sorted((root / s).glob(f"{method}-s*/metrics.json")):
         name, seed = f.parent.name.rsplit("-s", 1)
-        p = run_predictions(f.parent) if name == method and seed.isdigit() else None
-        if p is not None:
-            out[int(seed)] = str(p)
+        if name == method and seed.isdigit() and run_predictions(f.parent) is not None:
+            out[int(seed)] = f.parent
     return out
 
 
 gaps = {}  # (method, set) -> the comparison with KD on the training rows, seeds paired by number
 for _, m in METHODS:
-    for s in sets:
-        base, mine = predictions(s, "kd"), predictions(s, m)
-        seeds = sorted(set(base) & set(mine))
-        if m != "kd" and seeds:
-            gaps[m, s] = (seeds, compare(get_task(TASKS[s]), [base[n] for n in seeds], [mine[n] for n in seeds],
-                                         resamples=4999))
+    for s in sets if m != "kd" else ():
+        gap = compare_seeds(get_task(TASKS[s]), predictions(s, "kd"), predictions(s, m), resamples=4999)
+        if gap:
+            gaps[m, s] = gap
 if gaps:
     keys = [k for k in gaps if gaps[k][1]["permutation"]]
     adjusted = dict(zip(keys, holm([gaps[k][1]["permutation"]["p"] for k in keys])))

@@ -237,3 +237,15 @@ def test_a_runs_predictions_are_found_where_runs_and_results_keep_them(tmp_path)
     assert load_predictions(str(plain), get_task("sst2"))[0].tolist() == [1]
     with pytest.raises(TextDistillError, match="a folder without dev predictions"):
         load_predictions(str(none), get_task("sst2"))
+
+
+def test_compare_seeds_pairs_by_seed(tmp_path):
+    from textdistill.significance import compare_seeds
+
+    rng = np.random.default_rng(4)
+    gold = rng.integers(0, 2, 200)
+    files = {k: _write(tmp_path / f"{k}.jsonl", _noisy(rng, gold, 0.8), gold) for k in ("a1", "a3", "b2", "b3")}
+    assert compare_seeds(get_task("sst2"), {1: files["a1"]}, {2: files["b2"]}) is None
+    seeds, r = compare_seeds(get_task("sst2"), {1: files["a1"], 3: files["a3"]}, {2: files["b2"], 3: files["b3"]},
+                             resamples=99)
+    assert seeds == [3] and r["a"]["files"] == [files["a3"]] and r["b"]["files"] == [files["b3"]]

@@ -213,6 +213,13 @@ def compare(task, a: list[str], b: list[str], *, metric: str | None = None, resa
     return out
 
 
+def compare_seeds(task, a: dict, b: dict, **kw) -> tuple[list, dict] | None:
+    """``compare`` over the seeds both sides have (``{seed: predictions file or run folder}``, paired by seed):
+    ``(seeds, result)``, or None where they share no seed."""
+    seeds = sorted(set(a) & set(b))
+    return (seeds, compare(task, [str(a[s]) for s in seeds], [str(b[s]) for s in seeds], **kw)) if seeds else None
+
+
 def holm(pvalues: list[float]) -> list[float]:
     """Holm's step-down adjustment of several tests' p-values (family-wise error), in the given order:
     the i-th smallest p times (m - i + 1), made non-decreasing, capped at 1."""

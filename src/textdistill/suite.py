@@ -631,28 +631,19 @@ def _gaps(suite: Suite, groups: dict) -> list[list[str]]:
     """Rows of the summary's gaps table: each entry with a ``baseline`` against it, per task and grid point,
     over the seeds whose runs (here or kept) have dev predictions on both sides."""
     from .data.tasks import get_task
-    from .significance import compare, holm, run_predictions
+    from .significance import compare_seeds, holm, run_predictions
 
-    def predictions(items) -> dict[int, str]:
-        out = {}
-        for r, _, _ in items:
-            where = finished(suite, r["out"])
-            p = run_predictions(where) if where else None
-            if p is not None:
-                out[r["seed"]] = str(p)
-        return out
+    def predictions(items) -> dict[int, Path]:
+        where = {r["seed"]: finished(suite, r["out"]) for r, _, _ in items}
+        return {seed: p for seed, w in where.items() if w and (p := run_predictions(w)) is not None}
 
     found = []
     for (task, entry, point), items in groups.items():
         base_name = next(e.baseline for e in suite.runs if e.name == entry)
         base = groups.get((task, base_name, "")) if base_name else None
-        if not base:
-            continue
-        a, b = predictions(base), predictions(items)
-        seeds = sorted(set(a) & set(b))
-        if seeds:
-            r = compare(get_task(task), [a[s] for s in seeds], [b[s] for s in seeds], resamples=4999)
-            found.append((task, entry, point, base_name, seeds, r))
+        gap = compare_seeds(get_task(task), predictions(base), predictions(items), resamples=4999) if base else None
+        if gap:
+            found.append((task, entry, point, base_name, *gap))
     position = {e.name: i for i, e in enumerate(suite.runs)}
     found.sort(key=lambda g: (g[0], position[g[1]], g[2]))
     adjusted = holm([f[-1]["permutation"]["p"] for f in found])
