@@ -17,8 +17,11 @@ for grid in "${@:-teachers schemes transfer suite-mpnet12 suite-qqp-paws}"; do
         || echo "keep_results: runs/$g: find reported a problem; kept what it listed" >&2; } | while read -r f; do
       dest="results/${f#runs/}"
       mkdir -p "$(dirname "$dest")"
-      if [[ $f == *.jsonl ]]; then  # a run's dev predictions (textdistill significance reads them), gzipped
-        [ "$dest.gz" -nt "$f" ] || gzip -9 -n -c "$f" > "$dest.gz"
+      if [[ $f == *.jsonl ]]; then  # a run's dev predictions (textdistill significance reads them), gzipped;
+        # rewritten unless the kept copy holds the same rows (whole or not at all: a temporary file, then mv)
+        if ! gzip -dc "$dest.gz" 2>/dev/null | cmp -s - "$f"; then
+          gzip -9 -n -c "$f" > "$dest.gz.tmp" && mv "$dest.gz.tmp" "$dest.gz"
+        fi
       else
         cp "$f" "$dest"
       fi

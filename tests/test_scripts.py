@@ -44,6 +44,15 @@ def test_keep_results_keeps_metrics_and_gzipped_predictions_not_models(tmp_path)
     assert sorted(str(p.relative_to(kept)) for p in kept.rglob("*") if p.is_file()) == [
         "mrpc/kd-s1/dev_predictions.jsonl.gz", "mrpc/kd-s1/metrics.json"]
     assert gzip.decompress((kept / "mrpc/kd-s1/dev_predictions.jsonl.gz").read_bytes()).decode() == predictions
+    # kept again after the run changed (a run made again), and after a kept copy was damaged: the run's rows win
+    gz = kept / "mrpc/kd-s1/dev_predictions.jsonl.gz"
+    for change in (lambda: (run_dir / "dev_predictions.jsonl").write_text(predictions.replace('"1"', '"0"')),
+                   lambda: gz.write_bytes(gz.read_bytes()[:20])):
+        change()
+        assert subprocess.run(["bash", "scripts/keep_results.sh", "transfer"], cwd=tmp_path, capture_output=True,
+                              timeout=60).returncode == 0
+        assert gzip.decompress(gz.read_bytes()).decode() == (run_dir / "dev_predictions.jsonl").read_text()
+    assert not list(kept.rglob("*.tmp"))
 
 
 def test_aggregate_transfer_tests_each_method_against_kd_on_the_rows(tmp_path):

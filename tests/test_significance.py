@@ -218,8 +218,14 @@ def test_a_runs_predictions_are_found_where_runs_and_results_keep_them(tmp_path)
     from textdistill.significance import run_predictions
 
     plain, kept, chain, none = (tmp_path / n for n in ("plain", "kept", "chain", "none"))
-    for d in (plain, kept, chain / "general", chain / "task", none):
+    born, dml = tmp_path / "born-again", tmp_path / "dml"
+    for d in (plain, kept, chain / "general", chain / "task", none, born / "gen-1", born / "gen-2", dml / "l6",
+              dml / "l3"):
         d.mkdir(parents=True)
+    for d in (born / "gen-1", born / "gen-2", dml / "l6", dml / "l3"):
+        (d / "dev_predictions.jsonl.gz").write_bytes(b"")
+    (born / "metrics.json").write_text(json.dumps({"generations": [{"name": "gen-1"}, {"name": "gen-2"}]}))
+    (dml / "metrics.json").write_text(json.dumps({"peer_models": {"l6": {}, "l3": {}}}))  # (the run's dev: the last)
     (plain / "dev_predictions.jsonl").write_text("{}\n")
     (kept / "dev_predictions.jsonl.gz").write_bytes(b"")
     (chain / "task" / "dev_predictions.jsonl.gz").write_bytes(b"")
@@ -228,6 +234,8 @@ def test_a_runs_predictions_are_found_where_runs_and_results_keep_them(tmp_path)
     assert run_predictions(plain) == plain / "dev_predictions.jsonl"
     assert run_predictions(kept) == kept / "dev_predictions.jsonl.gz"
     assert run_predictions(chain) == chain / "task" / "dev_predictions.jsonl.gz"  # the last link's
+    assert run_predictions(born) == born / "gen-2" / "dev_predictions.jsonl.gz"
+    assert run_predictions(dml) == dml / "l3" / "dev_predictions.jsonl.gz"
     assert run_predictions(none) is None and run_predictions(tmp_path / "absent") is None
     # significance takes run folders too
     from textdistill import TextDistillError

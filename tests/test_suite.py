@@ -103,6 +103,15 @@ def test_a_suite_runs_skips_and_summarises(tiny_teacher_run, tiny_bert, tmp_path
     path.write_text(yaml.safe_dump({**yaml.safe_load(path.read_text()), "seeds": [1, 2, 3]}))
     assert main(["suite", str(path), "--summary"]) == 0
     assert (out / "summary.md").read_text() == summary and (out / "best-kd-sst2.yaml").is_file()
+    # a point whose runs kept no predictions is listed as untested; a damaged file is said in its row
+    for k in (1, 2):
+        (out / "sst2" / f"kd-kd.temperature=2-s{k}" / "dev_predictions.jsonl").unlink()
+    (out / "sst2" / "kd-kd.temperature=5-s1" / "dev_predictions.jsonl").write_text("not json\n")
+    assert main(["suite", str(path), "--summary"]) == 0
+    gaps = (out / "summary.md").read_text().split("## Gaps to each entry's baseline")[1]
+    assert "Not tested (no seed with dev predictions on both sides" in gaps and "kd (kd.temperature=2) on sst2" in gaps
+    (row,) = [line for line in gaps.splitlines() if line.startswith("| sst2")]
+    assert "kd.temperature=5" in row and "not tested:" in row and "not a JSON line" in row
 
 
 def test_an_interrupted_suite_run_is_resumed(tiny_teacher_run, tiny_bert, tmp_path, capsys, monkeypatch):
@@ -235,8 +244,9 @@ def test_bad_suite_files(tiny_teacher_run, tiny_bert, tmp_path, capsys):
                            (lambda x: x["runs"][1].update({"baseline": "kd"}), "'kd' is not another entry"),
                            (lambda x: x["runs"][0].update({"baseline": "kd"}),
                             "runs[0] (ft).baseline: 'kd' has a grid"),
-                           (lambda x: x["runs"][0].update({"baseline": "kd", "tasks": {"rte": None}}),
-                            "has a grid")):
+                           (lambda x: (x["runs"][0].update({"tasks": {"rte": None}}),
+                                       x["runs"][1].update({"baseline": "ft"})),
+                            "runs[1] (kd).baseline: 'ft' runs none of this entry's tasks")):
         bad = yaml.safe_load(yaml.safe_dump(s))
         change(bad)
         path.write_text(yaml.safe_dump(bad))

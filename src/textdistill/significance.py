@@ -84,15 +84,20 @@ def load_predictions(path: str, task) -> tuple[np.ndarray, np.ndarray, list]:
 
 
 def run_predictions(folder) -> Path | None:
-    """A run folder's dev predictions (runs/: dev_predictions.jsonl; results/: gzipped), for a chain of runs
-    (stages, generations) its last link's; None where the run wrote none (before they were written)."""
+    """A run folder's dev predictions (runs/: dev_predictions.jsonl; results/: gzipped) -- for a chain of runs
+    (stages, generations) its last link's, for mutual learning (DML) the peer whose figures are the run's (the
+    last); None where the run wrote none (runs from before they were written)."""
     folder = Path(folder)
     for name in ("dev_predictions.jsonl", "dev_predictions.jsonl.gz"):
         if (folder / name).is_file():
             return folder / name
     m = json.loads((folder / "metrics.json").read_text()) if (folder / "metrics.json").is_file() else {}
-    links = m.get("links") or m.get("generations")  # (a chain's summary names its links in order)
-    return run_predictions(folder / links[-1]["name"]) if links else None
+    links = m.get("links") or m.get("stages") or m.get("generations")  # (a chain's summary names its links)
+    if links:
+        return run_predictions(folder / links[-1]["name"])
+    if m.get("peer_models"):
+        return run_predictions(folder / list(m["peer_models"])[-1])
+    return None
 
 
 def _metric(task, name: str):

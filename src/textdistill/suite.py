@@ -627,9 +627,12 @@ def _summary_and_best(suite: Suite, everything: list[dict]) -> dict:
     return summary
 
 
-def _gaps(suite: Suite, groups: dict) -> list[list[str]]:
-    """Rows of the summary's gaps table: each entry with a ``baseline`` against it, per task and grid point,
-    over the seeds whose runs (here or kept) have dev predictions on both sides."""
+_GAPS: dict = {}  # (task, both sides' prediction files and their mtimes) -> compare_seeds' answer, or its error
+
+
+def _gaps(suite: Suite, groups: dict) -> tuple[list[list[str]], list[str]]:
+    """Rows of the summary's gaps table -- each entry with a ``baseline`` against it, per task and grid point,
+    over the seeds whose runs (here or kept) have dev predictions on both sides -- and the pairs left untested."""
     from .data.tasks import get_task
     from .significance import compare_seeds, holm, run_predictions
 
@@ -637,20 +640,39 @@ def _gaps(suite: Suite, groups: dict) -> list[list[str]]:
         where = {r["seed"]: finished(suite, r["out"]) for r, _, _ in items}
         return {seed: p for seed, w in where.items() if w and (p := run_predictions(w)) is not None}
 
-    found = []
+    found, untested = [], []
     for (task, entry, point), items in groups.items():
         base_name = next(e.baseline for e in suite.runs if e.name == entry)
         base = groups.get((task, base_name, "")) if base_name else None
-        gap = compare_seeds(get_task(task), predictions(base), predictions(items), resamples=4999) if base else None
-        if gap:
-            found.append((task, entry, point, base_name, *gap))
+        if not base:
+            continue
+        a, b = predictions(base), predictions(items)
+        key = (task, tuple((s, str(p), p.stat().st_mtime_ns) for s, p in sorted(a.items())),
+               tuple((s, str(p), p.stat().st_mtime_ns) for s, p in sorted(b.items())))
+        if key not in _GAPS:  # (the summary is rewritten after every run: a pair is compared once per process)
+            try:
+                _GAPS[key] = compare_seeds(get_task(task), a, b, resamples=4999)
+            except TextDistillError as e:  # (a damaged or mismatched file: said in its row, the rest stands)
+                _GAPS[key] = str(e)
+        if _GAPS[key] is None:
+            untested.append(f"{entry}{f' ({point})' if point else ''} on {task}")
+        else:
+            found.append((task, entry, point, base_name, _GAPS[key]))
     position = {e.name: i for i, e in enumerate(suite.runs)}
     found.sort(key=lambda g: (g[0], position[g[1]], g[2]))
-    adjusted = holm([f[-1]["permutation"]["p"] for f in found])
-    return [[task, entry, point or "-", base, ", ".join(map(str, seeds)), f"{100 * r['difference']:+.2f}",
-             f"{100 * r['bootstrap']['low']:+.2f} .. {100 * r['bootstrap']['high']:+.2f}",
-             f"{r['permutation']['p']:.4f}", f"{h:.4f}"]
-            for (task, entry, point, base, seeds, r), h in zip(found, adjusted)]
+    tested = [f for f in found if not isinstance(f[-1], str)]
+    adjusted = dict(zip(map(id, tested), holm([f[-1][1]["permutation"]["p"] for f in tested])))
+    rows = []
+    for f in found:
+        task, entry, point, base, gap = f
+        if isinstance(gap, str):
+            rows.append([task, entry, point or "-", base, "", "", "", f"not tested: {gap}", ""])
+            continue
+        seeds, r = gap
+        rows.append([task, entry, point or "-", base, ", ".join(map(str, seeds)), f"{100 * r['difference']:+.2f}",
+                     f"{100 * r['bootstrap']['low']:+.2f} .. {100 * r['bootstrap']['high']:+.2f}",
+                     f"{r['permutation']['p']:.4f}", f"{adjusted[id(f)]:.4f}"])
+    return rows, sorted(untested)
 
 
 def _compare_with_kept(suite: Suite, name: str, folder: Path) -> None:
@@ -792,14 +814,18 @@ def summarise(suite: Suite, runs: list[dict]) -> dict:
         text.append(markdown_table(["rank", "grid point", "mean dev", "train s"],
                                    [[i + 1, p, f"{m:.2f}", f"{s:.0f}"] for i, (m, p, _, s) in enumerate(points)]))
         text.append(f"\nbest recipe: best-{entry}-{task}.yaml")
-    gaps = _gaps(suite, groups)
-    if gaps:
+    gaps, untested = _gaps(suite, groups)
+    if gaps or untested:
         text.append("\n## Gaps to each entry's baseline, tested on the dev rows\n")
         text.append("B - A in the main metric x 100 over the seeds both ran and kept dev predictions for (paired by "
                     "seed); paired permutation test (two-sided), Holm-adjusted over this table; 95 % bootstrap "
                     "interval (`textdistill significance`).\n")
-        text.append(markdown_table(["task", "run (B)", "grid point", "baseline (A)", "seeds", "B - A", "interval",
-                                    "p", "Holm p"], gaps))
+        if gaps:
+            text.append(markdown_table(["task", "run (B)", "grid point", "baseline (A)", "seeds", "B - A",
+                                        "interval", "p", "Holm p"], gaps))
+        if untested:
+            text.append(f"\nNot tested (no seed with dev predictions on both sides; runs from before runs wrote "
+                        f"them): {'; '.join(untested)}.")
     out = Path(suite.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "summary.md").write_text("\n".join(text) + "\n")

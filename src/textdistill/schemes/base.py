@@ -142,9 +142,9 @@ class Scheme:
     def encode(self, tokenizer, examples):
         return encode(tokenizer, examples, self.cfg.max_length, self.task.is_regression)
 
-    def metrics_of(self, model, where: str | None = ".") -> dict:
-        """The dev metrics of ``model``; its logits are kept for the dev predictions of the model the run saves
-        in ``<run>/<where>`` (None: a model the run does not save, e.g. a fake-quantized one)."""
+    def metrics_of(self, model, where: str | None = None) -> dict:
+        """The dev metrics of ``model``; with ``where``, its logits are kept for the dev predictions of the model
+        the run saves in ``<run>/<where>`` ("." for the run's own model folder)."""
         loader = eval_loader(self.dev_set, self.tokenizer, self.cfg.eval_batch_size)
         logits = predict(model, loader)
         if where is not None:

@@ -221,8 +221,8 @@ class Offline(Scheme):
             import copy
 
             saved = qat.convert(copy.deepcopy(self.student))
-            return {"dev": self.metrics_of(saved), "dev_fake_quant": self.metrics_of(self.student, where=None), **terms}
-        return {"dev": self.metrics_of(self.student), **terms}
+            return {"dev": self.metrics_of(saved, where="."), "dev_fake_quant": self.metrics_of(self.student), **terms}
+        return {"dev": self.metrics_of(self.student, where="."), **terms}
 
     def save(self, folder: Path, unwrap) -> dict:
         student, terms = unwrap(self.student), unwrap(self.terms)
