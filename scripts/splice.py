@@ -2,7 +2,7 @@
 """Replace the generated block of a markdown file -- the lines between ``<!-- NAME ... -->`` and
 ``<!-- /NAME -->`` -- with standard input; the file is left alone unless exactly one such block exists.
     .venv/bin/python scripts/aggregate_transfer.py | scripts/splice.py docs/results.md aggregate_transfer
-    tail -n +3 results/suite-mpnet12/summary.md | scripts/splice.py docs/results.md suite-mpnet12
+    awk 'NR > 2 && /^## / {exit} NR > 2' runs/suite-mpnet12/summary.md | scripts/splice.py docs/results.md suite-mpnet12
 (``spliced`` is also imported by scripts that put their own blocks in place, e.g. aggregate_schemes.py --splice.)"""
 import re
 import sys
