@@ -72,8 +72,9 @@ if gaps:
                 continue
             seeds, r = gaps[m, s]
             cells.append(f"{100 * r['difference']:+.2f} (p {r['permutation']['p']:.3f}, Holm {adjusted[m, s]:.3f}; "
-                         f"seeds {', '.join(map(str, seeds))})")
-        rows.append([label] + cells)
+                         f"seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))})")
+        if any(cells):  # (methods no seed of which kept predictions yet: left out)
+            rows.append([label] + cells)
     print("\nEach method minus KD on the training rows, on the dev rows (paired permutation test over the seeds "
           "whose runs kept their dev predictions, Holm-adjusted over the table; `textdistill significance`):\n")
     print(markdown_table(["method"] + sets, rows))
