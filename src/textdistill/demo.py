@@ -85,8 +85,7 @@ def _gaps(out: Path, data: Path, runs: dict[str, Path]) -> dict[str, dict]:
     their models)."""
     from .data.tasks import get_task
     from .evaluate import evaluate_folder
-    from .schemes.base import PREDICTIONS_FILE
-    from .significance import compare, holm
+    from .significance import PREDICTIONS_FILE, compare, holm
 
     task = get_task("sst2")
     for folder in runs.values():

@@ -30,6 +30,7 @@ from scipy import stats
 
 from . import TextDistillError
 
+PREDICTIONS_FILE = "dev_predictions.jsonl"  # beside each model a run saves: its last dev evaluation, row by row
 BATCH = 256  # resamples scipy holds at once: memory O(BATCH x rows), not O(resamples x rows) (QQP dev: 40k rows)
 
 
@@ -88,7 +89,7 @@ def run_predictions(folder) -> Path | None:
     (stages, generations) its last link's, for mutual learning (DML) the peer whose figures are the run's (the
     last); None where the run wrote none (runs from before they were written)."""
     folder = Path(folder)
-    for name in ("dev_predictions.jsonl", "dev_predictions.jsonl.gz"):
+    for name in (PREDICTIONS_FILE, PREDICTIONS_FILE + ".gz"):
         if (folder / name).is_file():
             return folder / name
     m = json.loads((folder / "metrics.json").read_text()) if (folder / "metrics.json").is_file() else {}

@@ -660,18 +660,17 @@ def _gaps(suite: Suite, groups: dict) -> tuple[list[list[str]], list[str]]:
             found.append((task, entry, point, base_name, _GAPS[key]))
     position = {e.name: i for i, e in enumerate(suite.runs)}
     found.sort(key=lambda g: (g[0], position[g[1]], g[2]))
-    tested = [f for f in found if not isinstance(f[-1], str)]
-    adjusted = dict(zip(map(id, tested), holm([f[-1][1]["permutation"]["p"] for f in tested])))
+    # Holm over the tested pairs, handed out in the same order as the rows that use them
+    adjusted = iter(holm([gap[1]["permutation"]["p"] for *_, gap in found if not isinstance(gap, str)]))
     rows = []
-    for f in found:
-        task, entry, point, base, gap = f
+    for task, entry, point, base, gap in found:
         if isinstance(gap, str):
             rows.append([task, entry, point or "-", base, "", "", "", f"not tested: {gap}", ""])
             continue
         seeds, r = gap
         rows.append([task, entry, point or "-", base, ", ".join(map(str, seeds)), f"{100 * r['difference']:+.2f}",
                      f"{100 * r['bootstrap']['low']:+.2f} .. {100 * r['bootstrap']['high']:+.2f}",
-                     f"{r['permutation']['p']:.4f}", f"{adjusted[id(f)]:.4f}"])
+                     f"{r['permutation']['p']:.4f}", f"{next(adjusted):.4f}"])
     return rows, sorted(untested)
 
 

@@ -550,7 +550,6 @@ def _loop(scheme, tmp: Path, tqdm, resume: bool = False, any_version: bool = Fal
     saved = scheme.save(tmp, accelerator.unwrap_model) if main else {}
     if main:
         scheme.write_dev_predictions(tmp)
-    if main:
         shutil.rmtree(tmp / checkpoint.FOLDER, ignore_errors=True)
     history, step_seconds = run["history"], run["step_seconds"]
     last = {k: v for k, v in history[-1].items() if k not in ("epoch", "step", "seconds", "loss", "terms")}

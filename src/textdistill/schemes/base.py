@@ -38,10 +38,10 @@ from ..models.checks import check_finite_parameters, check_recipe_lengths
 from ..models.loading import load_model, load_tokenizer
 from ..models.student import build_student, cls_spread
 from ..registry import Registry
+from ..significance import PREDICTIONS_FILE
 
 log = logging.getLogger("textdistill")
 SCHEMES = Registry("scheme")
-PREDICTIONS_FILE = "dev_predictions.jsonl"  # beside each saved model: its last dev evaluation, row by row
 
 
 def task_loss(task, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
