@@ -1,22 +1,33 @@
 #!/usr/bin/env python
-"""The PKD hyper-parameter grid with one teacher cache vs with the live teacher, side by side in one run.
+"""The PKD hyper-parameter grid with one teacher cache vs with the live teacher, side by side.
 
-Writes two suite files that differ only in ``cache: true/false`` -- PKD-Skip on one task, the Patient KD
-paper's grid (T in {5, 10, 20}, alpha in {0.2, 0.5, 0.7}, beta in {10, 100, 500, 1000}: 36 points) or its
-corners (``--points 4``: T in {5, 20}, beta in {10, 1000}, alpha 0.5) -- runs each with ``textdistill suite``
-and reports the wall time of each grid (the cache grid includes building the cache once), seconds per run,
-their ratio, and the best point of each (the two must rank alike: same losses).
+Two grids that differ only in a suite's ``cache: true/false`` -- PKD-Skip on one task, the Patient KD paper's
+grid (T in {5, 10, 20}, alpha in {0.2, 0.5, 0.7}, beta in {10, 100, 500, 1000}: 36 points) or its corners
+(``--points 4``: T in {5, 20}, beta in {10, 1000}, alpha 0.5) -- each run by ``textdistill suite``. Reported for
+each grid: its cost (the sum of its runs' ``run_seconds``: each whole run as a user waits for it, loading, the
+teacher, the cache build of the cache grid's first run, training, evaluation, saving), seconds per run, training
+seconds per run, the ratio to the live grid, and the best point of each (the two must rank alike: same losses).
+
+By default the grids run point by point, alternating (point 1 cache then live, point 2 live then cache, ...), one
+``textdistill suite`` call per run, so that a change of the machine's load falls on both grids alike; with
+``--out`` the runs are kept there and the command is resumable: finished runs count as they are, an interrupted
+one is started again from scratch (its seconds must be whole), and ``--max-runs N`` stops after N new runs (a
+long grid measured over several sittings; the table covers what is finished). ``--whole`` instead runs each grid
+as one suite process, the cache grid first, and adds each grid's wall time (the form of docs/performance.md
+sections 12-12.2).
 
     .venv/bin/python bench/grid_cost.py --teacher runs/teachers/minilm-mrpc/model --task mrpc \\
         --data-dir ../shared/data/glue --points 4 --epochs 1 --json bench/results/grid_cost_mrpc.json
-    .venv/bin/python bench/grid_cost.py --teacher runs/teachers/mpnet-rte/model --task rte \\
-        --set student.init=mpnet-12 --student-layers every:4 --points 4 --epochs 1 \\
-        --json bench/results/grid_cost_rte_mpnet.json
+    .venv/bin/python bench/grid_cost.py --teacher runs/teachers/minilm-mrpc/model --task mrpc \\
+        --points 36 --epochs 3 --out runs/grid-cost-mrpc-36 --json bench/results/grid_cost_mrpc_36.json
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -28,11 +39,125 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 from textdistill.report import markdown_table, write_json  # noqa: E402
+from textdistill.suite import grid_points, point_name  # noqa: E402
 
 GRIDS = {36: {"terms.ds.args.temperature": [5, 10, 20],
               "hard_weight,terms.ds.weight": [[0.8, 0.2], [0.5, 0.5], [0.3, 0.7]],
               "terms.pt.weight": [10, 100, 500, 1000]},
          4: {"terms.ds.args.temperature": [5, 20], "terms.pt.weight": [10, 1000]}}
+ENTRY = "pkd-skip"
+NAMES = ("cache", "live")
+
+
+def schedule(points: list[dict]) -> list[tuple[str, dict]]:
+    """The runs in the order they run: each point in both grids, the grid that goes first alternating."""
+    return [(name, point) for i, point in enumerate(points) for name in (NAMES if i % 2 == 0 else NAMES[::-1])]
+
+
+def run_folder(out: Path, name: str, task: str, point: dict) -> Path:
+    """Where ``textdistill suite`` puts a point's run (seed 1) of grid ``name``."""
+    return out / name / task / f"{ENTRY}-{point_name(point)}-s1"
+
+
+def suite_file(out: Path, name: str, args, extra: dict, grid: dict) -> dict:
+    return {"out": str(out / name), "data_dir": str(Path(args.data_dir).resolve()), "seeds": [1],
+            "runs": [{"name": ENTRY, "recipe": str(ROOT / "recipes/pkd-skip.yaml"),
+                      "tasks": {args.task: str(Path(args.teacher).resolve())}, "cache": name == "cache",
+                      "set": {"train.epochs": args.epochs, "student.layers": args.student_layers, **extra},
+                      "grid": grid}]}
+
+
+def write_suite(path: Path, suite: dict) -> None:
+    """The suite's keys in their order: a point's folder name follows the grid keys' order."""
+    path.write_text(yaml.safe_dump(suite, sort_keys=False))
+
+
+def collect(out: Path, task: str, points: list[dict]) -> dict:
+    """Each grid's finished runs, in grid order: seconds, dev metric, best point; and the points still to run."""
+    results = {}
+    for name in NAMES:
+        done, missing = [], []
+        for point in points:
+            path = run_folder(out, name, task, point) / "metrics.json"
+            if not path.is_file():
+                missing.append(point_name(point))
+                continue
+            m = json.loads(path.read_text())
+            done.append({"point": point_name(point), "run_seconds": m["run_seconds"],
+                         "train_seconds": m["train_seconds"], "dev": m["dev"][m["main_metric"]],
+                         "resumed": bool(m.get("resumed"))})
+        best = max(done, key=lambda r: r["dev"]) if done else None  # (the first of a tie, in grid order)
+        results[name] = {"runs": len(done), "missing": missing, "runs_detail": done,
+                         "grid_seconds": round(sum(r["run_seconds"] for r in done), 1),
+                         "best": best and {"dev": best["dev"], "point": best["point"]}}
+    return results
+
+
+def _suite(path: Path) -> None:
+    res = subprocess.run([str(ROOT / ".venv/bin/textdistill"), "suite", str(path)], capture_output=True, text=True)
+    if res.returncode:
+        sys.exit(f"grid_cost: {path.name} failed:\n" + "\n".join(res.stderr.splitlines()[-15:]))
+
+
+def run_by_point(out: Path, args, extra: dict, points: list[dict]) -> int:
+    """Runs the points not yet finished, alternating grids; returns how many it ran."""
+    ran = 0
+    for name, point in schedule(points):
+        folder = run_folder(out, name, args.task, point)
+        if (folder / "metrics.json").is_file():
+            continue
+        if args.max_runs is not None and ran >= args.max_runs:
+            break
+        # an interrupted run starts again: resumed, its run_seconds would count only its last part
+        shutil.rmtree(folder.parent / f".{folder.name}.partial", ignore_errors=True)
+        shutil.rmtree(folder, ignore_errors=True)
+        path = out / f"{name}-point.yaml"
+        one = {k: [v] for k, v in point.items()}
+        write_suite(path, suite_file(out, name, args, extra, one))
+        print(f"{time.strftime('%H:%M:%S')} {name} {point_name(point)}", file=sys.stderr, flush=True)
+        _suite(path)
+        ran += 1
+    return ran
+
+
+def run_whole(out: Path, args, extra: dict, points: list[dict]) -> dict:
+    """Each grid as one suite process (cache first); returns each grid's wall seconds."""
+    walls = {}
+    for name in NAMES:
+        path = out / f"{name}.yaml"
+        write_suite(path, suite_file(out, name, args, extra, GRIDS[args.points]))
+        t0 = time.perf_counter()
+        _suite(path)
+        walls[name] = round(time.perf_counter() - t0, 1)
+    return walls
+
+
+def ratio(results: dict) -> float | None:
+    """The cache grid's seconds over the live grid's, over the points finished in both."""
+    both = ({r["point"] for r in results["cache"]["runs_detail"]}
+            & {r["point"] for r in results["live"]["runs_detail"]})
+    cache, live = (sum(r["run_seconds"] for r in results[n]["runs_detail"] if r["point"] in both) for n in NAMES)
+    return cache / live if both and live else None
+
+
+def table(results: dict, walls: dict | None) -> str:
+    rows = []
+    for name, r in results.items():
+        if not r["runs"]:
+            rows.append([name, 0] + [""] * (5 + bool(walls)))
+            continue
+        rel = 1.0 if name == "live" else ratio(results)
+        cells = [name, r["runs"], f"{r['grid_seconds']:.0f}", f"{r['grid_seconds'] / r['runs']:.0f}",
+                 f"{statistics.median(d['train_seconds'] for d in r['runs_detail']):.0f}",
+                 "" if rel is None else f"{rel:.2f}", f"{100 * r['best']['dev']:.2f} ({r['best']['point']})"]
+        if walls:
+            cells[3:3] = [f"{walls[name]:.0f}"]
+        rows.append(cells)
+    header = ["grid", "runs", "grid s (sum of runs)", "s per run", "training s per run (median)",
+              "x live grid (points run in both)", "best point (dev)"]
+    if walls:
+        header[3:3] = ["wall s"]
+    return markdown_table(header, rows)
 
 
 def main() -> None:
@@ -45,6 +170,9 @@ def main() -> None:
     ap.add_argument("--student-layers", default="every:2")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="a recipe override for every run of both grids (YAML value), e.g. student.init=mpnet-12")
+    ap.add_argument("--out", help="keep the runs here and resume from them (default: a temporary folder)")
+    ap.add_argument("--max-runs", type=int, help="run at most this many new runs, then report what is finished")
+    ap.add_argument("--whole", action="store_true", help="each grid as one suite process, timed whole")
     ap.add_argument("--json")
     args = ap.parse_args()
     extra = {}
@@ -53,42 +181,33 @@ def main() -> None:
         if not sep:
             sys.exit(f"grid_cost: --set {item}: expected KEY=VALUE")
         extra[key] = yaml.safe_load(value)
-    results = {}
+    if args.max_runs is not None and (args.max_runs < 0 or args.whole):
+        sys.exit("grid_cost: --max-runs: a number >= 0, and not with --whole")
+    if args.whole and args.out and any(Path(args.out).glob("*/*/*/metrics.json")):
+        sys.exit(f"grid_cost: --whole times each grid from its start: {args.out} already holds runs")
+    points = grid_points(GRIDS[args.points])
     with tempfile.TemporaryDirectory(prefix="td-grid-") as tmp:
-        for cache in (True, False):
-            name = "cache" if cache else "live"
-            suite = {"out": str(Path(tmp) / name), "data_dir": str(Path(args.data_dir).resolve()), "seeds": [1],
-                     "runs": [{"name": "pkd-skip", "recipe": str(ROOT / "recipes/pkd-skip.yaml"),
-                               "tasks": {args.task: str(Path(args.teacher).resolve())}, "cache": cache,
-                               "set": {"train.epochs": args.epochs, "student.layers": args.student_layers, **extra},
-                               "grid": GRIDS[args.points]}]}
-            path = Path(tmp) / f"{name}.yaml"
-            path.write_text(yaml.safe_dump(suite))
-            t0 = time.perf_counter()
-            res = subprocess.run([str(ROOT / ".venv/bin/textdistill"), "suite", str(path)], capture_output=True,
-                                 text=True)
-            wall = time.perf_counter() - t0
-            if res.returncode:
-                sys.exit(f"grid_cost: the {name} grid failed:\n" + "\n".join(res.stderr.splitlines()[-15:]))
-            metrics = [json.loads(p.read_text()) | {"run": p.parent.name}
-                       for p in sorted((Path(tmp) / name).glob(f"{args.task}/*/metrics.json"))]
-            best = max(metrics, key=lambda m: m["dev"][m["main_metric"]])
-            results[name] = {"wall_seconds": wall, "runs": len(metrics),
-                             "train_seconds": [m["train_seconds"] for m in metrics],
-                             "dev": [m["dev"][m["main_metric"]] for m in metrics],
-                             "best": {"dev": best["dev"][best["main_metric"]], "run": best["run"]}}
-            print(json.dumps({name: results[name]}), file=sys.stderr)
+        out = Path(args.out or tmp).resolve()
+        out.mkdir(parents=True, exist_ok=True)
+        walls = run_whole(out, args, extra, points) if args.whole else None
+        ran = 0 if args.whole else run_by_point(out, args, extra, points)
+        results = collect(out, args.task, points)
+    done = min(r["runs"] for r in results.values())
+    print(f"\nPKD-Skip grid on {args.task}: {args.points} points ({done} finished in both grids; {ran} run now), "
+          f"{args.epochs:g} epochs, student {args.student_layers}{''.join(f', {k}={v}' for k, v in extra.items())}, "
+          f"teacher {args.teacher}, OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}, "
+          f"{'each grid one process' if args.whole else 'point by point, alternating'}\n")
+    print(table(results, walls))
     c, v = results["cache"], results["live"]
-    rows = [[name, r["runs"], f"{r['wall_seconds']:.0f}", f"{r['wall_seconds'] / r['runs']:.0f}",
-             f"{r['wall_seconds'] / v['wall_seconds']:.2f}", f"{100 * r['best']['dev']:.2f} ({r['best']['run']})"]
-            for name, r in results.items()]
-    print(f"\nPKD-Skip grid on {args.task}: {args.points} points, {args.epochs:g} epochs, "
-          f"student {args.student_layers}{''.join(f', {k}={v}' for k, v in extra.items())}, "
-          f"teacher {args.teacher}\n")
-    print(markdown_table(["grid", "runs", "wall s", "s per run", "x live grid", "best point (dev)"], rows))
-    print(f"\ncache grid / live grid: {c['wall_seconds'] / v['wall_seconds']:.2f}")
+    if c["runs"] == v["runs"] == len(points):
+        print(f"\ncache grid / live grid: {ratio(results):.2f}"
+              + (f" (wall: {walls['cache'] / walls['live']:.2f})" if walls else ""))
+    else:
+        print(f"\nnot finished: cache {c['runs']} and live {v['runs']} of {len(points)} runs (run the same command "
+              f"again to go on)")
     if args.json:
-        write_json(args.json, {"args": vars(args), "results": results}, ROOT)
+        write_json(args.json, {"args": vars(args), "threads": os.environ.get("OMP_NUM_THREADS"), "results": results,
+                               "ratio": ratio(results), "wall_seconds": walls}, ROOT)
 
 
 if __name__ == "__main__":

@@ -42,6 +42,8 @@ def test_finetune_distill_evaluate(tmp_path, tiny_teacher, sst2_tiny_dir, capsys
         assert m["method"] == method and m["student_layers"] == 2 and m["seed"] == 42
         assert m["student_from_teacher_layers"] == {"1": 1, "2": 2}
         assert m["params_student"] < m["params_teacher"]
+        # the whole run: more than its training and dev evaluations (loading, the teacher, saving)
+        assert m["run_seconds"] > m["train_seconds"] + m["eval_seconds"] > 0
         assert set(m["history"][0]["loss"]) == ({"task", "kd"} if method == "kd" else {"task", "ds", "pt"})
         assert {p.name for p in out.iterdir()} == {"model", "metrics.json", "recipe.yaml", "train.log",
                                                    "student_layers.json", "dev_predictions.jsonl"}

@@ -102,6 +102,7 @@ def run(recipe: Recipe, out_dir: str | os.PathLike, overwrite: bool = False, dis
     from accelerate.utils import set_seed
     from tqdm.auto import tqdm
 
+    t_start = time.perf_counter()  # run_seconds: the whole run as a user waits for it (data, models, cache, saving)
     task = resolve_task(recipe)
     # read and check the data and the recipe before anything is loaded or written
     scheme_cls = SCHEMES.get_or_fail(recipe.scheme, "scheme")
@@ -130,6 +131,8 @@ def run(recipe: Recipe, out_dir: str | os.PathLike, overwrite: bool = False, dis
             scheme.setup(lambda: set_seed(recipe.train.seed))
         metrics = _loop(scheme, tmp, tqdm, resume=resume, any_version=any_version)
         metrics["data"] = {"train": scheme.train_ex.source, "dev": dev_ex.source, "labelled_train_rows": sum(y is not None for y in scheme.train_ex.labels or [])}
+        # (of a resumed run, this process's part only: its metrics say "resumed")
+        metrics["run_seconds"] = round(time.perf_counter() - t_start, 1)
         if main:
             (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
             log.removeHandler(handler)
@@ -287,9 +290,19 @@ def _stages(recipe: Recipe, out_dir, overwrite: bool, distill: bool | None, **ch
     stages = stage_recipes(recipe)
     if distill is False:
         raise TextDistillError("finetune: a recipe with stages distils; use 'textdistill distill'")
+    from .models.loading import resolve_model_path
+
     inits = {}
-    for name, data in stages:  # check every stage now, with earlier stages' inits standing in for their students
+    for i, (name, data) in enumerate(stages):  # check every stage now, earlier stages' inits standing in
         r = resolve_references(data, inits)
+        refs = [("teacher", r.teacher), ("student.init", r.student.init)]
+        refs += [(f"teachers[{j}].model", t.model) for j, t in enumerate(r.teachers)]
+        for key, ref in refs:  # a later stage's missing model is found now, not after the general stage trained
+            try:
+                if ref:
+                    resolve_model_path(ref)
+            except TextDistillError as e:
+                raise TextDistillError(f"stages[{i}] ({name}).{key}: {e}") from None
         inits[name] = r.student.init
         task = resolve_task(r)
         scheme_cls = SCHEMES.get_or_fail(r.scheme, "scheme")

@@ -1,0 +1,90 @@
+"""bench/grid_cost.py's bookkeeping (no training: a stand-in for ``textdistill suite`` writes each run's figures):
+the alternating order, resuming from finished runs, starting an interrupted run again, --max-runs, and the cost
+ratio over the points finished in both grids."""
+import importlib.util
+import json
+import types
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import ROOT
+
+spec = importlib.util.spec_from_file_location("grid_cost", ROOT / "bench" / "grid_cost.py")
+gc = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(gc)
+ARGS = types.SimpleNamespace(task="mrpc", data_dir=".", teacher="t", epochs=1, student_layers="every:2",
+                             max_runs=None)
+SECONDS = {"cache": 30.0, "live": 50.0}
+
+
+@pytest.fixture
+def fake_suite(monkeypatch):
+    """Runs the one-point suite file as ``textdistill suite`` would place it: metrics.json with run_seconds."""
+    calls = []
+
+    def run(path: Path):
+        suite = yaml.safe_load(path.read_text())
+        entry = suite["runs"][0]
+        point = {k: v[0] for k, v in entry["grid"].items()}
+        name = Path(suite["out"]).name
+        calls.append((name, gc.point_name(point)))
+        folder = gc.run_folder(Path(suite["out"]).parent, name, "mrpc", point)
+        folder.mkdir(parents=True)
+        dev = 0.8 + 0.01 * point["terms.pt.weight"] / 1000  # the largest beta is best
+        (folder / "metrics.json").write_text(json.dumps({
+            "run_seconds": SECONDS[name], "train_seconds": SECONDS[name] - 10, "dev": {"f1": dev},
+            "main_metric": "f1"}))
+    monkeypatch.setattr(gc, "_suite", run)
+    return calls
+
+
+def test_schedule_alternates_which_grid_goes_first():
+    points = gc.grid_points(gc.GRIDS[4])
+    order = gc.schedule(points)
+    assert len(order) == 8 and [n for n, _ in order] == ["cache", "live", "live", "cache"] * 2
+    assert [p for _, p in order[::2]] == points == [p for _, p in order[1::2]]
+    assert len(gc.grid_points(gc.GRIDS[36])) == 36
+
+
+def test_by_point_resumes_restarts_partials_and_stops_at_max_runs(tmp_path, fake_suite):
+    points = gc.grid_points(gc.GRIDS[4])
+    args = types.SimpleNamespace(**{**vars(ARGS), "max_runs": 3})
+    assert gc.run_by_point(tmp_path, args, {}, points) == 3
+    assert fake_suite == [("cache", gc.point_name(points[0])), ("live", gc.point_name(points[0])),
+                          ("live", gc.point_name(points[1]))]
+    r = gc.collect(tmp_path, "mrpc", points)
+    assert (r["cache"]["runs"], r["live"]["runs"]) == (1, 2) and len(r["cache"]["missing"]) == 3
+    assert gc.ratio(r) == pytest.approx(30 / 50)  # over point 1 only, the one finished in both
+    # an interrupted run (its .partial, with a checkpoint) is started again, not resumed
+    nxt = gc.run_folder(tmp_path, "cache", "mrpc", points[1])
+    partial = nxt.parent / f".{nxt.name}.partial"
+    (partial / "checkpoint").mkdir(parents=True)
+    assert gc.run_by_point(tmp_path, ARGS, {}, points) == 5
+    assert not partial.exists() and len(fake_suite) == 8
+    assert fake_suite[3] == ("cache", gc.point_name(points[1]))
+    assert gc.run_by_point(tmp_path, ARGS, {}, points) == 0  # all finished: nothing runs again
+    r = gc.collect(tmp_path, "mrpc", points)
+    assert r["cache"]["grid_seconds"] == 120 and r["live"]["grid_seconds"] == 200 and gc.ratio(r) == 0.6
+    assert r["cache"]["best"] == {"dev": pytest.approx(0.81), "point": gc.point_name(points[1])}
+    text = gc.table(r, None)
+    assert "| cache | 4    | 120" in text and "0.60" in text and "81.00 (ds.temperature=5-pt.weight=1000)" in text
+
+
+def test_one_point_suite_runs_where_the_grid_puts_that_point(tmp_path, tiny_bert, capsys):
+    """The suite file a point runs from, as the suite runner plans it (--dry-run): the same folder as that point of
+    the whole grid, which collect() reads."""
+    from textdistill.suite import run_suite
+
+    args = types.SimpleNamespace(**{**vars(ARGS), "teacher": str(tiny_bert), "task": "sst2"})
+    for i, point in enumerate(gc.grid_points(gc.GRIDS[36])[4:7]):
+        name = gc.NAMES[i % 2]
+        suite = gc.suite_file(tmp_path, name, args, {"student.init": str(tiny_bert)},
+                              {k: [v] for k, v in point.items()})
+        entry = suite["runs"][0]
+        assert entry["cache"] is (name == "cache") and entry["set"]["train.epochs"] == 1
+        assert gc.grid_points(entry["grid"]) == [point]  # (the tied alpha key keeps its pair)
+        path = tmp_path / f"{name}.yaml"
+        gc.write_suite(path, suite)
+        run_suite(str(path), dry_run=True)
+        assert capsys.readouterr().out.split() == ["todo", str(gc.run_folder(tmp_path, name, "sst2", point))]
