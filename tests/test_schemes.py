@@ -190,6 +190,60 @@ def test_several_teachers_bad_input(tiny_teacher_run, tiny_bert, tmp_path, capsy
             *null, "--set", two, "--set", "terms.pt.teacher=t9"], capsys, "terms[1] (pt).teacher: no teacher named 't9'", out)
 
 
+def test_several_teachers_from_their_own_caches(tiny_teacher_run, tiny_bert, tmp_path):
+    """Each teacher has its cache at <teacher_cache.dir>/<name>; the run from the caches trains as the live run
+    does; an intermediate term named for t2 reads t2's hidden states, not t1's."""
+    d = tiny_teacher_run
+    t1, t2 = str(d / "teacher" / "model"), str(tiny_bert)  # two different teachers of one width
+    teachers = f"teachers=[{{model: {t1}}}, {{model: {t2}}}]"
+    args = ["-r", "recipes/pkd-skip.yaml", "--set", "teacher=null", "--set", teachers, "--set", "terms.pt.teacher=t2"]
+    live, cached, cache = tmp_path / "live", tmp_path / "cached", tmp_path / "cache"
+    assert _kd(d, tiny_bert, live, *args) == 0
+    assert _kd(d, tiny_bert, cached, *args, "--set", f"teacher_cache.dir={cache}") == 0
+    assert sorted(p.name for p in cache.iterdir()) == ["t1", "t2"]
+    assert "cls of layers [2]" in (cached / "train.log").read_text()  # (t2's cache holds what the term reads)
+    for name in ("t1", "t2"):
+        assert (cache / name / "cache.json").is_file()
+    a, b = (json.loads((x / "metrics.json").read_text()) for x in (live, cached))
+    for k, v in a["history"][0]["loss"].items():
+        assert b["history"][0]["loss"][k] == pytest.approx(v, rel=1e-4), k
+    recipe = load_recipe("recipes/pkd-skip.yaml", [("data.dir", str(d / "sst2")), ("student.init", t2),
+                                                   ("student.layers", "first:2"), ("teacher", None),
+                                                   ("teachers", [{"model": t1}, {"model": t2}]),
+                                                   ("terms.pt.teacher", "t2")])
+    scheme = _scheme(recipe)
+    assert scheme.reads == [None, "t2"]  # (the logit term reads the teachers' average)
+    scheme.student.eval()  # (no dropout: the student's two forwards below agree)
+    batch = _batch(scheme)
+    inputs = model_inputs(batch)
+    s_out = scheme.student(**inputs, output_hidden_states=True)
+    outs = {t.name: t.source(inputs, batch) for t in scheme.teachers}
+    pt = scheme.terms[1]
+    got = scheme.loss_parts(batch)["pt"][1]
+    torch.testing.assert_close(got, pt(s_out, outs["t2"], inputs["attention_mask"]))
+    assert not torch.allclose(got, pt(s_out, outs["t1"], inputs["attention_mask"]))
+
+
+def test_several_teachers_refused_before_a_cache_is_built(tiny_teacher_run, narrow_bert, other_vocab_teacher,
+                                                          tmp_path, capsys):
+    """A term that cannot read its teacher (another width without a projection, another tokenizer) is refused
+    before any teacher's cache is written."""
+    d = tiny_teacher_run
+    t = str(d / "teacher" / "model")
+    out, cache = tmp_path / "m", tmp_path / "cache"
+    base = ["distill", "-r", "recipes/pkd-skip.yaml", "-o", str(out), "--data-dir", str(d / "sst2"),
+            "--set", "teacher=null", "--set", f"teacher_cache.dir={cache}", "--set", f"student.init={t}",
+            "--set", "student.layers=first:2"]
+    fails_one_line(base + ["--set", f"teachers=[{{model: {t}}}, {{model: {narrow_bert}, name: narrow}}]",
+                           "--set", "terms.pt.teacher=narrow", "--set", "terms.pt.proj=none"], capsys,
+                   "terms[1] (pt).proj: ", out)
+    assert not cache.exists()
+    fails_one_line(base + ["--set", f"teachers=[{{model: {t}}}, {{model: {other_vocab_teacher}, name: other}}]",
+                           "--set", "terms.pt.teacher=other"], capsys,
+                   f"terms[1] (pt): teacher {other_vocab_teacher} tokenizes differently from the student", out)
+    assert not cache.exists()
+
+
 # ---------------------------------------------------------------- a teacher with another tokenizer
 
 @pytest.fixture(scope="module")

@@ -113,6 +113,10 @@ def test_stage_and_corpus_bad_input(tiny_teacher_run, tiny_bert, corpus, tmp_pat
     fails("tap: general distillation has no task and no logits", "--set",
           "stages.general.terms=[{name: kd, tap: logits, loss: kd_kl}]")
     fails("stages[1].name: every stage needs a name", "--set", "stages.task.name=")
+    # a later stage's model that is not there: refused before the general stage trains
+    missing = tmp_path / "no-such-teacher"
+    fails(f"stages[1] (task).teacher: {missing}: model folder not found", "--set", f"stages.task.teacher={missing}")
+    fails("stages[0] (general).student.init: ", "--set", f"stages.general.student.init={missing}")
     fails("data.dev_rows: general distillation holds out the corpus's last lines", "--set",
           "stages.general.data.dev_rows=10")
 

@@ -53,6 +53,18 @@ def test_more_steps_more_confidence_on_the_embeddings(responsive):
         assert conf[1]["confidence_initial"][c] == pytest.approx(conf[30]["confidence_initial"][c])  # same start
 
 
+def test_loss_decreases_with_the_settings_runs_use(responsive):
+    """transfer.synthetic's defaults (SyntheticCfg: straight-through decoding, no snap term, lr 0.3), not the
+    function's own."""
+    from textdistill.recipe import SyntheticCfg
+
+    c = SyntheticCfg()
+    stats = synthesize(*responsive, num_labels=2, per_class=4, length=8, steps=30, lr=c.lr, snap=c.snap,
+                       straight_through=c.straight_through, diversity=c.diversity)[3]
+    assert c.straight_through and c.snap == 0
+    assert all(stats["loss_last"][k] < stats["loss_first"][k] for k in range(2)), stats
+
+
 def test_straight_through_scores_the_decoded_texts(responsive):
     stats = synthesize(*responsive, num_labels=2, per_class=4, length=8, steps=30, snap=0.0, straight_through=True)[3]
     for c in range(2):

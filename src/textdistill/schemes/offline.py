@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from types import SimpleNamespace
 
 import torch
 
@@ -120,6 +121,7 @@ class Offline(Scheme):
             warn_flat_cls(self.student, self.train_set, self.tokenizer, self.init, r.student.layers)
 
         n_student = self.student.config.num_hidden_layers
+        self._check_teachers()
         self.teachers = []
         for t in self.teacher_cfgs:
             reads = [c for c in r.terms if c.teacher in (None, t["name"])]
@@ -129,13 +131,7 @@ class Offline(Scheme):
                               cache_runtime=r.teacher_cache.runtime,
                               hidden=self.need_hidden, attentions=self.need_attn, model=models.get(t["name"]),
                               tqdm=self.tqdm, dev_ex=self.dev_ex, allow_weak=r.allow_weak_teacher)
-            if teacher.own_tokens:
-                for i, c in enumerate(r.terms):
-                    if c.tap != "logits" and c.teacher in (None, t["name"]):
-                        raise TextDistillError(
-                            f"{term_where(i, c)}: teacher {t['model']} tokenizes differently from the student "
-                            f"{self.init}; only logit terms can read a teacher with another tokenizer")
-            elif teacher.cache is None and teacher.config.vocab_size != self.student.config.vocab_size:
+            if not teacher.own_tokens and teacher.cache is None and teacher.config.vocab_size != self.student.config.vocab_size:
                 raise TextDistillError(f"teacher {t['model']} and student init {self.init} have different "
                                        f"vocabularies (teacher and student must share one tokenizer)")
             self.teachers.append(teacher)
@@ -145,35 +141,58 @@ class Offline(Scheme):
         if len(self.teachers) > 1:
             self.mixer = MixedTeachers({t.name: t.source for t in self.teachers},
                                        {t.name: t.weight for t in self.teachers})
-        self._build_terms()
+        self.terms, self.reads = self._build_terms(self.teachers)
         self.adversarial = r.transfer.adversarial
         if self.adversarial is not None and self.teachers[0].own_tokens:
             raise TextDistillError("transfer.adversarial: teacher and student must share one tokenizer")
 
-    def _build_terms(self) -> None:
-        """Terms with the teacher each reads (None: the combined teachers' logits)."""
+    def _check_teachers(self) -> None:
+        """What the teachers' configs and tokenizers decide, refused before a teacher is loaded or its cache built
+        (hours for a 12-layer teacher): an intermediate term reading a teacher of another tokenizer, a term whose
+        layers or widths do not fit the teacher it reads."""
+        from transformers import AutoConfig
+
+        from .teachers import same_vocabulary
+        from ..models.loading import load_tokenizer, resolve_model_path
+
+        teachers = []
+        for t in self.teacher_cfgs:
+            if not same_vocabulary(load_tokenizer(t["model"]), self.tokenizer):
+                for i, c in enumerate(self.recipe.terms):
+                    if c.tap != "logits" and c.teacher in (None, t["name"]):
+                        raise TextDistillError(
+                            f"{term_where(i, c)}: teacher {t['model']} tokenizes differently from the student "
+                            f"{self.init}; only logit terms can read a teacher with another tokenizer")
+            config = AutoConfig.from_pretrained(resolve_model_path(t["model"]))
+            teachers.append(SimpleNamespace(name=t["name"], weight=t["weight"], config=config))
+        with torch.random.fork_rng(devices=[]):  # (built to be checked: the run's random numbers stay as they were)
+            self._build_terms(teachers)
+
+    def _build_terms(self, teachers) -> tuple[torch.nn.ModuleList, list[str | None]]:
+        """The terms, and the teacher each reads (None: the combined teachers' logits); ``teachers``: each
+        with ``name``, ``weight`` and ``config``."""
         r = self.recipe
-        cfgs, configs, self.reads = [], [], []
-        by_name = {t.name: t for t in self.teachers}
-        total = sum(t.weight for t in self.teachers) or 1.0
+        cfgs, configs, reads_of = [], [], []
+        by_name = {t.name: t for t in teachers}
+        total = sum(t.weight for t in teachers) or 1.0
         for i, c in enumerate(r.terms):
             if c.name is None:  # (named by its place in the recipe, before any term is repeated per teacher)
                 c = c.model_copy(update={"name": default_term_name(i)})
-            if len(self.teachers) > 1 and c.tap == "logits" and c.teacher is None and r.combine == "per-teacher":
-                for t in self.teachers:
+            if len(teachers) > 1 and c.tap == "logits" and c.teacher is None and r.combine == "per-teacher":
+                for t in teachers:
                     cfgs.append(c.model_copy(update={"name": f"{c.name}@{t.name}", "weight": c.weight * t.weight / total,
                                                      "teacher": t.name}))
                     configs.append(t.config)
-                    self.reads.append(t.name)
+                    reads_of.append(t.name)
                 continue
-            reads = c.teacher if c.teacher is not None else (None if len(self.teachers) > 1 else
-                                                             (self.teachers[0].name if self.teachers else None))
+            reads = c.teacher if c.teacher is not None else (None if len(teachers) > 1 else
+                                                             (teachers[0].name if teachers else None))
             cfgs.append(c)
-            configs.append(by_name[reads].config if reads else self.teachers[0].config if self.teachers else None)
-            self.reads.append(reads)
-        self.terms = build_terms(cfgs, teacher_config=self.student.config, teacher_configs=configs,
-                                 student_config=self.student.config, regression=self.task.is_regression,
-                                 seed=self.cfg.seed)
+            configs.append(by_name[reads].config if reads else teachers[0].config if teachers else None)
+            reads_of.append(reads)
+        terms = build_terms(cfgs, teacher_config=self.student.config, teacher_configs=configs,
+                            student_config=self.student.config, regression=self.task.is_regression, seed=self.cfg.seed)
+        return terms, reads_of
 
     def modules(self):
         return {"student": self.student, "terms": self.terms}
