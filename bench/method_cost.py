@@ -9,6 +9,8 @@ all alike; the first round is a warm-up. Prints median ms per step and ratios to
 and to PKD-Skip, and writes the figures as JSON.
 
     .venv/bin/python bench/method_cost.py --rounds 5 --steps 4 --json bench/results/method_cost.json
+    .venv/bin/python bench/method_cost.py --teacher runs/teachers/minilm-sst2-20k/model --methods ft kd dml \\
+        self-distill born-again kd-3teachers kd-other-tokenizer --other-teacher runs/teachers/mpnet-mrpc/model
 """
 from __future__ import annotations
 
@@ -34,13 +36,20 @@ from textdistill.train import _optimizer  # noqa: E402
 
 METHODS = ["ft", "kd", "pkd-skip", "pkd-last", "ckd", "alp-kd", "rail-kd-l", "rail-kd-c", "tinybert", "fsp", "rkd",
            "codir"]
+# teacher arrangements of recipes/kd.yaml (no recipe of their own): three live teachers averaged (the --teacher
+# three times, as docs/results.md 5.4's three seeds of it), and a 12-layer teacher of another tokenizer
+# (--other-teacher, e.g. an MPNet-12 classifier) that reads its own tokens of each batch
+ARRANGEMENTS = {"kd-3teachers": "kd", "kd-other-tokenizer": "kd"}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--teacher", default=None, help="fine-tuned SST-2 teacher folder (default: runs/results/teacher/model; "
                     "absent: exit with a message)")
-    ap.add_argument("--methods", nargs="+", default=METHODS)
+    ap.add_argument("--methods", nargs="+", default=METHODS,
+                    help=f"recipes/<name>.yaml, or a teacher arrangement of KD: {', '.join(ARRANGEMENTS)}")
+    ap.add_argument("--other-teacher", help="kd-other-tokenizer's teacher: a classifier folder of another "
+                    "tokenizer than MiniLM's (e.g. runs/teachers/mpnet-mrpc/model)")
     ap.add_argument("--rounds", type=int, default=5, help="interleaved rounds (the first is a warm-up)")
     ap.add_argument("--steps", type=int, default=4, help="training steps per method per round")
     ap.add_argument("--batch-size", type=int, default=32)
@@ -54,6 +63,11 @@ def main() -> None:
     teacher_name = args.teacher or str(ROOT / "runs/results/teacher/model")
     if not Path(teacher_name).is_dir():
         sys.exit(f"method_cost: {teacher_name}: no fine-tuned SST-2 teacher there; give --teacher FOLDER")
+    for m in args.methods:
+        if m not in ARRANGEMENTS and not (ROOT / "recipes" / f"{m}.yaml").is_file():
+            sys.exit(f"method_cost: --methods {m}: no recipes/{m}.yaml and not one of {', '.join(ARRANGEMENTS)}")
+    if "kd-other-tokenizer" in args.methods and not (args.other_teacher and Path(args.other_teacher).is_dir()):
+        sys.exit("method_cost: --methods kd-other-tokenizer needs --other-teacher FOLDER (a classifier)")
     tokenizer = load_tokenizer("minilm-l6")
     data = encode(tokenizer, load_examples(task, ROOT / "data/sst2/train.tsv"), 128, False)
     batches = []
@@ -73,7 +87,11 @@ def main() -> None:
         overrides = [("data.dir", str(ROOT / "data/sst2"))] + ([] if own else [("student.layers", "first:3"),
                                                                             ("student.init", "minilm-l6")])
         overrides += [("teacher", teacher_name)] if method not in ("ft", "dml", "self-distill") else []
-        recipe = load_recipe(str(ROOT / "recipes" / f"{method}.yaml"), overrides)
+        if method == "kd-3teachers":
+            overrides += [("teacher", None), ("teachers", [{"model": teacher_name, "name": f"t{i}"} for i in (1, 2, 3)])]
+        elif method == "kd-other-tokenizer":
+            overrides += [("teacher", args.other_teacher), ("allow_weak_teacher", True)]  # (another task's head)
+        recipe = load_recipe(str(ROOT / "recipes" / f"{ARRANGEMENTS.get(method, method)}.yaml"), overrides)
         scheme = SCHEMES[recipe.scheme](recipe, task, examples, examples)
         scheme.setup(lambda: torch.manual_seed(0))
         scheme.bind(scheme.modules())
