@@ -393,6 +393,7 @@ def run_suite(path: str, only: str | None = None, dry_run: bool = False, tasks: 
         raise TextDistillError(f"{asked}: no run matches all of these in {path}")
     # check every recipe before anything runs (and, of the offline ones, their teachers: one, or a list)
     recipes = [load_recipe(r["entry"].recipe, _overrides(suite, r)) for r in runs]
+    from .schemes import SCHEMES
     from .schemes.offline import teacher_list
 
     for r, recipe in zip(runs, recipes):
@@ -446,7 +447,8 @@ def run_suite(path: str, only: str | None = None, dry_run: bool = False, tasks: 
         log.info("suite: %s", r["out"])
         if r["entry"].cache and recipe.teacher:
             recipe.teacher_cache.dir = cache_folder(suite, r, recipe)
-        distill = bool(recipe.teacher or recipe.teachers or recipe.scheme != "offline")
+        always = SCHEMES.get_or_fail(recipe.scheme, "scheme").always_distills
+        distill = bool(recipe.teacher or recipe.teachers or always)
         try:
             run(recipe, r["out"], overwrite=True, distill=distill, resume=resumable(r["out"]),
                 any_version=any_version)

@@ -80,9 +80,10 @@ def _optimizer(modules, cfg):
 def check_command(recipe: Recipe, distill: bool | None) -> None:
     """``distill`` needs teachers and terms (or another scheme); ``finetune`` has neither."""
     has_teacher = bool(recipe.teacher or recipe.teachers)
-    if distill is True and recipe.scheme == "offline" and (not has_teacher or not recipe.terms):
+    always = SCHEMES.get_or_fail(recipe.scheme, "scheme").always_distills
+    if distill is True and not always and (not has_teacher or not recipe.terms):
         raise TextDistillError("distill: the recipe needs a 'teacher' and at least one entry in 'terms'")
-    if distill is False and (has_teacher or recipe.terms or recipe.scheme != "offline"):
+    if distill is False and (has_teacher or recipe.terms or always):
         raise TextDistillError("finetune: the recipe has a teacher, terms or another scheme; use 'textdistill distill'")
 
 

@@ -121,6 +121,11 @@ def save_state(module: torch.nn.Module, path: Path, metadata: dict) -> None:
 class Scheme:
     """Base class: a task, its train/dev examples, the recipe. Subclasses fill in the participants."""
 
+    # which command runs it: True for a scheme that is distillation whatever its recipe holds (`textdistill
+    # distill`; it checks its own teachers and terms), False for offline, where a teacher and terms make
+    # `distill` and neither makes `finetune`
+    always_distills: bool = True
+
     def __init__(self, recipe, task, train_ex, dev_ex, *, tqdm=None):
         self.recipe, self.task, self.train_ex, self.dev_ex, self.tqdm = recipe, task, train_ex, dev_ex, tqdm
         self.step = 0  # (the loop sets it before each loss_parts)

@@ -56,6 +56,8 @@ def teacher_list(recipe) -> list[dict]:
 
 @SCHEMES.register("offline")
 class Offline(Scheme):
+    always_distills = False  # (fine-tuning is the offline scheme without a teacher)
+
     def check(self) -> None:
         r = self.recipe
         reject(r, {"peers": bool(r.peers), "exits": "exits" in r.model_fields_set}, "offline")
