@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The README demo: a teacher and four 3-layer students (FT, KD, PKD-Skip, TinyBERT + augmented) on SST-2,
-# 12-14 minutes on 2 CPU cores (12 m 20 s on a fresh clone whose .venv scripts/setup.sh had made).
+# about 15 minutes on 2 CPU cores (14 m 35 s on a fresh clone whose .venv scripts/setup.sh had made, 12-06).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
