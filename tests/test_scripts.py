@@ -87,3 +87,72 @@ def test_aggregate_transfer_tests_each_method_against_kd_on_the_rows(tmp_path):
     gap = 100 * (np.mean([f1["kd-tang", s] for s in (1, 2)]) - np.mean([f1["kd", s] for s in (1, 2)]))
     (row,) = [line for line in r.stdout.splitlines() if line.startswith("| KD + Tang augmentation") and "Holm" in line]
     assert f"{gap:+.2f} (p 0.000" in row and "seeds 1, 2" in row, row
+
+
+def test_aggregate_schemes_tables_from_a_tree_of_runs(tmp_path):
+    """docs/results.md section 5's tables from a made-up tree: each cell the mean ± sd of the seeds' figures
+    (a DML cell its peer's, born-again's its generation's), the early-exit sweep averaged, the plot written,
+    and --splice replacing both blocks of a document."""
+    import json
+    import statistics
+    import sys
+
+    def put(path, record):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(record))
+
+    r, t = tmp_path / "schemes", tmp_path / "teachers"
+    put(t / "minilm-sst2-20k" / "metrics.json", {"main_metric": "accuracy", "dev": {"accuracy": 0.87}})
+    put(t / "minilm-mrpc" / "metrics.json", {"main_metric": "f1", "dev": {"f1": 0.86}})
+    put(t / "mpnet-mrpc" / "metrics.json", {"main_metric": "f1", "dev": {"f1": 0.88}})
+    for s in ("1", "2"):
+        put(t / f"minilm-mrpc-s{s}" / "metrics.json", {"main_metric": "f1", "dev": {"f1": 0.85}})
+    acc = {"ft": (0.84, 0.86), "kd": (0.85, 0.85)}
+    for seed in (1, 2):
+        for m, v in acc.items():
+            put(r / "sst2" / f"{m}-s{seed}" / "metrics.json", {"dev": {"accuracy": v[seed - 1]}})
+            put(r / "mrpc" / f"{m}-s{seed}" / "metrics.json", {"dev": {"f1": v[seed - 1] - 0.1}})
+        put(r / "sst2" / f"dml-s{seed}" / "metrics.json",
+            {"dev": {}, "peers": {"l3": {"accuracy": 0.80 + 0.02 * seed}, "l6": {"accuracy": 0.9}}})
+        put(r / "sst2" / f"self-s{seed}" / "metrics.json",
+            {"history": [{"exits": {str(k): {"accuracy": 0.7 + 0.02 * k + 0.01 * seed} for k in range(1, 7)}}]})
+        put(r / "sst2" / f"self-s{seed}" / "exit-sweep.json",
+            {"sweep": [{"threshold": 0, "accuracy": 0.88, "mean_layers": 6.0},
+                       {"threshold": 0.5, "accuracy": 0.84 + 0.02 * seed, "mean_layers": 1.5 + seed}]})
+        put(r / "mrpc" / f"born-again-s{seed}" / "metrics.json",
+            {"generations": [{"dev": {"f1": 0.80}}, {"dev": {"f1": 0.81 + 0.02 * seed}}]})
+        for m, v in (("kd-3teachers-average", 0.82), ("kd-3teachers-per-teacher", 0.83), ("kd-teacher-s1", 0.8),
+                     ("kd-teacher-s2", 0.79), ("kd-mpnet", 0.78), ("kd-mpnet+minilm", 0.8 + 0.01 * seed)):
+            put(r / "mrpc" / f"{m}-s{seed}" / "metrics.json", {"dev": {"f1": v}})
+    put(r / "mrpc" / "kd-mpnet-s10x" / "metrics.json", {"dev": {"f1": 0.0}})  # (not a seed folder: ignored)
+    script = [sys.executable, str(ROOT / "scripts" / "aggregate_schemes.py"), str(r), str(t)]
+    out = subprocess.run(script + ["--plot", str(tmp_path / "exits.png")], capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+
+    def row(first):
+        """The table row whose first cell begins with ``first`` (is ``first``, ending in "$")."""
+        rows = [[c.strip() for c in x.strip().strip("|").split("|")] for x in lines if x.startswith("| ")]
+        (found,) = [c for c in rows if (c[0] == first[:-1] if first.endswith("$") else c[0].startswith(first))]
+        return found
+
+    def cell(*values):
+        return f"{100 * statistics.mean(values):.2f} ± {100 * statistics.stdev(values):.2f} ({len(values)})"
+
+    assert row("FT, 3 layers")[1:3] == [cell(0.84, 0.86), cell(0.74, 0.76)]
+    assert row("DML, 3-layer peer")[1] == cell(0.82, 0.84) and row("DML, 6-layer peer")[1] == cell(0.9, 0.9)
+    assert row("dev accuracy")[1:] == [cell(0.7 + 0.02 * k + 0.01, 0.7 + 0.02 * k + 0.02) for k in range(1, 7)]
+    assert row("0.5$") == ["0.5", cell(0.86, 0.88), "3.00"]
+    assert row("generation 2")[1] == cell(0.83, 0.85)
+    assert row("KD from 3 teachers, average")[1] == cell(0.82, 0.82)
+    assert row("teacher MPNet-12")[1] == "88.00" and row("KD from MPNet-12 +")[1] == cell(0.81, 0.82)
+    assert row("KD from MPNet-12$")[1] == cell(0.78, 0.78)
+    assert (tmp_path / "exits.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    doc = tmp_path / "doc.md"
+    doc.write_text("# x\n<!-- aggregate_schemes_5.1 -->\nSTALE\n<!-- /aggregate_schemes_5.1 -->\nprose\n"
+                   "<!-- aggregate_schemes 5.2+ -->\nSTALE\n<!-- /aggregate_schemes -->\nend\n")
+    assert subprocess.run(script + ["--splice", str(doc)], capture_output=True, timeout=300).returncode == 0
+    text = doc.read_text()
+    assert "STALE" not in text and text.index("| FT, 3 layers") < text.index("prose") < text.index("### 5.2")
+    assert text.endswith("<!-- /aggregate_schemes -->\nend\n") and "### 5.1" not in text
