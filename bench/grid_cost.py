@@ -19,7 +19,11 @@ sections 12-12.2).
     .venv/bin/python bench/grid_cost.py --teacher runs/teachers/minilm-mrpc/model --task mrpc \\
         --data-dir ../shared/data/glue --points 4 --epochs 1 --json bench/results/grid_cost_mrpc.json
     .venv/bin/python bench/grid_cost.py --teacher runs/teachers/minilm-mrpc/model --task mrpc \\
-        --points 36 --epochs 3 --out runs/grid-cost-mrpc-36 --json bench/results/grid_cost_mrpc_36.json
+        --points 36 --epochs 3 --out runs/grid-cost-mrpc-36 --search-trials 12 \\
+        --json bench/results/grid_cost_mrpc_36.json
+
+``--search-trials N`` replays the suite's budgeted search (Optuna TPE, N points) on the finished cache grid's
+figures at several sampler seeds: whether N of the 36 points would have found the grid's best (no training).
 """
 from __future__ import annotations
 
@@ -132,6 +136,26 @@ def run_whole(out: Path, args, extra: dict, points: list[dict]) -> dict:
     return walls
 
 
+def replay_search(grid: dict, done: list[dict], trials: int, seeds: list[int], sampler: str = "tpe") -> list[dict]:
+    """What a suite's ``search: {trials: N}`` would have found on this grid: the suite's own search loop
+    (suite.search_points) with each point's value read from the finished grid instead of trained, once per
+    sampler seed. Each: the points it ran, the best of them, and that point's rank in the whole grid (1: the
+    grid's best; ties share the better rank)."""
+    from textdistill.suite import SearchCfg, search_points
+
+    value = {r["point"]: r["dev"] for r in done}
+    ranked = sorted(value.values(), reverse=True)
+    out = []
+    for seed in seeds:
+        values: dict = {}
+        search_points(grid, SearchCfg(trials=trials, sampler=sampler, seed=seed), values, {},
+                      lambda name: value[name], "replay")
+        name, (_, best) = max(values.items(), key=lambda kv: kv[1][1])
+        out.append({"seed": seed, "points": list(values), "best": {"point": name, "dev": best},
+                    "rank": ranked.index(best) + 1})
+    return out
+
+
 def ratio(results: dict) -> float | None:
     """The cache grid's seconds over the live grid's, over the points finished in both."""
     both = ({r["point"] for r in results["cache"]["runs_detail"]}
@@ -173,6 +197,9 @@ def main() -> None:
     ap.add_argument("--out", help="keep the runs here and resume from them (default: a temporary folder)")
     ap.add_argument("--max-runs", type=int, help="run at most this many new runs, then report what is finished")
     ap.add_argument("--whole", action="store_true", help="each grid as one suite process, timed whole")
+    ap.add_argument("--search-trials", type=int, help="also replay a budgeted search (the suite's Optuna TPE "
+                    "search of this many points) over the finished cache grid, at each --search-seeds")
+    ap.add_argument("--search-seeds", type=int, nargs="+", default=list(range(10)))
     ap.add_argument("--json")
     args = ap.parse_args()
     extra = {}
@@ -205,9 +232,20 @@ def main() -> None:
     else:
         print(f"\nnot finished: cache {c['runs']} and live {v['runs']} of {len(points)} runs (run the same command "
               f"again to go on)")
+    searches = None
+    if args.search_trials and c["runs"] == len(points):
+        searches = replay_search(GRIDS[args.points], c["runs_detail"], args.search_trials, args.search_seeds)
+        ranks = [x["rank"] for x in searches]
+        found = ", ".join(f"{100 * x['best']['dev']:.2f}" for x in searches)
+        print(f"\nA TPE search of {args.search_trials} of the {len(points)} points (suite `search: {{trials: "
+              f"{args.search_trials}}}`), replayed on the cache grid's figures at {len(ranks)} sampler seeds: found "
+              f"the grid's best point at {ranks.count(1)} of them; rank of the best point found: median "
+              f"{statistics.median(ranks):g}, worst {max(ranks)}; best dev found: "
+              f"{found} (grid best "
+              f"{100 * c['best']['dev']:.2f})")
     if args.json:
         write_json(args.json, {"args": vars(args), "threads": os.environ.get("OMP_NUM_THREADS"), "results": results,
-                               "ratio": ratio(results), "wall_seconds": walls}, ROOT)
+                               "ratio": ratio(results), "wall_seconds": walls, "searches": searches}, ROOT)
 
 
 if __name__ == "__main__":

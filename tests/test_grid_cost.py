@@ -88,3 +88,19 @@ def test_one_point_suite_runs_where_the_grid_puts_that_point(tmp_path, tiny_bert
         gc.write_suite(path, suite)
         run_suite(str(path), dry_run=True)
         assert capsys.readouterr().out.split() == ["todo", str(gc.run_folder(tmp_path, name, "sst2", point))]
+
+
+def test_replayed_search_reads_the_grid_and_ranks_what_it_found():
+    pytest.importorskip("optuna")
+    points = gc.grid_points(gc.GRIDS[36])
+    done = [{"point": gc.point_name(p), "dev": 0.5 + 0.01 * i} for i, p in enumerate(points)]  # the last is best
+    whole = gc.replay_search(gc.GRIDS[36], done, 36, [0])[0]
+    assert sorted(whole["points"]) == sorted(r["point"] for r in done) and whole["rank"] == 1
+    assert whole["best"] == {"point": done[-1]["point"], "dev": pytest.approx(0.85)}
+    dev = {r["point"]: r["dev"] for r in done}
+    for found in gc.replay_search(gc.GRIDS[36], done, 6, [0, 1, 2]):
+        assert len(found["points"]) == len(set(found["points"])) == 6
+        best = max(dev[p] for p in found["points"])
+        assert found["best"]["dev"] == best and found["rank"] == 1 + sum(v > best for v in dev.values())
+    again = gc.replay_search(gc.GRIDS[36], done, 6, [1])[0]
+    assert again["points"] == gc.replay_search(gc.GRIDS[36], done, 6, [1])[0]["points"]  # seeded

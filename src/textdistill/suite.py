@@ -544,20 +544,8 @@ def _search(suite: Suite, group: list[tuple[dict, Any]], execute) -> None:
     point runs at every seed of ``group`` and its mean dev metric is told to the sampler (a failed point: a failed
     trial). The study is rebuilt from the finished and failed points (so a suite run again continues the search); a
     partly run point is finished first."""
-    optuna = _optuna()
-    from optuna.distributions import CategoricalDistribution
-
     entry = group[0][0]["entry"]
-    cfg, keys = entry.search, list(entry.grid)
-    space = {k: CategoricalDistribution(list(range(len(entry.grid[k])))) for k in keys}  # value indices
-    sampler = (optuna.samplers.TPESampler(seed=cfg.seed) if cfg.sampler == "tpe"
-               else optuna.samplers.RandomSampler(seed=cfg.seed))
-    study = optuna.create_study(direction="maximize", sampler=sampler)
     runs = [r for r, _ in group]
-
-    def index(point: dict) -> dict:
-        return {k: entry.grid[k].index(point[k]) for k in keys}
-
     by_point = _by_point(runs)
     failed = _failed_points(suite, runs)
 
@@ -578,19 +566,39 @@ def _search(suite: Suite, group: list[tuple[dict, Any]], execute) -> None:
 
     values = _point_values(suite, runs)
     for name in _half_run(suite, by_point, values, failed):  # finished before the sampler proposes new points
-        if len(values) + len(failed) < cfg.trials:
+        if len(values) + len(failed) < entry.search.trials:
             log.info("search %s on %s: finishing the point it began, %s", entry.name, runs[0]["task"], name)
             if (value := run_point(name)) is not None:
                 values[name] = (by_point[name][0]["point"], value)
+    search_points(entry.grid, entry.search, values, failed, run_point, f"{entry.name} on {runs[0]['task']}")
+
+
+def search_points(grid: dict[str, list], cfg: SearchCfg, values: dict, failed: dict, run_point, label: str) -> None:
+    """The search itself, as any caller replays it: the sampler learns the points of ``values`` (``{name: (point,
+    value)}``) and ``failed`` (names), then proposes grid points until ``cfg.trials`` are known; ``run_point(name)``
+    gives a new point's value (None: it failed). ``values`` and ``failed`` grow in place."""
+    optuna = _optuna()
+    from optuna.distributions import CategoricalDistribution
+
+    keys = list(grid)
+    space = {k: CategoricalDistribution(list(range(len(grid[k])))) for k in keys}  # value indices
+    sampler = (optuna.samplers.TPESampler(seed=cfg.seed) if cfg.sampler == "tpe"
+               else optuna.samplers.RandomSampler(seed=cfg.seed))
+    study = optuna.create_study(direction="maximize", sampler=sampler)
+    points = {point_name(p): p for p in grid_points(grid)}
+
+    def index(point: dict) -> dict:
+        return {k: grid[k].index(point[k]) for k in keys}
+
     for point, value in values.values():
         study.add_trial(optuna.trial.create_trial(params=index(point), distributions=space, value=value))
     for name in failed:
-        study.add_trial(optuna.trial.create_trial(params=index(by_point[name][0]["point"]), distributions=space,
+        study.add_trial(optuna.trial.create_trial(params=index(points[name]), distributions=space,
                                                   state=optuna.trial.TrialState.FAIL))
     repeats = 0
     while len(values) + len(failed) < cfg.trials:
         trial = study.ask(fixed_distributions=space)
-        point = {k: entry.grid[k][trial.params[k]] for k in keys}
+        point = {k: grid[k][trial.params[k]] for k in keys}
         name = point_name(point)
         if name in values or name in failed:  # proposed again: answered with what is known, not run again
             if name in values:
@@ -599,14 +607,12 @@ def _search(suite: Suite, group: list[tuple[dict, Any]], execute) -> None:
                 study.tell(trial, state=optuna.trial.TrialState.FAIL)
             repeats += 1
             if repeats >= 200:
-                log.warning("search %s on %s: the sampler proposed only points already tried 200 times in a row; "
-                            "stopping at %d of %d points", entry.name, runs[0]["task"], len(values) + len(failed),
-                            cfg.trials)
+                log.warning("search %s: the sampler proposed only points already tried 200 times in a row; "
+                            "stopping at %d of %d points", label, len(values) + len(failed), cfg.trials)
                 return
             continue
         repeats = 0
-        log.info("search %s on %s: point %d of %d: %s", entry.name, runs[0]["task"], len(values) + len(failed) + 1,
-                 cfg.trials, name)
+        log.info("search %s: point %d of %d: %s", label, len(values) + len(failed) + 1, cfg.trials, name)
         value = run_point(name)
         if value is None:
             study.tell(trial, state=optuna.trial.TrialState.FAIL)
