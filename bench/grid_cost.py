@@ -17,7 +17,7 @@ as one suite process, the cache grid first, and adds each grid's wall time (the 
 sections 12-12.2).
 
     .venv/bin/python bench/grid_cost.py --teacher runs/teachers/minilm-mrpc/model --task mrpc \\
-        --data-dir ../shared/data/glue --points 4 --epochs 1 --json bench/results/grid_cost_mrpc.json
+        --data-dir ../shared/data/glue --points 4 --epochs 1 --json bench/results/grid_cost_mrpc_4.json
     .venv/bin/python bench/grid_cost.py --teacher runs/teachers/minilm-mrpc/model --task mrpc \\
         --points 36 --epochs 3 --out runs/grid-cost-mrpc-36 --search-trials 12 \\
         --json bench/results/grid_cost_mrpc_36.json
@@ -87,6 +87,9 @@ def collect(out: Path, task: str, points: list[dict]) -> dict:
                 missing.append(point_name(point))
                 continue
             m = json.loads(path.read_text())
+            if "run_seconds" not in m:
+                sys.exit(f"grid_cost: {path}: no run_seconds (a run of textdistill before it recorded them); "
+                         f"move the folder away to run that point again")
             done.append({"point": point_name(point), "run_seconds": m["run_seconds"],
                          "train_seconds": m["train_seconds"], "dev": m["dev"][m["main_metric"]],
                          "resumed": bool(m.get("resumed"))})
@@ -100,7 +103,8 @@ def collect(out: Path, task: str, points: list[dict]) -> dict:
 def _suite(path: Path) -> None:
     res = subprocess.run([str(ROOT / ".venv/bin/textdistill"), "suite", str(path)], capture_output=True, text=True)
     if res.returncode:
-        sys.exit(f"grid_cost: {path.name} failed:\n" + "\n".join(res.stderr.splitlines()[-15:]))
+        print("\n".join(res.stderr.splitlines()[-15:]), file=sys.stderr)
+        sys.exit(f"grid_cost: textdistill suite {path} failed (exit {res.returncode}; its last lines above)")
 
 
 def run_by_point(out: Path, args, extra: dict, points: list[dict]) -> int:
@@ -112,9 +116,12 @@ def run_by_point(out: Path, args, extra: dict, points: list[dict]) -> int:
             continue
         if args.max_runs is not None and ran >= args.max_runs:
             break
-        # an interrupted run starts again: resumed, its run_seconds would count only its last part
+        # an interrupted run starts again: resumed, its run_seconds would count only its last part; and while no
+        # cache run has finished, a cache an interrupted one built goes too (the first cache run counts its build)
         shutil.rmtree(folder.parent / f".{folder.name}.partial", ignore_errors=True)
         shutil.rmtree(folder, ignore_errors=True)
+        if name == "cache" and not any((out / "cache" / args.task).glob("*/metrics.json")):
+            shutil.rmtree(out / "cache" / "cache", ignore_errors=True)
         path = out / f"{name}-point.yaml"
         one = {k: [v] for k, v in point.items()}
         write_suite(path, suite_file(out, name, args, extra, one))
@@ -210,8 +217,9 @@ def main() -> None:
         extra[key] = yaml.safe_load(value)
     if args.max_runs is not None and (args.max_runs < 0 or args.whole):
         sys.exit("grid_cost: --max-runs: a number >= 0, and not with --whole")
-    if args.whole and args.out and any(Path(args.out).glob("*/*/*/metrics.json")):
-        sys.exit(f"grid_cost: --whole times each grid from its start: {args.out} already holds runs")
+    if args.whole and args.out and (any(Path(args.out).glob("*/*/*/metrics.json"))
+                                    or (Path(args.out) / "cache" / "cache").exists()):
+        sys.exit(f"grid_cost: --whole times each grid from its start: {args.out} already holds runs or a cache")
     points = grid_points(GRIDS[args.points])
     with tempfile.TemporaryDirectory(prefix="td-grid-") as tmp:
         out = Path(args.out or tmp).resolve()
@@ -233,7 +241,9 @@ def main() -> None:
         print(f"\nnot finished: cache {c['runs']} and live {v['runs']} of {len(points)} runs (run the same command "
               f"again to go on)")
     searches = None
-    if args.search_trials and c["runs"] == len(points):
+    if args.search_trials and c["runs"] < len(points):
+        print(f"\n(--search-trials: replayed once the cache grid is finished; {c['runs']} of {len(points)} runs)")
+    elif args.search_trials:
         searches = replay_search(GRIDS[args.points], c["runs_detail"], args.search_trials, args.search_seeds)
         ranks = [x["rank"] for x in searches]
         found = ", ".join(f"{100 * x['best']['dev']:.2f}" for x in searches)

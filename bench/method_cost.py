@@ -124,7 +124,8 @@ def main() -> None:
     print(markdown_table(["method", "ms / step", "x FT", "x PKD-Skip"], rows))
     if args.json:
         write_json(args.json, {"median_seconds": med, "samples": times, "batch_size": args.batch_size,
-                               "mean_tokens": tokens, "teacher": teacher_name,
+                               "mean_tokens": tokens, "teacher": teacher_name, "other_teacher": args.other_teacher,
+                               "rounds": args.rounds, "steps": args.steps,
                                "threads": torch.get_num_threads()}, ROOT)
 
 

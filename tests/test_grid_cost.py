@@ -104,3 +104,30 @@ def test_replayed_search_reads_the_grid_and_ranks_what_it_found():
         assert found["best"]["dev"] == best and found["rank"] == 1 + sum(v > best for v in dev.values())
     again = gc.replay_search(gc.GRIDS[36], done, 6, [1])[0]
     assert again["points"] == gc.replay_search(gc.GRIDS[36], done, 6, [1])[0]["points"]  # seeded
+
+
+def test_a_cache_built_by_an_interrupted_first_run_is_built_again(tmp_path, fake_suite):
+    """The first cache run counts the cache's build: while no cache run has finished, an interrupted run's cache
+    goes with it; once one has, the cache stays (later runs only read it)."""
+    points = gc.grid_points(gc.GRIDS[4])
+    built = tmp_path / "cache" / "cache" / "mrpc-teacher-abc"
+    built.mkdir(parents=True)
+    first = gc.run_folder(tmp_path, "cache", "mrpc", points[0])
+    (first.parent / f".{first.name}.partial").mkdir(parents=True)
+    args = types.SimpleNamespace(**{**vars(ARGS), "max_runs": 1})
+    assert gc.run_by_point(tmp_path, args, {}, points) == 1 and not built.exists()
+    built.mkdir(parents=True)
+    args.max_runs = 3  # (live 1, live 2, then cache 2)
+    assert gc.run_by_point(tmp_path, args, {}, points) == 3 and built.exists()
+    r = gc.collect(tmp_path, "mrpc", points)
+    assert (r["cache"]["runs"], r["live"]["runs"]) == (2, 2)
+
+
+def test_a_run_without_run_seconds_is_refused_in_one_line(tmp_path, capsys):
+    points = gc.grid_points(gc.GRIDS[4])
+    old = gc.run_folder(tmp_path, "live", "mrpc", points[0])
+    old.mkdir(parents=True)
+    (old / "metrics.json").write_text(json.dumps({"train_seconds": 1, "dev": {"f1": 0.8}, "main_metric": "f1"}))
+    with pytest.raises(SystemExit) as e:
+        gc.collect(tmp_path, "mrpc", points)
+    assert "no run_seconds" in str(e.value) and "\n" not in str(e.value)

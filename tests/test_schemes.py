@@ -224,6 +224,21 @@ def test_several_teachers_from_their_own_caches(tiny_teacher_run, tiny_bert, tmp
     assert not torch.allclose(got, pt(s_out, outs["t1"], inputs["attention_mask"]))
 
 
+def test_the_teachers_check_leaves_the_random_numbers_as_they_were(tiny_teacher_run, narrow_bert):
+    """_check_teachers builds the terms (projections drawn from torch's RNG) to check them: the run's random
+    numbers after it are those before it, so a run draws the same student, projections and batches as before."""
+    t = str(tiny_teacher_run / "teacher" / "model")  # 32 wide; the narrow student 16: the [CLS] term projects
+    recipe = load_recipe("recipes/pkd-skip.yaml", [("data.dir", str(tiny_teacher_run / "sst2")),
+                                                   ("student.init", str(narrow_bert)), ("student.layers", "all"),
+                                                   ("teacher", t)])
+    scheme = _scheme(recipe)
+    assert len(list(scheme.terms[1].parameters())) > 0  # (building the terms draws random numbers)
+    torch.manual_seed(3)
+    before = torch.get_rng_state()
+    scheme._check_teachers()
+    torch.testing.assert_close(torch.get_rng_state(), before)
+
+
 def test_several_teachers_refused_before_a_cache_is_built(tiny_teacher_run, narrow_bert, other_vocab_teacher,
                                                           tmp_path, capsys):
     """A term that cannot read its teacher (another width without a projection, another tokenizer) is refused

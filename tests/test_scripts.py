@@ -154,5 +154,6 @@ def test_aggregate_schemes_tables_from_a_tree_of_runs(tmp_path):
                    "<!-- aggregate_schemes 5.2+ -->\nSTALE\n<!-- /aggregate_schemes -->\nend\n")
     assert subprocess.run(script + ["--splice", str(doc)], capture_output=True, timeout=300).returncode == 0
     text = doc.read_text()
+    assert "On SST-2 only, where the issue asks for the early-exit curve" in text  # (5.2's note is the script's)
     assert "STALE" not in text and text.index("| FT, 3 layers") < text.index("prose") < text.index("### 5.2")
     assert text.endswith("<!-- /aggregate_schemes -->\nend\n") and "### 5.1" not in text

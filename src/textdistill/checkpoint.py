@@ -30,14 +30,22 @@ from . import TextDistillError
 FOLDER, TENSORS, STATE = "checkpoint", "tensors.safetensors", "state.json"
 
 
-def code_hash() -> str:
-    """SHA-256 over the package's source files: a checkpoint resumes only under the code that wrote it."""
+def _source_hash() -> str:
     h = hashlib.sha256()
     root = Path(__file__).resolve().parent
     for p in sorted(root.rglob("*.py")):
         h.update(str(p.relative_to(root)).encode())
         h.update(p.read_bytes())
     return h.hexdigest()[:16]
+
+
+_CODE = _source_hash()  # (when the package is imported: the code this process runs, not files edited since)
+
+
+def code_hash() -> str:
+    """SHA-256 over the package's source files as this process imported them: a checkpoint resumes only under the
+    code that wrote it, and a run records the code that ran it."""
+    return _CODE
 
 
 def _json(x):

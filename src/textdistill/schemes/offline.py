@@ -149,9 +149,9 @@ class Offline(Scheme):
             raise TextDistillError("transfer.adversarial: teacher and student must share one tokenizer")
 
     def _check_teachers(self) -> None:
-        """What the teachers' configs and tokenizers decide, refused before a teacher is loaded or its cache built
-        (hours for a 12-layer teacher): an intermediate term reading a teacher of another tokenizer, a term whose
-        layers or widths do not fit the teacher it reads."""
+        """What the teachers' configs and tokenizers decide, refused before any teacher's cache is built (hours
+        for a 12-layer teacher): an intermediate term reading a teacher of another tokenizer, a term whose layers
+        or widths do not fit the teacher it reads."""
         from transformers import AutoConfig
 
         from .teachers import same_vocabulary
