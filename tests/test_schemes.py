@@ -239,6 +239,27 @@ def test_the_teachers_check_leaves_the_random_numbers_as_they_were(tiny_teacher_
     torch.testing.assert_close(torch.get_rng_state(), before)
 
 
+def test_each_teachers_tokenizer_is_loaded_once(tiny_teacher_run, tiny_bert, other_vocab_teacher, monkeypatch):
+    """The teachers' check loads each teacher's tokenizer; the teacher then uses that one (a 12-layer teacher's
+    tokenizer is not read from disk twice)."""
+    from transformers import AutoTokenizer
+
+    loads = []
+    real = AutoTokenizer.from_pretrained.__func__
+
+    def counted(cls, path, *a, **k):
+        loads.append(str(path))
+        return real(cls, path, *a, **k)
+
+    monkeypatch.setattr(AutoTokenizer, "from_pretrained", classmethod(counted))
+    t = str(tiny_teacher_run / "teacher" / "model")
+    scheme = _scheme(load_recipe("recipes/kd.yaml", [
+        ("data.dir", str(tiny_teacher_run / "sst2")), ("student.init", str(tiny_bert)), ("student.layers", "first:2"),
+        ("teacher", None), ("teachers", [{"model": t, "name": "a"}, {"model": str(other_vocab_teacher), "name": "b"}])]))
+    assert loads.count(t) == 1 and loads.count(str(other_vocab_teacher)) == 1
+    assert [x.own_tokens for x in scheme.teachers] == [False, True]
+
+
 def test_several_teachers_refused_before_a_cache_is_built(tiny_teacher_run, narrow_bert, other_vocab_teacher,
                                                           tmp_path, capsys):
     """A term that cannot read its teacher (another width without a projection, another tokenizer) is refused

@@ -123,7 +123,7 @@ class Offline(Scheme):
             warn_flat_cls(self.student, self.train_set, self.tokenizer, self.init, r.student.layers)
 
         n_student = self.student.config.num_hidden_layers
-        self._check_teachers()
+        tokenizers = self._check_teachers()
         self.teachers = []
         for t in self.teacher_cfgs:
             reads = [c for c in r.terms if c.teacher in (None, t["name"])]
@@ -132,7 +132,8 @@ class Offline(Scheme):
                               n_student=n_student, cfg=self.cfg, cache_dtype=r.teacher_cache.dtype,
                               cache_runtime=r.teacher_cache.runtime,
                               hidden=self.need_hidden, attentions=self.need_attn, model=models.get(t["name"]),
-                              tqdm=self.tqdm, dev_ex=self.dev_ex, allow_weak=r.allow_weak_teacher)
+                              tqdm=self.tqdm, dev_ex=self.dev_ex, allow_weak=r.allow_weak_teacher,
+                              tokenizer=tokenizers[t["name"]])
             if not teacher.own_tokens and teacher.cache is None and teacher.config.vocab_size != self.student.config.vocab_size:
                 raise TextDistillError(f"teacher {t['model']} and student init {self.init} have different "
                                        f"vocabularies (teacher and student must share one tokenizer)")
@@ -148,18 +149,19 @@ class Offline(Scheme):
         if self.adversarial is not None and self.teachers[0].own_tokens:
             raise TextDistillError("transfer.adversarial: teacher and student must share one tokenizer")
 
-    def _check_teachers(self) -> None:
+    def _check_teachers(self) -> dict:
         """What the teachers' configs and tokenizers decide, refused before any teacher's cache is built (hours
         for a 12-layer teacher): an intermediate term reading a teacher of another tokenizer, a term whose layers
-        or widths do not fit the teacher it reads."""
+        or widths do not fit the teacher it reads. Returns each teacher's tokenizer by name (loaded once)."""
         from transformers import AutoConfig
 
         from .teachers import same_vocabulary
         from ..models.loading import load_tokenizer, resolve_model_path
 
-        teachers = []
+        teachers, tokenizers = [], {}
         for t in self.teacher_cfgs:
-            if not same_vocabulary(load_tokenizer(t["model"]), self.tokenizer):
+            tokenizers[t["name"]] = load_tokenizer(t["model"])
+            if not same_vocabulary(tokenizers[t["name"]], self.tokenizer):
                 for i, c in enumerate(self.recipe.terms):
                     if c.tap != "logits" and c.teacher in (None, t["name"]):
                         raise TextDistillError(
@@ -169,6 +171,7 @@ class Offline(Scheme):
             teachers.append(SimpleNamespace(name=t["name"], weight=t["weight"], config=config))
         with torch.random.fork_rng(devices=[]):  # (built to be checked: the run's random numbers stay as they were)
             self._build_terms(teachers)
+        return tokenizers
 
     def _build_terms(self, teachers) -> tuple[torch.nn.ModuleList, list[str | None]]:
         """The terms, and the teacher each reads (None: the combined teachers' logits); ``teachers``: each

@@ -235,9 +235,10 @@ class Teacher:
     def __init__(self, *, name: str, model_name: str, weight: float, cache: str | None, task, train_ex,
                  student_tokenizer, term_cfgs, n_student: int, cfg, cache_dtype: str, hidden: bool,
                  cache_runtime: str = "onnx",
-                 attentions: bool, model=None, tqdm=None, dev_ex=None, allow_weak: bool = False):
+                 attentions: bool, model=None, tqdm=None, dev_ex=None, allow_weak: bool = False, tokenizer=None):
         self.name, self.model_name, self.weight, self.cache = name, model_name, weight, cache
-        self.tokenizer = load_tokenizer(model_name)
+        # (``tokenizer``: the teacher's own, where the caller has loaded it already)
+        self.tokenizer = tokenizer if tokenizer is not None else load_tokenizer(model_name)
         self.own_tokens = not same_vocabulary(self.tokenizer, student_tokenizer)
         if model is None and (cache is None or not cache_ready(Path(cache))):
             model = load_teacher(model_name, task, attentions=attentions)
