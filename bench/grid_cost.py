@@ -53,9 +53,22 @@ ENTRY = "pkd-skip"
 NAMES = ("cache", "live")
 
 
-def schedule(points: list[dict]) -> list[tuple[str, dict]]:
-    """The runs in the order they run: each point in both grids, the grid that goes first alternating."""
-    return [(name, point) for i, point in enumerate(points) for name in (NAMES if i % 2 == 0 else NAMES[::-1])]
+def schedule(points: list[dict], shard: tuple[int, int] = (1, 1)) -> list[tuple[str, dict]]:
+    """The runs in the order they run: each point in both grids, the grid that goes first alternating; shard
+    (k, n): the k-th of n processes runs points k, k + n, k + 2n, ... (counting from 1), alternating among them."""
+    k, n = shard
+    mine = points[k - 1::n]
+    return [(name, point) for j, point in enumerate(mine) for name in (NAMES if j % 2 == 0 else NAMES[::-1])]
+
+
+def parse_shard(text: str | None) -> tuple[int, int]:
+    """``K/N`` -> (K, N), 1 <= K <= N; None -> (1, 1)."""
+    if text is None:
+        return 1, 1
+    k, sep, n = text.partition("/")
+    if not (sep and k.isdigit() and n.isdigit() and 1 <= int(k) <= int(n)):
+        raise ValueError(f"--shard {text}: expected K/N with 1 <= K <= N, e.g. 1/2")
+    return int(k), int(n)
 
 
 def run_folder(out: Path, name: str, task: str, point: dict) -> Path:
@@ -108,9 +121,14 @@ def _suite(path: Path) -> None:
 
 
 def run_by_point(out: Path, args, extra: dict, points: list[dict]) -> int:
-    """Runs the points not yet finished, alternating grids; returns how many it ran."""
+    """Runs the points not yet finished (of its shard), alternating grids; returns how many it ran."""
     ran = 0
-    for name, point in schedule(points):
+    shard = getattr(args, "shard", None) or (1, 1)
+    if shard[1] > 1 and not any((out / "cache" / args.task).glob("*/metrics.json")):
+        # (the first cache run builds the cache and counts its build: one process, before the shards share it)
+        sys.exit(f"grid_cost: --shard {shard[0]}/{shard[1]}: no cache run has finished in {out} yet; run without "
+                 f"--shard (e.g. --max-runs 1) until one has")
+    for name, point in schedule(points, shard):
         folder = run_folder(out, name, args.task, point)
         if (folder / "metrics.json").is_file():
             continue
@@ -122,7 +140,7 @@ def run_by_point(out: Path, args, extra: dict, points: list[dict]) -> int:
         shutil.rmtree(folder, ignore_errors=True)
         if name == "cache" and not any((out / "cache" / args.task).glob("*/metrics.json")):
             shutil.rmtree(out / "cache" / "cache", ignore_errors=True)
-        path = out / f"{name}-point.yaml"
+        path = out / f"{name}-point{'' if shard[1] == 1 else f'-{shard[0]}of{shard[1]}'}.yaml"
         one = {k: [v] for k, v in point.items()}
         write_suite(path, suite_file(out, name, args, extra, one))
         print(f"{time.strftime('%H:%M:%S')} {name} {point_name(point)}", file=sys.stderr, flush=True)
@@ -204,6 +222,9 @@ def main() -> None:
     ap.add_argument("--out", help="keep the runs here and resume from them (default: a temporary folder)")
     ap.add_argument("--max-runs", type=int, help="run at most this many new runs, then report what is finished")
     ap.add_argument("--whole", action="store_true", help="each grid as one suite process, timed whole")
+    ap.add_argument("--shard", metavar="K/N", help="run only points K, K+N, K+2N, ... (N processes side by side, "
+                    "one thread each, on the same --out; after a first cache run has finished); a last call "
+                    "without --shard reports the whole grid")
     ap.add_argument("--search-trials", type=int, help="also replay a budgeted search (the suite's Optuna TPE "
                     "search of this many points) over the finished cache grid, at each --search-seeds")
     ap.add_argument("--search-seeds", type=int, nargs="+", default=list(range(10)))
@@ -217,6 +238,12 @@ def main() -> None:
         extra[key] = yaml.safe_load(value)
     if args.max_runs is not None and (args.max_runs < 0 or args.whole):
         sys.exit("grid_cost: --max-runs: a number >= 0, and not with --whole")
+    try:
+        args.shard = parse_shard(args.shard)
+    except ValueError as e:
+        sys.exit(f"grid_cost: {e}")
+    if args.shard != (1, 1) and (args.whole or not args.out):
+        sys.exit("grid_cost: --shard: with --out (the shards share it), and not with --whole")
     if args.whole and args.out and (any(Path(args.out).glob("*/*/*/metrics.json"))
                                     or (Path(args.out) / "cache" / "cache").exists()):
         sys.exit(f"grid_cost: --whole times each grid from its start: {args.out} already holds runs or a cache")
@@ -231,7 +258,8 @@ def main() -> None:
     print(f"\nPKD-Skip grid on {args.task}: {args.points} points ({done} finished in both grids; {ran} run now), "
           f"{args.epochs:g} epochs, student {args.student_layers}{''.join(f', {k}={v}' for k, v in extra.items())}, "
           f"teacher {args.teacher}, OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}, "
-          f"{'each grid one process' if args.whole else 'point by point, alternating'}\n")
+          f"{'each grid one process' if args.whole else 'point by point, alternating'}"
+          f"{f', shard {args.shard[0]}/{args.shard[1]}' if args.shard != (1, 1) else ''}\n")
     print(table(results, walls))
     c, v = results["cache"], results["live"]
     if c["runs"] == v["runs"] == len(points):

@@ -47,6 +47,39 @@ def test_schedule_alternates_which_grid_goes_first():
     assert len(gc.grid_points(gc.GRIDS[36])) == 36
 
 
+def test_shards_split_the_points_and_each_alternates():
+    points = gc.grid_points(gc.GRIDS[36])
+    whole = gc.schedule(points)
+    shards = [gc.schedule(points, (k, 3)) for k in (1, 2, 3)]
+    runs = [(n, gc.point_name(p)) for sh in shards for n, p in sh]
+    assert len(runs) == 72 and sorted(runs) == sorted((n, gc.point_name(p)) for n, p in whole)
+    assert [gc.point_name(p) for _, p in shards[1][::2]] == [gc.point_name(p) for p in points[1::3]]
+    for sh in shards:  # within each shard the grid that goes first alternates
+        assert [n for n, _ in sh[:8]] == ["cache", "live", "live", "cache"] * 2
+    assert gc.schedule(points, (1, 1)) == whole
+    assert gc.parse_shard(None) == (1, 1) and gc.parse_shard("2/3") == (2, 3)
+    for bad in ("0/2", "3/2", "2", "a/b", "1/0"):
+        with pytest.raises(ValueError, match=f"--shard {bad}: expected K/N"):
+            gc.parse_shard(bad)
+
+
+def test_shards_wait_for_the_first_cache_run_then_share_the_grid(tmp_path, fake_suite):
+    points = gc.grid_points(gc.GRIDS[4])
+    sharded = [types.SimpleNamespace(**{**vars(ARGS), "shard": (k, 2)}) for k in (1, 2)]
+    with pytest.raises(SystemExit, match="--shard 1/2: no cache run has finished"):
+        gc.run_by_point(tmp_path, sharded[0], {}, points)
+    assert fake_suite == [] and not list(tmp_path.glob("*.yaml"))
+    assert gc.run_by_point(tmp_path, types.SimpleNamespace(**{**vars(ARGS), "max_runs": 1}), {}, points) == 1
+    assert gc.run_by_point(tmp_path, sharded[1], {}, points) == 4  # points 2 and 4: cache first, then live first
+    assert fake_suite[1:5] == [("cache", gc.point_name(points[1])), ("live", gc.point_name(points[1])),
+                               ("live", gc.point_name(points[3])), ("cache", gc.point_name(points[3]))]
+    assert (tmp_path / "cache-point-2of2.yaml").is_file()
+    assert gc.run_by_point(tmp_path, sharded[0], {}, points) == 3  # point 1's live run, point 3
+    r = gc.collect(tmp_path, "mrpc", points)
+    assert r["cache"]["runs"] == r["live"]["runs"] == 4 and gc.ratio(r) == 0.6
+    assert gc.run_by_point(tmp_path, ARGS, {}, points) == 0
+
+
 def test_by_point_resumes_restarts_partials_and_stops_at_max_runs(tmp_path, fake_suite):
     points = gc.grid_points(gc.GRIDS[4])
     args = types.SimpleNamespace(**{**vars(ARGS), "max_runs": 3})
