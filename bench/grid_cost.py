@@ -14,7 +14,9 @@ By default the grids run point by point, alternating (point 1 cache then live, p
 one is started again from scratch (its seconds must be whole), and ``--max-runs N`` stops after N new runs (a
 long grid measured over several sittings; the table covers what is finished). ``--whole`` instead runs each grid
 as one suite process, the cache grid first, and adds each grid's wall time (the form of docs/performance.md
-sections 12-12.2).
+sections 12-12.2). ``--shard K/N`` splits the points among N processes on the same ``--out`` (one thread each);
+each run is locked while it runs (a second process leaves it alone), and the folder's first call records the
+grid's settings in ``grid.json`` (a call with other settings is refused).
 
     .venv/bin/python bench/grid_cost.py --teacher runs/teachers/minilm-mrpc/model --task mrpc \\
         --data-dir ../shared/data/glue --points 4 --epochs 1 --json bench/results/grid_cost_mrpc_4.json
@@ -58,7 +60,9 @@ def schedule(points: list[dict], shard: tuple[int, int] = (1, 1)) -> list[tuple[
     (k, n): the k-th of n processes runs points k, k + n, k + 2n, ... (counting from 1), alternating among them."""
     k, n = shard
     mine = points[k - 1::n]
-    return [(name, point) for j, point in enumerate(mine) for name in (NAMES if j % 2 == 0 else NAMES[::-1])]
+    # (shard k starts with the grid shard k - 1 does not: runs side by side overlap a run of the other grid)
+    return [(name, point) for j, point in enumerate(mine)
+            for name in (NAMES if (j + k - 1) % 2 == 0 else NAMES[::-1])]
 
 
 def parse_shard(text: str | None) -> tuple[int, int]:
@@ -103,9 +107,11 @@ def collect(out: Path, task: str, points: list[dict]) -> dict:
             if "run_seconds" not in m:
                 sys.exit(f"grid_cost: {path}: no run_seconds (a run of textdistill before it recorded them); "
                          f"move the folder away to run that point again")
+            how = path.parent / "grid_cost.json"
             done.append({"point": point_name(point), "run_seconds": m["run_seconds"],
                          "train_seconds": m["train_seconds"], "dev": m["dev"][m["main_metric"]],
-                         "resumed": bool(m.get("resumed"))})
+                         "resumed": bool(m.get("resumed")),
+                         "shard": json.loads(how.read_text())["shard"] if how.is_file() else None})
         best = max(done, key=lambda r: r["dev"]) if done else None  # (the first of a tie, in grid order)
         results[name] = {"runs": len(done), "missing": missing, "runs_detail": done,
                          "grid_seconds": round(sum(r["run_seconds"] for r in done), 1),
@@ -120,10 +126,42 @@ def _suite(path: Path) -> None:
         sys.exit(f"grid_cost: textdistill suite {path} failed (exit {res.returncode}; its last lines above)")
 
 
+def check_settings(out: Path, args, extra: dict) -> None:
+    """The grid's settings, written to ``out/grid.json`` by its first call: a later call on the same folder with
+    other settings would add runs of another grid to it (and count another cache's build), so it is refused."""
+    mine = {"task": args.task, "teacher": str(Path(args.teacher).resolve()), "points": getattr(args, "points", None),
+            "epochs": args.epochs, "student_layers": args.student_layers, "set": extra}
+    path = out / "grid.json"
+    if path.is_file():
+        theirs = json.loads(path.read_text())
+        if theirs != mine:
+            diff = ", ".join(f"{k} {theirs.get(k)!r} there, {v!r} now" for k, v in mine.items() if theirs.get(k) != v)
+            sys.exit(f"grid_cost: {out} holds runs of another grid ({diff}); give another --out")
+    else:
+        path.write_text(json.dumps(mine, indent=2) + "\n")
+
+
+def claim(folder: Path):
+    """An exclusive lock on the run ``folder`` (a lock file beside it, flock: released when this process ends,
+    however it ends); None where another process holds it (a shard, or a second call, running that run now)."""
+    import fcntl
+
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    handle = open(folder.parent / f".{folder.name}.lock", "a")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        return None
+    return handle
+
+
 def run_by_point(out: Path, args, extra: dict, points: list[dict]) -> int:
-    """Runs the points not yet finished (of its shard), alternating grids; returns how many it ran."""
+    """Runs the points not yet finished (of its shard), alternating grids; returns how many it ran. A run that
+    another process is running now (its lock held) is left to it."""
     ran = 0
     shard = getattr(args, "shard", None) or (1, 1)
+    check_settings(out, args, extra)
     if shard[1] > 1 and not any((out / "cache" / args.task).glob("*/metrics.json")):
         # (the first cache run builds the cache and counts its build: one process, before the shards share it)
         sys.exit(f"grid_cost: --shard {shard[0]}/{shard[1]}: no cache run has finished in {out} yet; run without "
@@ -134,19 +172,34 @@ def run_by_point(out: Path, args, extra: dict, points: list[dict]) -> int:
             continue
         if args.max_runs is not None and ran >= args.max_runs:
             break
-        # an interrupted run starts again: resumed, its run_seconds would count only its last part; and while no
-        # cache run has finished, a cache an interrupted one built goes too (the first cache run counts its build)
-        shutil.rmtree(folder.parent / f".{folder.name}.partial", ignore_errors=True)
-        shutil.rmtree(folder, ignore_errors=True)
-        if name == "cache" and not any((out / "cache" / args.task).glob("*/metrics.json")):
-            shutil.rmtree(out / "cache" / "cache", ignore_errors=True)
-        path = out / f"{name}-point{'' if shard[1] == 1 else f'-{shard[0]}of{shard[1]}'}.yaml"
-        one = {k: [v] for k, v in point.items()}
-        write_suite(path, suite_file(out, name, args, extra, one))
-        print(f"{time.strftime('%H:%M:%S')} {name} {point_name(point)}", file=sys.stderr, flush=True)
-        _suite(path)
+        lock = claim(folder)
+        if lock is None:
+            print(f"{time.strftime('%H:%M:%S')} {name} {point_name(point)}: running in another process, left to it",
+                  file=sys.stderr, flush=True)
+            continue
+        with lock:
+            _run_point(out, args, extra, name, point, folder, shard)
         ran += 1
     return ran
+
+
+def _run_point(out: Path, args, extra: dict, name: str, point: dict, folder: Path, shard: tuple[int, int]) -> None:
+    if (folder / "metrics.json").is_file():  # (finished by another process between the check and the lock)
+        return
+    # an interrupted run starts again: resumed, its run_seconds would count only its last part; and while no
+    # cache run has finished, a cache an interrupted one built goes too (the first cache run counts its build)
+    shutil.rmtree(folder.parent / f".{folder.name}.partial", ignore_errors=True)
+    shutil.rmtree(folder, ignore_errors=True)
+    if name == "cache" and not any((out / "cache" / args.task).glob("*/metrics.json")):
+        shutil.rmtree(out / "cache" / "cache", ignore_errors=True)
+    path = out / f"{name}-point{'' if shard[1] == 1 else f'-{shard[0]}of{shard[1]}'}.yaml"
+    one = {k: [v] for k, v in point.items()}
+    write_suite(path, suite_file(out, name, args, extra, one))
+    print(f"{time.strftime('%H:%M:%S')} {name} {point_name(point)}", file=sys.stderr, flush=True)
+    _suite(path)
+    # (how it ran, beside the run: the shard, and the threads the runs were given)
+    (folder / "grid_cost.json").write_text(json.dumps({"shard": f"{shard[0]}/{shard[1]}",
+                                                       "omp_num_threads": os.environ.get("OMP_NUM_THREADS")}) + "\n")
 
 
 def run_whole(out: Path, args, extra: dict, points: list[dict]) -> dict:
@@ -222,9 +275,9 @@ def main() -> None:
     ap.add_argument("--out", help="keep the runs here and resume from them (default: a temporary folder)")
     ap.add_argument("--max-runs", type=int, help="run at most this many new runs, then report what is finished")
     ap.add_argument("--whole", action="store_true", help="each grid as one suite process, timed whole")
-    ap.add_argument("--shard", metavar="K/N", help="run only points K, K+N, K+2N, ... (N processes side by side, "
-                    "one thread each, on the same --out; after a first cache run has finished); a last call "
-                    "without --shard reports the whole grid")
+    ap.add_argument("--shard", metavar="K/N", help="run only points K, K+N, K+2N, ... (N processes side by side "
+                    "on the same --out, one thread each: OMP_NUM_THREADS=1; after a first cache run has finished); "
+                    "a last call without --shard and with --max-runs 0 reports the whole grid and writes --json")
     ap.add_argument("--search-trials", type=int, help="also replay a budgeted search (the suite's Optuna TPE "
                     "search of this many points) over the finished cache grid, at each --search-seeds")
     ap.add_argument("--search-seeds", type=int, nargs="+", default=list(range(10)))
@@ -244,6 +297,9 @@ def main() -> None:
         sys.exit(f"grid_cost: {e}")
     if args.shard != (1, 1) and (args.whole or not args.out):
         sys.exit("grid_cost: --shard: with --out (the shards share it), and not with --whole")
+    if args.shard != (1, 1) and os.environ.get("OMP_NUM_THREADS") is None:
+        print("grid_cost: --shard without OMP_NUM_THREADS: each shard's runs take every core and the shards "
+              "contend; set OMP_NUM_THREADS=1 for runs comparable with the grid's other runs", file=sys.stderr)
     if args.whole and args.out and (any(Path(args.out).glob("*/*/*/metrics.json"))
                                     or (Path(args.out) / "cache" / "cache").exists()):
         sys.exit(f"grid_cost: --whole times each grid from its start: {args.out} already holds runs or a cache")
@@ -281,7 +337,10 @@ def main() -> None:
               f"{statistics.median(ranks):g}, worst {max(ranks)}; best dev found: "
               f"{found} (grid best "
               f"{100 * c['best']['dev']:.2f})")
-    if args.json:
+    if args.json and args.shard != (1, 1):
+        print(f"\n(--json: not written by a shard, whose view of the grid may be partial; a last call without "
+              f"--shard writes it)")
+    elif args.json:
         write_json(args.json, {"args": vars(args), "threads": os.environ.get("OMP_NUM_THREADS"), "results": results,
                                "ratio": ratio(results), "wall_seconds": walls, "searches": searches}, ROOT)
 

@@ -54,8 +54,11 @@ def test_shards_split_the_points_and_each_alternates():
     runs = [(n, gc.point_name(p)) for sh in shards for n, p in sh]
     assert len(runs) == 72 and sorted(runs) == sorted((n, gc.point_name(p)) for n, p in whole)
     assert [gc.point_name(p) for _, p in shards[1][::2]] == [gc.point_name(p) for p in points[1::3]]
-    for sh in shards:  # within each shard the grid that goes first alternates
-        assert [n for n, _ in sh[:8]] == ["cache", "live", "live", "cache"] * 2
+    # within each shard the grid that goes first alternates, over all its runs; shards side by side start with
+    # different grids, so a run overlaps a run of the other grid
+    for k, sh in enumerate(shards, 1):
+        first = ["cache", "live"] if k % 2 else ["live", "cache"]
+        assert [n for n, _ in sh] == (first + first[::-1]) * 6
     assert gc.schedule(points, (1, 1)) == whole
     assert gc.parse_shard(None) == (1, 1) and gc.parse_shard("2/3") == (2, 3)
     for bad in ("0/2", "3/2", "2", "a/b", "1/0"):
@@ -70,14 +73,57 @@ def test_shards_wait_for_the_first_cache_run_then_share_the_grid(tmp_path, fake_
         gc.run_by_point(tmp_path, sharded[0], {}, points)
     assert fake_suite == [] and not list(tmp_path.glob("*.yaml"))
     assert gc.run_by_point(tmp_path, types.SimpleNamespace(**{**vars(ARGS), "max_runs": 1}), {}, points) == 1
-    assert gc.run_by_point(tmp_path, sharded[1], {}, points) == 4  # points 2 and 4: cache first, then live first
-    assert fake_suite[1:5] == [("cache", gc.point_name(points[1])), ("live", gc.point_name(points[1])),
-                               ("live", gc.point_name(points[3])), ("cache", gc.point_name(points[3]))]
+    assert gc.run_by_point(tmp_path, sharded[1], {}, points) == 4  # points 2 and 4: live first, then cache first
+    assert fake_suite[1:5] == [("live", gc.point_name(points[1])), ("cache", gc.point_name(points[1])),
+                               ("cache", gc.point_name(points[3])), ("live", gc.point_name(points[3]))]
     assert (tmp_path / "cache-point-2of2.yaml").is_file()
     assert gc.run_by_point(tmp_path, sharded[0], {}, points) == 3  # point 1's live run, point 3
     r = gc.collect(tmp_path, "mrpc", points)
     assert r["cache"]["runs"] == r["live"]["runs"] == 4 and gc.ratio(r) == 0.6
+    assert {d["point"]: d["shard"] for d in r["live"]["runs_detail"]} == {
+        gc.point_name(p): s for p, s in zip(points, ["1/2", "2/2", "1/2", "2/2"])}
     assert gc.run_by_point(tmp_path, ARGS, {}, points) == 0
+
+
+def test_a_run_another_process_is_running_is_left_to_it(tmp_path, fake_suite):
+    """Shards (or a second call) on one folder: a run whose lock another process holds is neither deleted nor run
+    again; a lock file left by a process that has ended holds nothing."""
+    import fcntl
+
+    points = gc.grid_points(gc.GRIDS[4])
+    busy = gc.run_folder(tmp_path, "cache", "mrpc", points[0])
+    partial = busy.parent / f".{busy.name}.partial"
+    (partial / "checkpoint").mkdir(parents=True)
+    with open(busy.parent / f".{busy.name}.lock", "a") as held:  # (another open file: flock conflicts with it)
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        assert gc.run_by_point(tmp_path, types.SimpleNamespace(**{**vars(ARGS), "max_runs": 2}), {}, points) == 2
+        assert partial.is_dir() and ("cache", gc.point_name(points[0])) not in fake_suite
+    assert fake_suite == [("live", gc.point_name(points[0])), ("live", gc.point_name(points[1]))]
+    assert gc.run_by_point(tmp_path, ARGS, {}, points) == 6  # the lock is released: point 1's cache run runs now
+    assert ("cache", gc.point_name(points[0])) in fake_suite and not partial.exists()
+
+
+def test_a_folder_of_another_grid_is_refused(tmp_path, fake_suite):
+    points = gc.grid_points(gc.GRIDS[4])
+    assert gc.run_by_point(tmp_path, types.SimpleNamespace(**{**vars(ARGS), "max_runs": 1}), {}, points) == 1
+    assert json.loads((tmp_path / "grid.json").read_text())["epochs"] == 1
+    other = types.SimpleNamespace(**{**vars(ARGS), "epochs": 3})
+    with pytest.raises(SystemExit, match=r"holds runs of another grid \(epochs 1 there, 3 now\); give another --out"):
+        gc.run_by_point(tmp_path, other, {}, points)
+    with pytest.raises(SystemExit, match="set {} there, {'train.lr': 0.001} now"):
+        gc.run_by_point(tmp_path, ARGS, {"train.lr": 1e-3}, points)
+    assert len(fake_suite) == 1
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--shard", "1/2"], "--shard: with --out"),
+    (["--shard", "1/2", "--out", "x", "--whole"], "--shard: with --out"),
+    (["--shard", "2/1", "--out", "x"], "--shard 2/1: expected K/N"),
+])
+def test_shard_options_refused(monkeypatch, argv, message):
+    monkeypatch.setattr("sys.argv", ["grid_cost.py", "--teacher", "t"] + argv)
+    with pytest.raises(SystemExit, match=message):
+        gc.main()
 
 
 def test_by_point_resumes_restarts_partials_and_stops_at_max_runs(tmp_path, fake_suite):
