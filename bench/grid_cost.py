@@ -126,6 +126,11 @@ def _suite(path: Path) -> None:
         sys.exit(f"grid_cost: textdistill suite {path} failed (exit {res.returncode}; its last lines above)")
 
 
+def cache_run_finished(out: Path, task: str) -> bool:
+    """Whether a run of the cache grid has finished (so its cache, and the build's cost, exist)."""
+    return any((out / "cache" / task).glob("*/metrics.json"))
+
+
 def check_settings(out: Path, args, extra: dict) -> None:
     """The grid's settings, written to ``out/grid.json`` by its first call: a later call on the same folder with
     other settings would add runs of another grid to it (and count another cache's build), so it is refused."""
@@ -162,7 +167,7 @@ def run_by_point(out: Path, args, extra: dict, points: list[dict]) -> int:
     ran = 0
     shard = getattr(args, "shard", None) or (1, 1)
     check_settings(out, args, extra)
-    if shard[1] > 1 and not any((out / "cache" / args.task).glob("*/metrics.json")):
+    if shard[1] > 1 and not cache_run_finished(out, args.task):
         # (the first cache run builds the cache and counts its build: one process, before the shards share it)
         sys.exit(f"grid_cost: --shard {shard[0]}/{shard[1]}: no cache run has finished in {out} yet; run without "
                  f"--shard (e.g. --max-runs 1) until one has")
@@ -190,7 +195,7 @@ def _run_point(out: Path, args, extra: dict, name: str, point: dict, folder: Pat
     # cache run has finished, a cache an interrupted one built goes too (the first cache run counts its build)
     shutil.rmtree(folder.parent / f".{folder.name}.partial", ignore_errors=True)
     shutil.rmtree(folder, ignore_errors=True)
-    if name == "cache" and not any((out / "cache" / args.task).glob("*/metrics.json")):
+    if name == "cache" and not cache_run_finished(out, args.task):
         shutil.rmtree(out / "cache" / "cache", ignore_errors=True)
     path = out / f"{name}-point{'' if shard[1] == 1 else f'-{shard[0]}of{shard[1]}'}.yaml"
     one = {k: [v] for k, v in point.items()}
