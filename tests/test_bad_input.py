@@ -189,6 +189,14 @@ def test_csv_field_above_the_csv_limit(tmp_path, setup, capsys):
     fails_one_line(argv, capsys, "train.csv:3: a field longer than", tmp_path / "out")
 
 
+def test_user_task_metric_that_does_not_fit_is_refused_before_training(tmp_path, setup, capsys):
+    teacher = setup[2]
+    argv = _user_task(tmp_path, "title,team\nfine,billing\nbroken,tech\n", teacher)
+    recipe = Path(argv[2])
+    recipe.write_text(recipe.read_text().replace("labels: [billing, tech]", "labels: [billing, tech, sales], metrics: [f1]"))
+    fails_one_line(argv, capsys, "task.metrics: 'f1' is the positive-class F1 of a 2-label task", tmp_path / "out")
+
+
 def test_output_path_that_cannot_be_created(tmp_path, setup, capsys):
     _, _, teacher, base = setup
     (tmp_path / "a-file").write_text("x")

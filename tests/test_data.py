@@ -1,6 +1,7 @@
 """Readers: every file of the GLUE layout in ../shared, users' CSV/TSV/JSONL, and bad input."""
 import gzip
 import json
+import re
 
 import pytest
 
@@ -91,6 +92,25 @@ def test_user_csv_tsv_jsonl(tmp_path):
     reg = task_from_dict({"text_columns": "t", "regression": True, "label_column": "y"})
     (tmp_path / "r.jsonl").write_text('{"t": "x", "y": 0.5}\n{"t": "z", "y": 2}\n')
     assert load_examples(reg, tmp_path / "r.jsonl").labels == [0.5, 2.0]
+
+
+@pytest.mark.parametrize("extra,needle", [
+    ({"labels": ["a", "b", "c"], "metrics": ["f1"]}, "'f1' is the positive-class F1 of a 2-label task; this task has 3"),
+    ({"regression": True, "metrics": ["accuracy"]}, "'accuracy' is a metric of a classification task"),
+    ({"regression": True, "metrics": ["pearson", "mcc"]}, "'mcc' is a metric of a classification task"),
+    ({"labels": ["a", "b"], "metrics": ["spearman"]}, "'spearman' is a metric of a regression task"),
+    ({"labels": ["a", "b"], "metrics": []}, "task.metrics is empty"),
+    ({"labels": ["only"]}, "a classifier needs at least 2 labels, got ['only']"),
+])
+def test_user_task_metrics_that_do_not_fit(extra, needle):
+    """A metric the task's labels cannot feed is refused when the recipe is read, not after an epoch of training
+    (sklearn's own error would be a traceback at the first evaluation)."""
+    with pytest.raises(TextDistillError, match=re.escape(needle)) as e:
+        task_from_dict({"text_columns": ["t"], **extra}, where="my.yaml")
+    assert str(e.value).startswith("my.yaml: task")
+    # the fitting ones are accepted
+    assert task_from_dict({"text_columns": ["t"], "labels": ["a", "b", "c"], "metrics": ["macro_f1", "mcc"]}).metrics == (
+        "macro_f1", "mcc")
 
 
 def test_bad_data(tmp_path):

@@ -17,6 +17,7 @@ METRICS = {
     "pearson": lambda p, y: float(pearsonr(p, y)[0]),
     "spearman": lambda p, y: float(spearmanr(p, y)[0]),
 }
+REGRESSION_METRICS = ("pearson", "spearman")  # the others need class predictions
 
 
 def model_inputs(batch: dict) -> dict:

@@ -105,7 +105,7 @@ def get_task(name: str) -> Task:
 def task_from_dict(d: dict, where: str = "recipe") -> Task:
     """A user task: ``{name, text_columns: [a] or [a, b], label_column, labels: [...] | regression: true,
     metrics: [...]}``."""
-    from ..evaluate import METRICS
+    from ..evaluate import METRICS, REGRESSION_METRICS
 
     d = dict(d)
     name = d.pop("name", "custom")
@@ -125,10 +125,20 @@ def task_from_dict(d: dict, where: str = "recipe") -> Task:
         labels = tuple(str(x) for x in labels)
         if len(set(labels)) != len(labels):
             raise TextDistillError(f"{where}: task.labels has duplicates: {list(labels)}")
+        if len(labels) < 2:
+            raise TextDistillError(f"{where}: task.labels: a classifier needs at least 2 labels, got {list(labels)}")
     metrics = tuple(d.pop("metrics", ["pearson", "spearman"] if regression else ["accuracy"]))
+    if not metrics:
+        raise TextDistillError(f"{where}: task.metrics is empty (the first metric is the one runs are ranked by)")
     for m in metrics:
         if m not in METRICS:
             raise TextDistillError(f"{where}: task.metrics: unknown metric '{m}' (known: {', '.join(METRICS)})")
+        if regression != (m in REGRESSION_METRICS):
+            fits = "a regression task (regression: true)" if m in REGRESSION_METRICS else "a classification task"
+            raise TextDistillError(f"{where}: task.metrics: '{m}' is a metric of {fits}")
+        if m == "f1" and len(labels) != 2:
+            raise TextDistillError(f"{where}: task.metrics: 'f1' is the positive-class F1 of a 2-label task; "
+                                   f"this task has {len(labels)} labels (use macro_f1)")
     if d:
         raise TextDistillError(f"{where}: task: unknown key '{sorted(d)[0]}'")
     return Task(name, tuple(text_columns), (label_column,), None if regression else labels, metrics)
