@@ -121,6 +121,9 @@ def test_online_bad_input(tiny_teacher_run, tiny_bert, tmp_path, capsys):
     fails_one_line(base + ["--set", f"peers=[{{init: {tiny_bert}}}, {{init: {tiny_bert}}}]", "--set",
                    "terms=[{name: h, tap: cls, map: pkd-skip, loss: pkd_mse}]"], capsys,
            "terms[0] (h).tap: online learning compares the peers' logits only", out)
+    fails_one_line(base + ["--set", f"peers=[{{init: {tiny_bert}}}, {{init: {tiny_bert}}}]", "--set", "generations=2"],
+                   capsys, "generations: born-again runs need one 'teacher' and a scheme that chains generations "
+                   "(offline); this recipe has scheme online", out)
 
 
 # ---------------------------------------------------------------- several teachers

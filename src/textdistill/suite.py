@@ -394,7 +394,7 @@ def run_suite(path: str, only: str | None = None, dry_run: bool = False, tasks: 
     # check every recipe before anything runs (and, of the offline ones, their teachers: one, or a list)
     recipes = [load_recipe(r["entry"].recipe, _overrides(suite, r)) for r in runs]
     from .schemes import SCHEMES
-    from .schemes.offline import teacher_list
+    from .schemes.teachers import teacher_list
 
     for r, recipe in zip(runs, recipes):
         if recipe.scheme == "offline":

@@ -37,9 +37,8 @@ from .models.loading import load_tokenizer
 from .recipe import Recipe, dump_recipe, resolve_references, stage_recipes
 from .schemes import SCHEMES
 from .schemes.base import outputs_needed, task_loss  # noqa: F401 - part of this module's interface
-from .schemes.offline import teacher_list
 from .schemes.teachers import (cache_ready, check_teacher, commit_output, load_teacher, open_cache, prepare_output,
-                               resumable_partial)
+                               resumable_partial, teacher_list)
 
 log = logging.getLogger("textdistill")
 
@@ -263,8 +262,10 @@ def _finished_link(link: Path, recipe: Recipe, tmp: Path, out: Path, any_version
 def _generations(recipe: Recipe, out_dir, overwrite: bool, **chain) -> dict:
     """Born-again networks (Furlanello et al. 2018): generation 1 learns from the recipe's teacher,
     generation g+1 from generation g; all share the student's architecture and initialisation."""
-    if recipe.scheme != "offline" or not recipe.teacher:
-        raise TextDistillError("generations: born-again runs need scheme offline and one 'teacher'")
+    if not SCHEMES.get_or_fail(recipe.scheme, "scheme").chains_generations or not recipe.teacher:
+        able = ", ".join(sorted(n for n, cls in SCHEMES.items() if cls.chains_generations))
+        raise TextDistillError(f"generations: born-again runs need one 'teacher' and a scheme that chains "
+                               f"generations ({able}); this recipe has scheme {recipe.scheme}")
     names = [f"gen-{g}" for g in range(1, recipe.generations + 1)]
 
     def make(name, done):

@@ -125,6 +125,9 @@ class Scheme:
     # distill`; it checks its own teachers and terms), False for offline, where a teacher and terms make
     # `distill` and neither makes `finetune`
     always_distills: bool = True
+    # whether ``generations: N`` (born-again networks) may chain runs of it: each generation's single
+    # ``teacher:`` is the previous generation's saved student
+    chains_generations: bool = False
 
     def __init__(self, recipe, task, train_ex, dev_ex, *, tqdm=None):
         self.recipe, self.task, self.train_ex, self.dev_ex, self.tqdm = recipe, task, train_ex, dev_ex, tqdm

@@ -27,36 +27,16 @@ from ..models import qat
 from ..models.checks import check_student_depth
 from .base import SCHEMES, Scheme, build_model, outputs_needed, reject, require_loss, save_model, save_state, task_loss, \
     warn_flat_cls
-from .teachers import LiveTeacher, MixedTeachers, Teacher, cache_ready, load_teacher
+from .teachers import LiveTeacher, MixedTeachers, Teacher, cache_ready, load_teacher, teacher_list
 
 __all__ = ["LiveTeacher", "Offline", "teacher_list"]
 log = logging.getLogger("textdistill")
 
 
-def teacher_list(recipe) -> list[dict]:
-    """The recipe's teachers as ``[{name, model, weight, cache}]`` (one entry for ``teacher:``), checked."""
-    if recipe.teacher and recipe.teachers:
-        raise TextDistillError("teacher, teachers: give one teacher or a list of teachers, not both")
-    if recipe.teacher:
-        return [{"name": "teacher", "model": recipe.teacher, "weight": 1.0, "cache": recipe.teacher_cache.dir}]
-    out, names = [], set()
-    for i, t in enumerate(recipe.teachers):
-        name = t.name or f"t{i + 1}"
-        if name in names:
-            raise TextDistillError(f"teachers[{i}].name: duplicate teacher name '{name}'")
-        if t.weight < 0:
-            raise TextDistillError(f"teachers[{i}].weight: {t.weight} is negative")
-        names.add(name)
-        cache = t.cache or (str(Path(recipe.teacher_cache.dir) / name) if recipe.teacher_cache.dir else None)
-        out.append({"name": name, "model": t.model, "weight": t.weight, "cache": cache})
-    if out and sum(t["weight"] for t in out) <= 0:
-        raise TextDistillError("teachers: the weights sum to 0 (give at least one teacher a positive weight)")
-    return out
-
-
 @SCHEMES.register("offline")
 class Offline(Scheme):
     always_distills = False  # (fine-tuning is the offline scheme without a teacher)
+    chains_generations = True  # born-again: generation g+1's one teacher is generation g's student
 
     def check(self) -> None:
         r = self.recipe

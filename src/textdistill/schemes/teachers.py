@@ -33,6 +33,27 @@ from ..models.loading import count_parameters, load_model, load_tokenizer, resol
 log = logging.getLogger("textdistill")
 
 
+def teacher_list(recipe) -> list[dict]:
+    """The recipe's teachers as ``[{name, model, weight, cache}]`` (one entry for ``teacher:``), checked."""
+    if recipe.teacher and recipe.teachers:
+        raise TextDistillError("teacher, teachers: give one teacher or a list of teachers, not both")
+    if recipe.teacher:
+        return [{"name": "teacher", "model": recipe.teacher, "weight": 1.0, "cache": recipe.teacher_cache.dir}]
+    out, names = [], set()
+    for i, t in enumerate(recipe.teachers):
+        name = t.name or f"t{i + 1}"
+        if name in names:
+            raise TextDistillError(f"teachers[{i}].name: duplicate teacher name '{name}'")
+        if t.weight < 0:
+            raise TextDistillError(f"teachers[{i}].weight: {t.weight} is negative")
+        names.add(name)
+        cache = t.cache or (str(Path(recipe.teacher_cache.dir) / name) if recipe.teacher_cache.dir else None)
+        out.append({"name": name, "model": t.model, "weight": t.weight, "cache": cache})
+    if out and sum(t["weight"] for t in out) <= 0:
+        raise TextDistillError("teachers: the weights sum to 0 (give at least one teacher a positive weight)")
+    return out
+
+
 def load_teacher(name: str, task, attentions: bool = False):
     teacher, head_new = load_model(name, task.num_labels, task.labels, attentions=attentions)
     if head_new:
