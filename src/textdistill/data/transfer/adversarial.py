@@ -4,8 +4,9 @@ In the spirit of MATE-KD (Rashid et al., ACL 2021), the student is also trained 
 *maximise* the teacher-student divergence. What is implemented is a first-order, HotFlip-style search
 (Ebrahimi et al. 2018) on every real batch:
 
-1. D = T^2 * KL(softmax(t/T) || softmax(s/T)) on the batch, with the teacher's and the student's input
-   embeddings e_t, e_s as leaves; g_t = dD/de_t, g_s = dD/de_s (one backward pass, no parameter update).
+1. D = T^2 * KL(softmax(t/T) || softmax(s/T)) on the batch (``knowledge.losses.kd_kl``), with the teacher's
+   and the student's input embeddings e_t, e_s as leaves; g_t = dD/de_t, g_s = dD/de_s (one backward pass, no
+   parameter update).
 2. The first-order gain of putting token v at position i instead of x_i is
    ``g_s[i] . (E_s[v] - E_s[x_i]) + g_t[i] . (E_t[v] - E_t[x_i])`` (E: each model's embedding matrix).
 3. Per example, the ``flips`` best (position, token) pairs at distinct positions replace the originals;
@@ -20,13 +21,8 @@ which needs teacher and student to share one tokenizer and a live teacher (new r
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
-
-def divergence(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
-    """T^2 * KL(softmax(t/T) || softmax(s/T)), batchmean (per example with ``reduction='none'`` summed)."""
-    return F.kl_div(F.log_softmax(student_logits / temperature, -1), F.softmax(teacher_logits / temperature, -1),
-                    reduction="batchmean") * temperature ** 2
+from ...knowledge.losses import kd_kl
 
 
 def hotflip(student, teacher, inputs: dict, *, flips: int, temperature: float, special_ids: list[int]) -> dict:
@@ -48,7 +44,7 @@ def _hotflip(student, teacher, inputs: dict, *, flips: int, temperature: float, 
         e_t = E_t[ids].detach().requires_grad_()
         s = student(inputs_embeds=e_s, attention_mask=mask, **rest).logits
         t = teacher(inputs_embeds=e_t, attention_mask=mask, **rest).logits
-        g_s, g_t = torch.autograd.grad(divergence(s, t, temperature), (e_s, e_t))
+        g_s, g_t = torch.autograd.grad(kd_kl(s, t, temperature=temperature), (e_s, e_t))
     finally:
         student.train(was_training)
     with torch.no_grad():
