@@ -198,3 +198,19 @@ def test_first_loss_against_the_teacher_on_the_start_words(responsive):
     assert got == pytest.approx(want, rel=1e-5)
     snapped = synthesize(model, tok, snap=0.3, **kw)[3]["loss_first"]
     assert snapped == pytest.approx(want, abs=1e-3)  # (cdist's rounding only)
+
+
+def test_snap_gap_by_hand():
+    """The snap term's distance against a plain loop: for every free vector, the smallest Euclidean distance to a
+    word vector, averaged, over scale * sqrt(d); 0 for vectors that are words."""
+    import numpy as np
+    import torch
+
+    from textdistill.data.transfer.synthetic import snap_gap
+
+    rng = np.random.default_rng(0)
+    W, X = rng.normal(size=(50, 8)), rng.normal(size=(2, 3, 8))
+    want = np.mean([min(np.sqrt(((x - w) ** 2).sum()) for w in W) for x in X.reshape(-1, 8)]) / (0.7 * np.sqrt(8))
+    assert snap_gap(torch.tensor(X), torch.tensor(W), 0.7).item() == pytest.approx(want, rel=1e-9)
+    assert snap_gap(torch.tensor(W[[3, 7, 7]]).reshape(1, 3, 8), torch.tensor(W), 0.7).item() == pytest.approx(0, abs=1e-6)
+

@@ -101,6 +101,13 @@ def _template(tokenizer, placeholders: list[tuple[str, int]], length: int,
     return enc, pos
 
 
+def snap_gap(X: torch.Tensor, W: torch.Tensor, scale: float) -> torch.Tensor:
+    """The ``snap`` term's distance: the mean, over the free vectors ``X`` (``[..., d]``), of the Euclidean distance
+    to the nearest word vector (rows of ``W``), in units of ``scale * sqrt(d)`` (the norm of a vector whose d
+    coordinates have the embeddings' standard deviation ``scale``): 0 on a word, about 1 for a random vector."""
+    return torch.cdist(X.reshape(-1, X.shape[-1]), W).min(-1).values.mean() / (scale * X.shape[-1] ** 0.5)
+
+
 def synthesize(teacher_model, tokenizer, *, num_labels: int, per_class: int, length: int = 16, steps: int = 100,
                lr: float = 0.1, diversity: float = 1.0, snap: float = 0.1, batch_size: int = 32, seed: int = 0,
                log_every: int | None = None, straight_through: bool = False,
@@ -152,8 +159,7 @@ def synthesize(teacher_model, tokenizer, *, num_labels: int, per_class: int, len
             sim = pooled @ pooled.T
             loss = loss + diversity * (sim.sum() - sim.diagonal().sum()) / (B * (B - 1))
         if snap:
-            gap = torch.cdist(X.reshape(-1, X.shape[-1]), W).min(-1).values.mean()
-            loss = loss + snap * gap / (scale * X.shape[-1] ** 0.5)
+            loss = loss + snap * snap_gap(X, W, scale)
         return loss, logits
 
     batches = [(c, start) for c in range(num_labels) for start in range(0, per_class, batch_size)]
