@@ -119,10 +119,22 @@ def test_teacher_never_fine_tuned_but_with_a_head(tiny_bert, setup, capsys, monk
 
 def test_cache_of_a_teacher_near_chance(tmp_path, tiny_bert, setup, capsys, monkeypatch):
     monkeypatch.delenv("TEXTDISTILL_ALLOW_WEAK_TEACHER")
-    _, data, _, _ = setup
+    _, data, teacher, _ = setup
     cache = tmp_path / "cache"
     fails_one_line(["cache", "-r", "recipes/kd.yaml", "-o", str(cache), "--teacher", str(tiny_bert),
                     "--data-dir", str(data)], capsys, "--allow-weak-teacher", cache)
+    # built when asked for: the manifest records the score, and a run reusing the cache without the flag is refused
+    # (it reads the teacher's outputs without scoring it again)
+    assert main(["cache", "-r", "recipes/kd.yaml", "-o", str(cache), "--teacher", str(tiny_bert), "--data-dir",
+                 str(data), "--allow-weak-teacher"]) == 0
+    check = json.loads((cache / "cache.json").read_text())["teacher_check"]
+    assert check["near_chance"] is True and check["metric"] == "accuracy" and 0 <= check["score"] <= 1
+    out = tmp_path / "kd"
+    argv = ["distill", "-r", "recipes/kd.yaml", "-o", str(out), "--teacher", str(tiny_bert), "--data-dir", str(data),
+            "--set", f"student.init={teacher}", "--set", "student.layers=first:1", "--set", f"teacher_cache.dir={cache}"]
+    capsys.readouterr()
+    fails_one_line(argv, capsys, "this teacher cache was built from a teacher near chance, accepted then", out)
+    assert main(argv + ["--allow-weak-teacher"]) == 0 and (out / "metrics.json").is_file()  # accepted again: runs
 
 
 def test_student_deeper_than_its_teacher(tmp_path, tiny_bert, narrow_bert, setup, capsys):

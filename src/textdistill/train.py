@@ -343,16 +343,18 @@ def cache_only(recipe: Recipe, out_dir: str | os.PathLike, overwrite: bool = Fal
     train_ex = transfer.extend(recipe, load_split(task, recipe, "train"), tqdm)
     n_student = student_depth(recipe)
     folder = Path(out_dir)
-    tokenizer, model = load_tokenizer(recipe.teacher), None
+    tokenizer, model, checked = load_tokenizer(recipe.teacher), None, None
     if overwrite or not cache_ready(folder):  # the teacher is scored before its outputs are stored
         model = load_teacher(recipe.teacher, task)
-        check_teacher(model, recipe.teacher, tokenizer, load_split(task, recipe, "dev"), task,
-                      recipe.train.max_length, recipe.allow_weak_teacher, device=dist.local_device(recipe.train.cpu))
+        checked = check_teacher(model, recipe.teacher, tokenizer, load_split(task, recipe, "dev"), task,
+                                recipe.train.max_length, recipe.allow_weak_teacher,
+                                device=dist.local_device(recipe.train.cpu))
     _, manifest = open_cache(teacher=recipe.teacher, task=task, folder=folder, train_ex=train_ex, model=model,
                              tokenizer=tokenizer, term_cfgs=recipe.terms, n_student=n_student,
                              max_length=recipe.train.max_length, dtype=recipe.teacher_cache.dtype,
                              batch_size=recipe.train.eval_batch_size, tqdm=tqdm, rebuild=overwrite and folder.exists(),
-                             runtime=recipe.teacher_cache.runtime, device=dist.local_device(recipe.train.cpu))
+                             runtime=recipe.teacher_cache.runtime, device=dist.local_device(recipe.train.cpu),
+                             teacher_check=checked)
     return manifest
 
 

@@ -187,13 +187,15 @@ def _onnx_runner(teacher_model, plan, tokenizer, work: Path, checks: list):
 
 @torch.no_grad()
 def build_cache(folder: Path, *, teacher_model, key: dict, data, tokenizer, batch_size: int, params_teacher: int,
-                tqdm=None, runtime: str = "onnx") -> None:
+                tqdm=None, runtime: str = "onnx", teacher_check: dict | None = None) -> None:
     """Run the teacher once over ``data`` (an Encoded set) and write the cache into ``folder``. ``runtime``:
     ``onnx`` (a teacher on the CPU): the teacher with the pooling of the cached taps exported to ONNX and run
     by ONNX Runtime -- faster on CPU (docs/performance.md section 10) --, checked against PyTorch on the
     shortest and the longest batch; PyTorch if that fails, and for the batches after an ONNX Runtime error.
     ``torch``: PyTorch. ``torch-bf16``: PyTorch under bf16 autocast (outputs within bf16's precision of fp32's;
-    the cache key records it, so an fp32 recipe never reads such a cache)."""
+    the cache key records it, so an fp32 recipe never reads such a cache). ``teacher_check``: the teacher's dev
+    score before the build (``check_teacher``), kept in the manifest so that a run reusing the cache knows whether
+    a near-chance teacher was accepted."""
     import tempfile
 
     from safetensors.torch import save_file
@@ -253,7 +255,7 @@ def build_cache(folder: Path, *, teacher_model, key: dict, data, tokenizer, batc
                                    "num_attention_heads": getattr(c, "num_attention_heads", None),
                                    "num_labels": c.num_labels, "model_type": c.model_type},
                 "params_teacher": params_teacher, "bytes": (folder / FILE).stat().st_size, "runtime": used,
-                **extra}
+                **extra, **({"teacher_check": teacher_check} if teacher_check else {})}
     (folder / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
 
 

@@ -192,11 +192,11 @@ class on_device:
 
 def open_cache(*, teacher: str, task, folder: Path, train_ex, tokenizer, term_cfgs, n_student: int, max_length: int,
                dtype: str, batch_size: int, model=None, tqdm=None, rebuild: bool = False, runtime: str = "onnx",
-               device=None):
+               device=None, teacher_check: dict | None = None):
     """The teacher cache of ``teacher`` (tokenized with its own ``tokenizer``) for the terms ``term_cfgs``:
     checked against them and opened; built first if absent (or if ``rebuild``), with the teacher on ``device``
-    (a GPU: PyTorch there; the CPU: ``runtime``).
-    Returns ``(CachedTeacher, manifest)``."""
+    (a GPU: PyTorch there; the CPU: ``runtime``); ``teacher_check``, the teacher's dev score, goes into a new
+    cache's manifest. Returns ``(CachedTeacher, manifest)``."""
     from transformers import AutoConfig
 
     from .cache import CachedTeacher, build_cache, cache_key, cache_plan, check_key, read_manifest
@@ -220,7 +220,8 @@ def open_cache(*, teacher: str, task, folder: Path, train_ex, tokenizer, term_cf
             data = encode(tokenizer, train_ex, max_length, task.is_regression)
             with on_device(model, device):
                 build_cache(tmp, teacher_model=model, key=key, data=data, tokenizer=tokenizer, batch_size=batch_size,
-                            params_teacher=count_parameters(model), tqdm=tqdm, runtime=runtime)
+                            params_teacher=count_parameters(model), tqdm=tqdm, runtime=runtime,
+                            teacher_check=teacher_check)
             commit_output(tmp, out)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -230,24 +231,44 @@ def open_cache(*, teacher: str, task, folder: Path, train_ex, tokenizer, term_cf
     return CachedTeacher(folder, manifest), manifest
 
 
-def check_teacher(model, name: str, tokenizer, dev_ex, task, max_length: int, allow_weak: bool, device=None) -> None:
+def _weak_allowed(allow_weak: bool) -> bool:
+    return allow_weak or os.environ.get("TEXTDISTILL_ALLOW_WEAK_TEACHER") == "1"
+
+
+def check_teacher(model, name: str, tokenizer, dev_ex, task, max_length: int, allow_weak: bool,
+                  device=None) -> dict | None:
     """Score the teacher on a sample of the dev rows; near chance (:func:`~..models.checks.is_near_chance`) it is
     refused with one line, or only warned about with ``allow_weak`` (``--allow-weak-teacher``) or the environment
-    variable ``TEXTDISTILL_ALLOW_WEAK_TEACHER=1`` (smoke tests on tiny random models: the test suite sets it)."""
+    variable ``TEXTDISTILL_ALLOW_WEAK_TEACHER=1`` (smoke tests on tiny random models: the test suite sets it).
+    Returns ``{metric, score, chance, rows, near_chance}`` (what a cache built next records), None unchecked."""
     from ..models.checks import ROWS_CHECKED, is_near_chance, teacher_near_chance, weak_teacher_message
 
     if dev_ex.labels is None or task.is_regression and len(dev_ex) < 3:
-        return
+        return None
     with on_device(model, device):
         score, chance = teacher_near_chance(model, tokenizer, dev_ex, task, rows=ROWS_CHECKED, max_length=max_length)
     rows = min(ROWS_CHECKED, len(dev_ex))
     log.info("teacher %s: %s %.3f on %d dev rows (chance %.3f)", name, task.main_metric, score, rows, chance)
-    if is_near_chance(score, chance):
+    weak = is_near_chance(score, chance)
+    if weak:
         message = weak_teacher_message(name, task, score, chance, rows)
-        if not (allow_weak or os.environ.get("TEXTDISTILL_ALLOW_WEAK_TEACHER") == "1"):
+        if not _weak_allowed(allow_weak):
             raise TextDistillError(message)
         log.warning("teacher %s scores near chance (%s %.3f, chance %.3f); accepted (allow_weak_teacher)", name,
                     task.main_metric, score, chance)
+    return {"metric": task.main_metric, "score": float(score), "chance": float(chance), "rows": rows,
+            "near_chance": bool(weak)}
+
+
+def check_cached_teacher(manifest: dict, name: str, task, folder, allow_weak: bool) -> None:
+    """A ready cache whose teacher scored near chance when it was built (and was accepted then) is refused unless
+    this run accepts a weak teacher too: the run reads that teacher's outputs without scoring it again."""
+    from ..models.checks import weak_teacher_message
+
+    c = manifest.get("teacher_check")
+    if c and c.get("near_chance") and not _weak_allowed(allow_weak):
+        raise TextDistillError(f"{folder}: this teacher cache was built from a teacher near chance, accepted then; "
+                               + weak_teacher_message(name, task, c["score"], c["chance"], c["rows"]))
 
 
 class Teacher:
@@ -264,15 +285,18 @@ class Teacher:
         if model is None and (cache is None or not cache_ready(Path(cache))):
             model = load_teacher(model_name, task, attentions=attentions)
         self.model = model
-        if model is not None and dev_ex is not None:  # (a ready cache was checked when it was built)
-            check_teacher(model, model_name, self.tokenizer, dev_ex, task, cfg.max_length, allow_weak,
-                          device=local_device(cfg.cpu))
+        checked = None
+        if model is not None and dev_ex is not None:  # (a ready cache was checked when it was built: see below)
+            checked = check_teacher(model, model_name, self.tokenizer, dev_ex, task, cfg.max_length, allow_weak,
+                                    device=local_device(cfg.cpu))
         if cache is not None:
             self.source, manifest = open_cache(
                 teacher=model_name, task=task, folder=Path(cache), train_ex=train_ex, tokenizer=self.tokenizer,
                 term_cfgs=term_cfgs, n_student=n_student, max_length=cfg.max_length, dtype=cache_dtype,
                 batch_size=cfg.eval_batch_size, model=model, tqdm=tqdm, runtime=cache_runtime,
-                device=local_device(cfg.cpu))
+                device=local_device(cfg.cpu), teacher_check=checked)
+            if dev_ex is not None:
+                check_cached_teacher(manifest, model_name, task, cache, allow_weak)
             self.config = SimpleNamespace(**manifest["teacher_config"])
             self.params = manifest["params_teacher"]
             log.info("teacher %s: outputs from the cache %s (%s)", name, cache, ", ".join(
