@@ -8,6 +8,7 @@ import pytest
 
 from textdistill.cli import main
 from textdistill.plots import frontier
+from textdistill.report import write_report
 
 from conftest import ROOT
 
@@ -130,6 +131,42 @@ def test_report_teacher_option(runs, monkeypatch):
     assert main(["report", "report-runs", "-o", "out-t", "--teacher", "teacher"]) == 0
     text = (runs / "out-t" / "report.md").read_text()
     assert _rows(text)["teacher"][4] == "100.0" and "--teacher teacher" in text
+
+
+def test_report_that_fails_part_way_leaves_the_folder_as_it_was(runs, monkeypatch):
+    """The plots and tables are written beside -o and moved in at the end: a failure after the first plot leaves
+    the folder's earlier report as it was, no new plot beside it, and no staging folder."""
+    from textdistill import plots
+
+    monkeypatch.chdir(runs)
+    out = runs / "out-fail"
+    assert main(["report", "report-runs", "teacher", "-o", "out-fail"]) == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    (out / "report.md").write_text("an earlier report\n")
+    before["report.md"] = b"an earlier report\n"
+    for p in out.glob("*.png"):
+        p.unlink()
+        del before[p.name]
+
+    def broken(*a, **k):
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(plots, "kept_bars", broken)
+    with pytest.raises(OSError):
+        write_report(["report-runs", "teacher"], "out-fail")
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert not list(runs.glob(".out-fail.*"))
+
+
+def test_atomic_text_write_keeps_the_old_file_on_error(tmp_path):
+    from textdistill.files import write_text_atomic
+
+    path = tmp_path / "a.json"
+    path.write_text("old\n")
+    with pytest.raises(UnicodeEncodeError):
+        write_text_atomic(path, "half \ud800 written")  # (a lone surrogate: fails while writing, after the open)
+    assert path.read_text() == "old\n" and [p.name for p in tmp_path.iterdir()] == ["a.json"]
+    write_text_atomic(path, "new\n")
+    assert path.read_text() == "new\n" and [p.name for p in tmp_path.iterdir()] == ["a.json"]
 
 
 def test_tensorboard_scalars_per_loss_term(runs):

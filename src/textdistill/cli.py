@@ -240,9 +240,10 @@ def _check_image_path(path: str, option: str) -> None:
 
 
 def _write_json(path: str, result: dict, option: str) -> None:
+    from .files import write_text_atomic
+
     try:
-        with open(os.path.expanduser(path), "w") as f:
-            json.dump(result, f, indent=2)
+        write_text_atomic(os.path.expanduser(path), json.dumps(result, indent=2), encoding=None)
     except OSError as e:
         raise TextDistillError(f"{option} {path}: cannot be written ({e.strerror})") from None
 

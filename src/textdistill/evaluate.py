@@ -110,24 +110,16 @@ def write_predictions(path, rows: list[dict]) -> str:
     a ``.tsv`` file in GLUE's submission form (``index<TAB>prediction``, the index being the row's place among
     the file's data rows, as GLUE's test files number them), anything else as JSON lines. Returns the form."""
     import json
-    import os
     from pathlib import Path
 
-    path = Path(path)
-    tsv = path.suffix.lower() == ".tsv"
-    tmp = path.with_name(f".{path.name}.partial")
-    try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            if tsv:
-                f.write("index\tprediction\n")
-                for r in rows:
-                    p = r["prediction"]
-                    f.write(f"{r['row']}\t{p:.6f}\n" if isinstance(p, float) else f"{r['row']}\t{p}\n")
-            else:
-                for r in rows:
-                    f.write(json.dumps(r, ensure_ascii=False) + "\n")
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    from .files import write_text_atomic
+
+    tsv = Path(path).suffix.lower() == ".tsv"
+    if tsv:
+        lines = ["index\tprediction\n"] + [
+            f"{r['row']}\t{r['prediction']:.6f}\n" if isinstance(r["prediction"], float) else
+            f"{r['row']}\t{r['prediction']}\n" for r in rows]
+    else:
+        lines = [json.dumps(r, ensure_ascii=False) + "\n" for r in rows]
+    write_text_atomic(path, "".join(lines))
     return "tsv" if tsv else "jsonl"

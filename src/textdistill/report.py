@@ -6,7 +6,9 @@ import json
 import logging
 import os
 import re
+import shutil
 import statistics
+import tempfile
 from pathlib import Path
 
 from . import TextDistillError
@@ -271,9 +273,6 @@ def _fmt_params(n) -> str:
 def write_report(paths: list[str], out_dir: str, title: str | None = None, teacher: str | None = None,
                  measure: bool = False, argv: list[str] | None = None) -> dict:
     """``OUT/report.md`` and ``OUT/*.png`` from the runs under ``paths``; returns what was written."""
-    from . import plots
-    from .evaluate import METRICS
-
     folders = find_runs(paths)
     teacher_run = None
     if teacher is not None:
@@ -295,6 +294,23 @@ def write_report(paths: list[str], out_dir: str, title: str | None = None, teach
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise TextDistillError(f"report: -o {out_dir}: cannot create the folder ({e.strerror})") from None
+
+    # everything is written into a folder beside OUT, then moved in: a failure part-way (a model that cannot be
+    # timed, a full disk) leaves OUT as it was, not new plots beside an old report.md
+    stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
+    try:
+        result = _compose(stage, out, paths, runs, skipped, teacher_run, title=title, teacher=teacher, measure=measure)
+        for f in sorted(stage.iterdir()):
+            os.replace(f, out / f.name)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+    return result
+
+
+def _compose(stage: Path, out: Path, paths, runs, skipped, teacher_run, *, title, teacher, measure) -> dict:
+    """write_report's tables and plots, written into ``stage`` (moved into ``out`` by the caller)."""
+    from . import plots
+    from .evaluate import METRICS
 
     command = "textdistill report " + " ".join(_rel(p) for p in paths) + f" -o {_rel(out)}" + (
         f" --teacher {_rel(teacher)}" if teacher else "") + (" --measure-speed" if measure else "") + (
@@ -369,16 +385,16 @@ def write_report(paths: list[str], out_dir: str, title: str | None = None, teach
         points = [{"label": g["label"], "x": speedups[g["label"]], "y": scale * g["mean"], "sd": scale * g["sd"],
                    "teacher": g is t_group} for g in groups if g["label"] in speedups]
         if any(not p["teacher"] for p in points):
-            images.append(("accuracy vs speed-up", plots.pareto(out / f"pareto-{name}.png", points, axis,
+            images.append(("accuracy vs speed-up", plots.pareto(stage / f"pareto-{name}.png", points, axis,
                                                                 f"dev {metric}", f"{task}: students vs teacher")))
         if t_group and students:
             bars = [(g["label"], g["kept"], g["kept_sd"] if len(g["runs"]) > 1 else 0.0) for g in students]
-            images.append(("% of teacher kept", plots.kept_bars(out / f"kept-{name}.png", bars,
+            images.append(("% of teacher kept", plots.kept_bars(stage / f"kept-{name}.png", bars,
                                                                  f"{task}: % of teacher kept (dev {metric})")))
         for g in groups:
             if any(r["history"] for r in g["runs"]):
                 images.append((f"learning curves: {g['label']}", plots.learning_curves(
-                    out / f"curves-{name}-{_slug(g['label'])}.png", [r["history"] for r in g["runs"]], metric, scale,
+                    stage / f"curves-{name}-{_slug(g['label'])}.png", [r["history"] for r in g["runs"]], metric, scale,
                     f"{task} {g['label']}: loss per term" + (f" (mean of {len(g['runs'])} seeds)"
                                                              if len(g["runs"]) > 1 else ""))))
         lines.append("")
@@ -387,10 +403,10 @@ def write_report(paths: list[str], out_dir: str, title: str | None = None, teach
             written.append(path)
         lines += ["Runs:", ""] + [f"- {g['label']}: " + ", ".join(f"`{_rel(r['folder'])}`" for r in g["runs"])
                                   for g in groups]
-    (out / "report.md").write_text("\n".join(lines).rstrip() + "\n")
-    _write_csv(out / "results.csv", csv_rows)
+    (stage / "report.md").write_text("\n".join(lines).rstrip() + "\n")
+    _write_csv(stage / "results.csv", csv_rows)
     return {"report": _rel(out / "report.md"), "csv": _rel(out / "results.csv"), "runs": len(runs),
-            "plots": [_rel(p) for p in written]}
+            "plots": [_rel(out / p.name) for p in written]}
 
 
 def _fmt_seconds(s: float) -> str:
