@@ -1,5 +1,6 @@
 """Every loss against a value computed independently (by hand or with a second formula)."""
 import math
+import re
 
 import pytest
 import torch
@@ -139,3 +140,20 @@ def test_mse_on_sequences_averages_over_real_tokens_only():
     expected = sum(((s[b, layer, i] - t[b, layer, i]) ** 2).sum() for b, layer, i in real) / (len(real) * 4)
     assert mse(s, t, mask=mask).item() == pytest.approx(expected.item(), rel=1e-5)
     assert mse(s, t).item() < expected.item()  # the plain mean counts the zeroed padding positions
+
+
+@pytest.mark.parametrize("loss,args,needle", [
+    ("kd_kl", {"temperature": 0}, "t.args.temperature: temperature must be positive, got 0"),
+    ("soft_ce", {"temperature": "5"}, "t.args.temperature: temperature must be positive, got '5'"),
+    ("soft_ce", {"t2": "yes"}, "t.args.t2: must be true or false, got 'yes'"),
+    ("kd_kl", {"reduction": "sum"}, "t.args.reduction: reduction must be 'batchmean'"),
+    ("pkd_mse", {"reduction": "batchmean"}, "t.args.reduction: pkd_mse: reduction must be 'mean' or 'sum'"),
+    ("infonce", {"temperature": -1.0}, "t.args.temperature: temperature must be positive"),
+])
+def test_loss_arguments_checked_by_value_at_recipe_time(loss, args, needle):
+    from textdistill.knowledge.losses import check_arguments
+
+    with pytest.raises(TextDistillError, match=re.escape(needle)):
+        check_arguments(loss, args, "t")
+    check_arguments(loss, {}, "t")  # (the defaults are fine)
+

@@ -50,7 +50,7 @@ def test_every_recipe_runs_end_to_end(method, teacher_folder, capsys):
     names = {t.split(":")[0] for t in m["terms"]}
     for epoch in m["history"]:
         assert set(epoch["loss"]) == {"task"} | names
-        assert all(math.isfinite(v) and v >= 0 for v in epoch["loss"].values())  # finite, non-negative
+        assert all(v >= 0 for v in epoch["loss"].values())  # non-negative (a non-finite loss stops the run)
     recipe_terms = (ROOT / "recipes" / f"{method}.yaml").read_text()
     has_proj = "proj_dim" in recipe_terms
     assert (out / "projections.safetensors").exists() == has_proj

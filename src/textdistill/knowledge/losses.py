@@ -47,13 +47,26 @@ register_loss = LOSSES.register
 VECTOR, SEQUENCE = ("cls", "mean"), ("hidden", "embeddings")
 
 
-def loss(name: str, taps, width_free: bool = False):
+def loss(name: str, taps, width_free: bool = False, checks: dict | None = None):
     """Register a loss with the taps it accepts; ``width_free`` losses compare relations, so a
-    student of another width needs no projection."""
+    student of another width needs no projection. ``checks``: argument name -> a function that raises
+    TextDistillError for a bad value (run on a recipe's ``args`` before anything trains: :func:`check_arguments`)."""
     def deco(fn):
-        fn.taps, fn.width_free = tuple(taps), width_free
+        fn.taps, fn.width_free, fn.checks = tuple(taps), width_free, dict(checks or {})
         return register_loss(name)(fn)
     return deco
+
+
+def check_arguments(name: str, args: dict, where: str) -> None:
+    """A recipe term's loss arguments checked by value, each error naming the key (``terms[0] (kd).args.temperature:
+    ...``): at recipe time, not at the first training step."""
+    for key, value in args.items():
+        check = LOSSES[name].checks.get(key)
+        if check is not None:
+            try:
+                check(value)
+            except TextDistillError as e:
+                raise TextDistillError(f"{where}.args.{key}: {e}") from None
 
 
 def get_loss(name: str, where: str = "loss"):
@@ -71,8 +84,8 @@ def takes_mask(name: str) -> bool:
 
 
 def _check_t(temperature: float):
-    if temperature <= 0:
-        raise TextDistillError(f"temperature must be positive, got {temperature}")
+    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not temperature > 0:
+        raise TextDistillError(f"temperature must be positive, got {temperature!r}")
 
 
 def _check_reduction(reduction: str):
@@ -81,7 +94,20 @@ def _check_reduction(reduction: str):
                                f"(mean over examples and classes, as the PKD authors' code), got '{reduction}'")
 
 
-@loss("kd_kl", ["logits"])
+def _check_pkd_reduction(reduction: str):
+    if reduction not in ("mean", "sum"):
+        raise TextDistillError(f"pkd_mse: reduction must be 'mean' or 'sum', got '{reduction}'")
+
+
+def _check_flag(value):
+    if not isinstance(value, bool):
+        raise TextDistillError(f"must be true or false, got {value!r}")
+
+
+_LOGIT_CHECKS = {"temperature": _check_t, "reduction": _check_reduction}
+
+
+@loss("kd_kl", ["logits"], checks=_LOGIT_CHECKS)
 def kd_kl(student: torch.Tensor, teacher: torch.Tensor, *, temperature: float = 1.0,
           reduction: str = "batchmean") -> torch.Tensor:
     """T^2 * KL(softmax(t/T) || softmax(s/T)); ``reduction: mean`` also averages over the C classes (the PKD
@@ -94,7 +120,7 @@ def kd_kl(student: torch.Tensor, teacher: torch.Tensor, *, temperature: float = 
     return (kl / student.shape[-1] if reduction == "mean" else kl) * temperature ** 2
 
 
-@loss("soft_ce", ["logits"])
+@loss("soft_ce", ["logits"], checks={**_LOGIT_CHECKS, "t2": _check_flag})
 def soft_ce(student: torch.Tensor, teacher: torch.Tensor, *, temperature: float = 1.0,
             t2: bool = True, reduction: str = "batchmean") -> torch.Tensor:
     _check_t(temperature)
@@ -119,16 +145,15 @@ def mse(student: torch.Tensor, teacher: torch.Tensor, *, mask: torch.Tensor | No
     return F.mse_loss(student, teacher)
 
 
-@loss("pkd_mse", VECTOR)
+@loss("pkd_mse", VECTOR, checks={"reduction": _check_pkd_reduction})
 def pkd_mse(student: torch.Tensor, teacher: torch.Tensor, *, reduction: str = "mean") -> torch.Tensor:
+    _check_pkd_reduction(reduction)
     s = F.normalize(student, p=2, dim=-1)
     t = F.normalize(teacher, p=2, dim=-1)
     sq = (s - t).pow(2)
     if reduction == "mean":
         return sq.mean()
-    if reduction == "sum":
-        return sq.reshape(sq.shape[0], -1).sum(-1).mean()
-    raise TextDistillError(f"pkd_mse: reduction must be 'mean' or 'sum', got '{reduction}'")
+    return sq.reshape(sq.shape[0], -1).sum(-1).mean()  # sum
 
 
 def _token_weights(mask: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -230,7 +255,7 @@ def rkd_angle(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
     return _relation_loss(_angles, student, teacher)
 
 
-@loss("infonce", VECTOR)
+@loss("infonce", VECTOR, checks={"temperature": _check_t})
 def infonce(student: torch.Tensor, teacher: torch.Tensor, *, temperature: float = 0.1) -> torch.Tensor:
     _check_t(temperature)
     s = F.normalize(student, p=2, dim=-1).transpose(0, 1)  # (layers, batch, dim)

@@ -31,7 +31,7 @@ import math
 import torch
 
 from .. import TextDistillError
-from .losses import get_loss, loss_arguments, takes_mask
+from .losses import check_arguments, get_loss, loss_arguments, takes_mask
 from .maps import COMBINE, MAPS, RANDOM, layer_map
 
 TAPS = ("logits", "cls", "mean", "hidden", "embeddings", "attention")
@@ -78,6 +78,7 @@ def check_term(cfg, where: str) -> None:
         if key not in allowed:
             raise TextDistillError(f"{where}.args.{key}: loss '{cfg.loss}' takes no argument '{key}' "
                                    f"(it takes: {', '.join(sorted(allowed)) or 'none'})")
+    check_arguments(cfg.loss, cfg.args, where)
     if cfg.tap not in TAPS:
         raise TextDistillError(f"{where}.tap: unknown tap '{cfg.tap}' (known: {', '.join(TAPS)})")
     if cfg.tap not in loss_fn.taps:
