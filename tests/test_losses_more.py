@@ -136,3 +136,16 @@ def test_alp_target_worked_example():
     t = _t([[[1.0, 1.0, 0.0, 0.0], [0.0, 0.0, 1.0, 1.0]]])
     w = math.e / (math.e + 1)
     assert alp_target(s, t)[0].tolist() == pytest.approx([w, w, 1 - w, 1 - w])
+
+
+def test_unmasked_forms_equal_a_mask_without_padding():
+    """attention_mse, attention_kl and fsp called without a mask (the API; a term always passes one) equal the
+    masked form with every token real."""
+    g = torch.Generator().manual_seed(3)
+    s_att = torch.rand(2, 3, 4, 5, 5, generator=g).softmax(-1)  # (batch, layers, heads, query, key)
+    t_att = torch.rand(2, 3, 4, 5, 5, generator=g).softmax(-1)
+    ones = torch.ones(2, 5, dtype=torch.long)
+    for fn in (attention_mse, attention_kl):
+        assert fn(s_att, t_att).item() == pytest.approx(fn(s_att, t_att, mask=ones).item(), rel=1e-6)
+    s_h, t_h = torch.randn(2, 3, 5, 6, generator=g), torch.randn(2, 3, 5, 6, generator=g)  # (batch, layers, seq, dim)
+    assert fsp(s_h, t_h).item() == pytest.approx(fsp(s_h, t_h, mask=ones).item(), rel=1e-6)
