@@ -103,7 +103,9 @@ def run_predictions(folder) -> Path | None:
 
 def _metric(task, name: str):
     """The task metric ``name`` as a fast function of (predictions, gold): the same figures as
-    evaluate.METRICS (a test compares them), cheap enough to call thousands of times."""
+    evaluate.METRICS (scikit-learn/scipy; a test compares them), cheap enough to call thousands of times. Not
+    scikit-learn's functions themselves: on 408 MRPC rows f1_score takes ~2.2 ms a call (input validation) and the
+    confusion-matrix form here ~4 us, so a 9,999-resample test would take ~45 s instead of ~0.1 s (12-07, 1 thread)."""
     if name == "accuracy":
         return lambda p, y: float(np.mean(p == y))
     if name in ("f1", "macro_f1", "mcc"):
