@@ -369,3 +369,46 @@ def test_data_free_synthesis_refuses_a_regression_task():
     with pytest.raises(TextDistillError, match="transfer.synthetic: .* stsb is a regression task") as e:
         _synthesize(recipe, "t", None)  # refused before any teacher is loaded
     assert "\n" not in str(e.value)
+
+
+def test_generated_set_is_keyed_by_the_teachers_content_not_its_path(tiny_teacher_run, tmp_path, capsys, monkeypatch):
+    """An embedding-neighbour set depends on the teacher's weights: the same teacher in another folder reuses it,
+    a teacher with other weights in the same folder is refused (naming teacher_weights); a Tang set depends on the
+    mask token only; a set written under the old key (teacher by path, version 1) is still read."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    import textdistill.data.transfer as transfer
+
+    d = tiny_teacher_run
+    teacher = tmp_path / "teacher"
+    shutil.copytree(d / "teacher" / "model", teacher)
+    base = ["augment", "-r", "recipes/kd-tinybert-aug.yaml", "--data-dir", str(d / "sst2"),
+            "--set", "transfer.augment.copies=1"]
+    assert main([*base, "--teacher", str(teacher), "-o", str(tmp_path / "g")]) == 0
+    key = json.loads((tmp_path / "g" / "provenance.json").read_text())["key"]
+    assert key["version"] == 2 and len(key["teacher_weights"]) == 64 and "teacher" not in key
+    moved = tmp_path / "elsewhere"
+    shutil.copytree(teacher, moved)
+    real_build = transfer.build
+    monkeypatch.setattr(transfer, "build", lambda *a, **k: pytest.fail("the set was generated again"))
+    assert main([*base, "--teacher", str(moved), "-o", str(tmp_path / "g")]) == 0  # same weights, other path
+    weights = load_file(teacher / "model.safetensors")
+    weights = {k: v + 0.01 if v.is_floating_point() else v for k, v in weights.items()}
+    save_file(weights, str(teacher / "model.safetensors"), metadata={"format": "pt"})  # fine-tuned again, say
+    capsys.readouterr()
+    assert main([*base, "--teacher", str(teacher), "-o", str(tmp_path / "g")]) == 2
+    assert "generated with other teacher_weights" in capsys.readouterr().err
+    # the old key: the teacher named by its path
+    prov = json.loads((tmp_path / "g" / "provenance.json").read_text())
+    prov["key"] = {k: v for k, v in prov["key"].items() if k != "teacher_weights"} | {"version": 1, "teacher": str(moved)}
+    (tmp_path / "g" / "provenance.json").write_text(json.dumps(prov))
+    assert main([*base, "--teacher", str(moved), "-o", str(tmp_path / "g")]) == 0
+    # Tang's rules read the mask token only: another teacher with the same tokenizer reuses the set
+    monkeypatch.setattr(transfer, "build", real_build)
+    tang = ["augment", "-r", "recipes/kd-tang.yaml", "--data-dir", str(d / "sst2"), "--set", "transfer.augment.copies=1"]
+    assert main([*tang, "--teacher", str(teacher), "-o", str(tmp_path / "t")]) == 0
+    assert json.loads((tmp_path / "t" / "provenance.json").read_text())["key"]["mask_token"] == "[MASK]"
+    monkeypatch.setattr(transfer, "build", lambda *a, **k: pytest.fail("the set was generated again"))
+    assert main([*tang, "--teacher", str(moved), "-o", str(tmp_path / "t")]) == 0

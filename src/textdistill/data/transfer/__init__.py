@@ -35,17 +35,35 @@ def _teacher(recipe) -> str | None:
     return recipe.teacher or (recipe.teachers[0].model if recipe.teachers else None)
 
 
-def set_key(recipe, examples) -> dict:
+def _depends_on_teacher(method: str, teacher: str) -> dict:
+    """What of the teacher a set's rows depend on: Tang's rules only its mask token; embedding-neighbour replacement
+    (its input embeddings) and data-free synthesis (its predictions) its weights, by content (a teacher fine-tuned
+    again in the same folder makes a new set; the same teacher reached by another path reuses it)."""
+    from ...models.loading import load_tokenizer, resolve_model_path
+    from ...schemes.cache import teacher_fingerprint
+
+    if method == "tang":
+        tok = load_tokenizer(teacher)
+        return {"mask_token": tok.mask_token or tok.unk_token}
+    return {"teacher_weights": teacher_fingerprint(resolve_model_path(teacher))}
+
+
+def set_key(recipe, examples, version: int = 2) -> dict:
     """What the generated set depends on: the rule and its parameters, the seed, the training texts (not for
-    synthetic rows, made from the teacher alone) and the teacher (its tokenizer, embeddings or predictions)."""
+    synthetic rows, made from the teacher alone) and what of the teacher the rule reads (:func:`_depends_on_teacher`).
+    ``version=1``: the key of sets written before 12-07, which named the teacher by its path (still read)."""
     t = recipe.transfer
+    teacher = _teacher(recipe)
     if t.synthetic is not None:
-        return {"version": 1, "method": "synthetic", **t.synthetic.model_dump(), "teacher": _teacher(recipe)}
-    params = t.augment.model_dump()
-    method = params.pop("method")
-    keep = ("copies", "seed") + (("p_mask", "p_pos", "p_ng", "ng_max") if method == "tang" else ("p_t", "k"))
-    return {"version": 1, "method": method, **{k: params[k] for k in keep}, "train_texts": _texts_hash(examples),
-            "rows": len(examples), "teacher": _teacher(recipe)}
+        method, rule = "synthetic", t.synthetic.model_dump()
+    else:
+        params = t.augment.model_dump()
+        method = params.pop("method")
+        keep = ("copies", "seed") + (("p_mask", "p_pos", "p_ng", "ng_max") if method == "tang" else ("p_t", "k"))
+        rule = {k: params[k] for k in keep}
+        rule.update({"train_texts": _texts_hash(examples), "rows": len(examples)})
+    depends = {"teacher": teacher} if version == 1 else _depends_on_teacher(method, teacher)
+    return {"version": version, "method": method, **rule, **depends}
 
 
 def check(recipe) -> None:
@@ -150,7 +168,10 @@ def open_set(recipe, examples, tqdm=None, rebuild: bool = False) -> tuple[Exampl
             provenance = json.loads(path.read_text())
         except json.JSONDecodeError as e:
             raise TextDistillError(f"{path}: corrupt ({e.msg} at line {e.lineno})") from None
-        differ = [k for k in key if provenance.get("key", {}).get(k) != key[k]]
+        stored = provenance.get("key", {})
+        if stored.get("version") == 1:  # (written before the teacher was keyed by content)
+            key = set_key(recipe, examples, version=1)
+        differ = [k for k in key if stored.get(k) != key[k]]
         if differ:
             raise TextDistillError(f"transfer.dir: {folder} was generated with other {', '.join(differ)}; rebuild it "
                                    f"(textdistill augment ... --overwrite) or point transfer.dir elsewhere")
