@@ -150,6 +150,15 @@ with contextlib.redirect_stdout(out):  # (printed, or put in place by --splice)
                  for label, m in (("KD from MiniLM-L6", "kd"), ("KD from MPNet-12", "kd-mpnet"),
                                   ("KD from MPNet-12 + MiniLM-L6 (average)", "kd-mpnet+minilm"))]
         print(markdown_table(["model"] + [f"{t} ({main[t]})" for t in ptasks], rows))
+        if "sst2" in ptasks and ood("sst2", "kd-mpnet"):
+            def teacher_ood(found):
+                got = (found or {}).get("model", {}).get("imdb")
+                return f"{100 * got['accuracy']:.2f}" if got else "not evaluated"
+            print("\nThe SST-2 models on IMDB's 2k subset (OOD, accuracy): teacher MiniLM-L6 "
+                  f"{teacher_ood(t_ood)}, teacher MPNet-12 {teacher_ood(load(troot / 'mpnet-sst2' / 'ood-by-model.json'))}; "
+                  + ", ".join(f"{label} {mean_cell(ood('sst2', m))}" for label, m in (
+                      ("KD from MiniLM-L6", "kd"), ("KD from MPNet-12", "kd-mpnet"),
+                      ("KD from MPNet-12 + MiniLM-L6", "kd-mpnet+minilm"))))
 text = out.getvalue()
 if not args.splice:
     print(text, end="")
