@@ -111,6 +111,7 @@ def test_user_task_metrics_that_do_not_fit(extra, needle):
     # the fitting ones are accepted
     assert task_from_dict({"text_columns": ["t"], "labels": ["a", "b", "c"], "metrics": ["macro_f1", "mcc"]}).metrics == (
         "macro_f1", "mcc")
+    assert task_from_dict({"text_columns": ["t"], "labels": ["a", "b"], "metrics": "mcc"}).metrics == ("mcc",)  # one name
 
 
 def test_bad_data(tmp_path):

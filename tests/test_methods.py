@@ -1,7 +1,6 @@
 """Intermediate-layer methods: every recipe end to end on a tiny BERT, projections for narrower students,
 taps, and one-line errors for bad terms."""
 import json
-import math
 import random
 from pathlib import Path
 from types import SimpleNamespace

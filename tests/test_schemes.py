@@ -122,8 +122,8 @@ def test_online_bad_input(tiny_teacher_run, tiny_bert, tmp_path, capsys):
                    "terms=[{name: h, tap: cls, map: pkd-skip, loss: pkd_mse}]"], capsys,
            "terms[0] (h).tap: online learning compares the peers' logits only", out)
     fails_one_line(base + ["--set", f"peers=[{{init: {tiny_bert}}}, {{init: {tiny_bert}}}]", "--set", "generations=2"],
-                   capsys, "generations: born-again runs need one 'teacher' and a scheme that chains generations "
-                   "(offline); this recipe has scheme online", out)
+                   capsys, "generations: born-again runs need a scheme that chains generations (offline); this "
+                   "recipe has scheme online", out)
 
 
 # ---------------------------------------------------------------- several teachers
@@ -343,4 +343,13 @@ def test_born_again_generations_chain(tiny_teacher_run, tiny_bert, tmp_path):
     g2 = json.loads((out / "gen-2" / "metrics.json").read_text())
     assert g2["teacher"] == str(out / "gen-1" / "model") == m["generations"][1]["teacher"]
     assert g2["student_layers"] == 4  # the teacher's architecture
+
+
+def test_born_again_with_a_list_of_teachers_is_refused(tiny_teacher_run, tiny_bert, tmp_path, capsys):
+    d = tiny_teacher_run
+    out = tmp_path / "ban"
+    fails_one_line(["distill", "-r", "recipes/born-again.yaml", "-o", str(out), "--data-dir", str(d / "sst2"),
+                    "--set", "teacher=null", "--set", f"teachers=[{{model: {d / 'teacher' / 'model'}}}]",
+                    "--set", f"student.init={tiny_bert}", *FAST], capsys,
+                   "generations: born-again runs need one 'teacher'", out)
     assert not list(tmp_path.glob(".*partial"))

@@ -412,3 +412,11 @@ def test_generated_set_is_keyed_by_the_teachers_content_not_its_path(tiny_teache
     assert json.loads((tmp_path / "t" / "provenance.json").read_text())["key"]["mask_token"] == "[MASK]"
     monkeypatch.setattr(transfer, "build", lambda *a, **k: pytest.fail("the set was generated again"))
     assert main([*tang, "--teacher", str(moved), "-o", str(tmp_path / "t")]) == 0
+
+
+def test_a_hub_teachers_set_is_keyed_by_its_name():
+    """A teacher named by a hub id (not a folder here) cannot be fingerprinted: its set is keyed by the name."""
+    from textdistill.data.transfer import _depends_on_teacher
+
+    assert _depends_on_teacher("tinybert", "textattack/bert-base-uncased-SST-2") == {
+        "teacher": "textattack/bert-base-uncased-SST-2"}

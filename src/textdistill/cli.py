@@ -243,7 +243,7 @@ def _write_json(path: str, result: dict, option: str) -> None:
     from .files import write_text_atomic
 
     try:
-        write_text_atomic(os.path.expanduser(path), json.dumps(result, indent=2), encoding=None)
+        write_text_atomic(os.path.expanduser(path), json.dumps(result, indent=2))
     except OSError as e:
         raise TextDistillError(f"{option} {path}: cannot be written ({e.strerror})") from None
 

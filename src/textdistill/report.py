@@ -295,9 +295,12 @@ def write_report(paths: list[str], out_dir: str, title: str | None = None, teach
     except OSError as e:
         raise TextDistillError(f"report: -o {out_dir}: cannot create the folder ({e.strerror})") from None
 
-    # everything is written into a folder beside OUT, then moved in: a failure part-way (a model that cannot be
-    # timed, a full disk) leaves OUT as it was, not new plots beside an old report.md
-    stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
+    # everything is written into a hidden folder inside OUT, then moved up: a failure part-way (a model that cannot
+    # be timed, a full disk) leaves OUT's files as they were, not new plots beside an old report.md
+    try:
+        stage = Path(tempfile.mkdtemp(prefix=".report.", suffix=".partial", dir=out))
+    except OSError as e:
+        raise TextDistillError(f"report: -o {out_dir}: cannot write into the folder ({e.strerror})") from None
     try:
         result = _compose(stage, out, paths, runs, skipped, teacher_run, title=title, teacher=teacher, measure=measure)
         for f in sorted(stage.iterdir()):

@@ -262,10 +262,13 @@ def _finished_link(link: Path, recipe: Recipe, tmp: Path, out: Path, any_version
 def _generations(recipe: Recipe, out_dir, overwrite: bool, **chain) -> dict:
     """Born-again networks (Furlanello et al. 2018): generation 1 learns from the recipe's teacher,
     generation g+1 from generation g; all share the student's architecture and initialisation."""
-    if not SCHEMES.get_or_fail(recipe.scheme, "scheme").chains_generations or not recipe.teacher:
+    if not SCHEMES.get_or_fail(recipe.scheme, "scheme").chains_generations:
         able = ", ".join(sorted(n for n, cls in SCHEMES.items() if cls.chains_generations))
-        raise TextDistillError(f"generations: born-again runs need one 'teacher' and a scheme that chains "
-                               f"generations ({able}); this recipe has scheme {recipe.scheme}")
+        raise TextDistillError(f"generations: born-again runs need a scheme that chains generations ({able}); "
+                               f"this recipe has scheme {recipe.scheme}")
+    if not recipe.teacher:
+        raise TextDistillError("generations: born-again runs need one 'teacher' (generation 1's; each next one is "
+                               "taught by the generation before)")
     names = [f"gen-{g}" for g in range(1, recipe.generations + 1)]
 
     def make(name, done):

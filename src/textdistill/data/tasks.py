@@ -127,7 +127,12 @@ def task_from_dict(d: dict, where: str = "recipe") -> Task:
             raise TextDistillError(f"{where}: task.labels has duplicates: {list(labels)}")
         if len(labels) < 2:
             raise TextDistillError(f"{where}: task.labels: a classifier needs at least 2 labels, got {list(labels)}")
-    metrics = tuple(d.pop("metrics", ["pearson", "spearman"] if regression else ["accuracy"]))
+    metrics = d.pop("metrics", ["pearson", "spearman"] if regression else ["accuracy"])
+    if isinstance(metrics, str):
+        metrics = [metrics]
+    if not isinstance(metrics, (list, tuple)):
+        raise TextDistillError(f"{where}: task.metrics must list metric names, got {metrics!r}")
+    metrics = tuple(metrics)
     if not metrics:
         raise TextDistillError(f"{where}: task.metrics is empty (the first metric is the one runs are ranked by)")
     for m in metrics:

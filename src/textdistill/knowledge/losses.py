@@ -61,7 +61,7 @@ def check_arguments(name: str, args: dict, where: str) -> None:
     """A recipe term's loss arguments checked by value, each error naming the key (``terms[0] (kd).args.temperature:
     ...``): at recipe time, not at the first training step."""
     for key, value in args.items():
-        check = LOSSES[name].checks.get(key)
+        check = getattr(LOSSES[name], "checks", {}).get(key)  # (a loss registered without @loss has none)
         if check is not None:
             try:
                 check(value)

@@ -45,7 +45,10 @@ def _depends_on_teacher(method: str, teacher: str) -> dict:
     if method == "tang":
         tok = load_tokenizer(teacher)
         return {"mask_token": tok.mask_token or tok.unk_token}
-    return {"teacher_weights": teacher_fingerprint(resolve_model_path(teacher))}
+    path = resolve_model_path(teacher)
+    if not Path(path).is_dir():  # a hub id: keyed by its name (the hub's revision is the user's to pin)
+        return {"teacher": teacher}
+    return {"teacher_weights": teacher_fingerprint(path)}
 
 
 def set_key(recipe, examples, version: int = 2) -> dict:
@@ -157,7 +160,6 @@ def _synthesize(recipe, teacher: str, tok, tqdm=None):
 def open_set(recipe, examples, tqdm=None, rebuild: bool = False) -> tuple[Examples, dict]:
     """The generated rows of the recipe's transfer set (built first if absent) and its provenance."""
     folder = Path(recipe.transfer.dir)
-    key = set_key(recipe, examples)
     path = folder / PROVENANCE
     if rebuild or not path.is_file():
         if folder.is_dir() and any(folder.iterdir()) and not rebuild:
@@ -169,8 +171,8 @@ def open_set(recipe, examples, tqdm=None, rebuild: bool = False) -> tuple[Exampl
         except json.JSONDecodeError as e:
             raise TextDistillError(f"{path}: corrupt ({e.msg} at line {e.lineno})") from None
         stored = provenance.get("key", {})
-        if stored.get("version") == 1:  # (written before the teacher was keyed by content)
-            key = set_key(recipe, examples, version=1)
+        # (version 1: written before the teacher was keyed by content, read with its own key)
+        key = set_key(recipe, examples, version=1 if stored.get("version") == 1 else 2)
         differ = [k for k in key if stored.get(k) != key[k]]
         if differ:
             raise TextDistillError(f"transfer.dir: {folder} was generated with other {', '.join(differ)}; rebuild it "
