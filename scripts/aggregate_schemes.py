@@ -53,6 +53,12 @@ def ood(task: str, method: str, model: str = "model", name: str = "imdb") -> lis
                                                for d in seed_files(task, method, "ood-by-model.json")) if got]
 
 
+def teacher_imdb(found: dict | None) -> float | None:
+    """A teacher's IMDB 2k accuracy x 100 from its ood-by-model.json, None where not evaluated."""
+    got = (found or {}).get("model", {}).get("imdb")
+    return 100 * got["accuracy"] if got else None
+
+
 out = io.StringIO()
 with contextlib.redirect_stdout(out):  # (printed, or put in place by --splice)
     teachers = {t: load(troot / name / "metrics.json") for t, name in TASKS.items()}
@@ -64,8 +70,7 @@ with contextlib.redirect_stdout(out):  # (printed, or put in place by --splice)
     with_ood = "sst2" in cols and (t_ood or any(ood("sst2", m) for m in ("ft", "kd")))
     header = ["method"] + [f"{t} ({main[t]})" for t in cols] + (["sst2 → IMDB 2k (OOD, accuracy)"] if with_ood else [])
     rows = [["teacher (MiniLM-L6, 6 layers, fine-tuned)"] + [f"{pct(teachers[t]['dev'], main[t]):.2f}" for t in cols]
-            + ([mean_cell([100 * t_ood["model"]["imdb"]["accuracy"]] if (t_ood or {}).get("model", {}).get("imdb")
-                         else [])] if with_ood else [])]
+            + ([mean_cell([teacher_imdb(t_ood)] if teacher_imdb(t_ood) is not None else [])] if with_ood else [])]
     for label, method, pick in (("FT, 3 layers (labels only)", "ft", None), ("KD from the teacher, 3 layers", "kd", None),
                                 ("the same KD, bf16 autocast (train.mixed_precision)", "kd-bf16", None),
                                 ("DML, 3-layer peer (no fine-tuned teacher)", "dml", "l3"),
@@ -151,11 +156,11 @@ with contextlib.redirect_stdout(out):  # (printed, or put in place by --splice)
                                   ("KD from MPNet-12 + MiniLM-L6 (average)", "kd-mpnet+minilm"))]
         print(markdown_table(["model"] + [f"{t} ({main[t]})" for t in ptasks], rows))
         if "sst2" in ptasks and ood("sst2", "kd-mpnet"):
-            def teacher_ood(found):
-                got = (found or {}).get("model", {}).get("imdb")
-                return f"{100 * got['accuracy']:.2f}" if got else "not evaluated"
+            def shown(acc):
+                return "not evaluated" if acc is None else f"{acc:.2f}"
             print("\nThe SST-2 models on IMDB's 2k subset (OOD, accuracy): teacher MiniLM-L6 "
-                  f"{teacher_ood(t_ood)}, teacher MPNet-12 {teacher_ood(load(troot / 'mpnet-sst2' / 'ood-by-model.json'))}; "
+                  f"{shown(teacher_imdb(t_ood))}, teacher MPNet-12 "
+                  f"{shown(teacher_imdb(load(troot / 'mpnet-sst2' / 'ood-by-model.json')))}; "
                   + ", ".join(f"{label} {mean_cell(ood('sst2', m))}" for label, m in (
                       ("KD from MiniLM-L6", "kd"), ("KD from MPNet-12", "kd-mpnet"),
                       ("KD from MPNet-12 + MiniLM-L6", "kd-mpnet+minilm"))))
