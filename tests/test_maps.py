@@ -61,7 +61,9 @@ def test_uniform_is_tinybert_g(n_teacher, n_student, want):
 
 # CKD and ALP: the toolkit's convention (maps.py's docstring, the recipes' headers): PKD's split of the teacher into
 # intermediate layers 1..N-1 (taught through hidden states) and the last one (taught through the logits), the
-# groups contiguous, larger ones first. The papers' own index tables could not be read on this machine to pin here.
+# groups contiguous, larger ones first. CKD's paper (Wu et al., EMNLP 2020) combined layers of 12-layer NMT
+# encoders (Pt->En, Tr->En, En->De, per its abstract), so it has no BERT/GLUE index table to pin; ALP-KD's
+# (Passban et al., AAAI 2021: BERT-12 into 6, 4 and 2 layers) could not be read on this machine.
 @pytest.mark.parametrize("n_teacher,n_student,want", [
     (12, 6, [[1, 2, 3], [4, 5], [6, 7], [8, 9], [10, 11]]),
     (12, 3, [[1, 2, 3, 4, 5, 6], [7, 8, 9, 10, 11]]),

@@ -15,7 +15,8 @@ Teacher with N layers, student with M layers:
 * ``uniform`` (TinyBERT, Jiao et al. 2020): g(m) = m * N / M for *every* student layer m = 1..M
   (floor when M does not divide N); 12->4: 3,6,9,12. TinyBERT also maps embeddings 0 <- 0: add a
   term with ``pairs: [[0, 0]]``.
-* ``ckd`` (Wu et al. 2020, "Why skip if you can combine"): the teacher's intermediate layers
+* ``ckd`` (Wu et al. 2020, "Why skip if you can combine"; proposed for NMT encoders, applied here to BERT-family
+  classifiers with PKD's convention): the teacher's intermediate layers
   1..N-1 are cut into M-1 contiguous groups, one per student intermediate layer; every teacher
   layer is used exactly once. Uneven sizes: the first (N-1) mod (M-1) groups get one layer more
   (12->6: {1,2,3} {4,5} {6,7} {8,9} {10,11}). The term combines a group by averaging its vectors.
