@@ -16,13 +16,18 @@ long grid measured over several sittings; the table covers what is finished). ``
 as one suite process, the cache grid first, and adds each grid's wall time (the form of docs/performance.md
 sections 12-12.2). ``--shard K/N`` splits the points among N processes on the same ``--out`` (one thread each);
 each run is locked while it runs (a second process leaves it alone), and the folder's first call records the
-grid's settings in ``grid.json`` (a call with other settings is refused).
+grid's settings in ``grid.json`` (a call with other settings is refused). ``--keep DIR`` (a committed folder, e.g.
+results/grid-cost-mrpc-36) copies each finished run's figures there (metrics.json, recipe.yaml, grid_cost.json) and
+counts a run kept there as finished: a grid longer than one machine's life goes on from them on another machine (the
+teacher fine-tuned again from the same recipe and seed). A cache grid resumed where its cache is not is given the
+cache first by an uncounted warm-up run (``warmup``: one optimizer step), since the first cache run, kept, has counted
+the build already.
 
     .venv/bin/python bench/grid_cost.py --teacher runs/teachers/minilm-mrpc/model --task mrpc \\
         --data-dir ../shared/data/glue --points 4 --epochs 1 --json bench/results/grid_cost_mrpc_4.json
     .venv/bin/python bench/grid_cost.py --teacher runs/teachers/minilm-mrpc/model --task mrpc \\
         --points 36 --epochs 3 --out runs/grid-cost-mrpc-36 --search-trials 12 \\
-        --json bench/results/grid_cost_mrpc_36.json
+        --keep results/grid-cost-mrpc-36 --json bench/results/grid_cost_mrpc_36.json
 
 ``--search-trials N`` replays the suite's budgeted search (Optuna TPE, N points) on the finished cache grid's
 figures at several sampler seeds: whether N of the 36 points would have found the grid's best (no training).
@@ -75,14 +80,38 @@ def parse_shard(text: str | None) -> tuple[int, int]:
     return int(k), int(n)
 
 
-def run_folder(out: Path, name: str, task: str, point: dict) -> Path:
+def run_folder(out: Path, name: str, task: str, point: dict, entry: str = ENTRY) -> Path:
     """Where ``textdistill suite`` puts a point's run (seed 1) of grid ``name``."""
-    return out / name / task / f"{ENTRY}-{point_name(point)}-s1"
+    return out / name / task / f"{entry}-{point_name(point)}-s1"
 
 
-def suite_file(out: Path, name: str, args, extra: dict, grid: dict) -> dict:
+def finished(out: Path, keep: Path | None, name: str, task: str, point: dict) -> Path | None:
+    """The metrics.json of a point's finished run of grid ``name``: in ``out``, else kept in ``keep``; None if
+    neither holds it."""
+    for root in (out, keep):
+        if root is not None and (path := run_folder(root, name, task, point) / "metrics.json").is_file():
+            return path
+    return None
+
+
+KEPT = ("metrics.json", "recipe.yaml", "grid_cost.json")
+
+
+def keep_run(folder: Path, out: Path, keep: Path) -> None:
+    """Copies a finished run's figures into ``keep`` at the same place under it (each file whole: a temporary file,
+    then a rename)."""
+    dest = keep / folder.relative_to(out)
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in KEPT:
+        if (folder / name).is_file():
+            tmp = dest / f".{name}.tmp"
+            shutil.copyfile(folder / name, tmp)
+            tmp.replace(dest / name)
+
+
+def suite_file(out: Path, name: str, args, extra: dict, grid: dict, entry: str = ENTRY) -> dict:
     return {"out": str(out / name), "data_dir": str(Path(args.data_dir).resolve()), "seeds": [1],
-            "runs": [{"name": ENTRY, "recipe": str(ROOT / "recipes/pkd-skip.yaml"),
+            "runs": [{"name": entry, "recipe": str(ROOT / "recipes/pkd-skip.yaml"),
                       "tasks": {args.task: str(Path(args.teacher).resolve())}, "cache": name == "cache",
                       "set": {"train.epochs": args.epochs, "student.layers": args.student_layers, **extra},
                       "grid": grid}]}
@@ -93,14 +122,15 @@ def write_suite(path: Path, suite: dict) -> None:
     path.write_text(yaml.safe_dump(suite, sort_keys=False))
 
 
-def collect(out: Path, task: str, points: list[dict]) -> dict:
-    """Each grid's finished runs, in grid order: seconds, dev metric, best point; and the points still to run."""
+def collect(out: Path, task: str, points: list[dict], keep: Path | None = None) -> dict:
+    """Each grid's finished runs (in ``out`` or kept in ``keep``), in grid order: seconds, dev metric, best point;
+    and the points still to run."""
     results = {}
     for name in NAMES:
         done, missing = [], []
         for point in points:
-            path = run_folder(out, name, task, point) / "metrics.json"
-            if not path.is_file():
+            path = finished(out, keep, name, task, point)
+            if path is None:
                 missing.append(point_name(point))
                 continue
             m = json.loads(path.read_text())
@@ -108,10 +138,11 @@ def collect(out: Path, task: str, points: list[dict]) -> dict:
                 sys.exit(f"grid_cost: {path}: no run_seconds (a run of textdistill before it recorded them); "
                          f"move the folder away to run that point again")
             how = path.parent / "grid_cost.json"
+            how = json.loads(how.read_text()) if how.is_file() else {}
             done.append({"point": point_name(point), "run_seconds": m["run_seconds"],
                          "train_seconds": m["train_seconds"], "dev": m["dev"][m["main_metric"]],
-                         "resumed": bool(m.get("resumed")),
-                         "shard": json.loads(how.read_text())["shard"] if how.is_file() else None})
+                         "resumed": bool(m.get("resumed")), "shard": how.get("shard"),
+                         "machine": how.get("machine")})
         best = max(done, key=lambda r: r["dev"]) if done else None  # (the first of a tie, in grid order)
         results[name] = {"runs": len(done), "missing": missing, "runs_detail": done,
                          "grid_seconds": round(sum(r["run_seconds"] for r in done), 1),
@@ -127,23 +158,43 @@ def _suite(path: Path) -> None:
 
 
 def cache_run_finished(out: Path, task: str) -> bool:
-    """Whether a run of the cache grid has finished (so its cache, and the build's cost, exist)."""
+    """Whether a run of the cache grid (or its warm-up) has finished in ``out`` (so the cache exists there)."""
     return any((out / "cache" / task).glob("*/metrics.json"))
 
 
-def check_settings(out: Path, args, extra: dict) -> None:
-    """The grid's settings, written to ``out/grid.json`` by its first call: a later call on the same folder with
-    other settings would add runs of another grid to it (and count another cache's build), so it is refused."""
-    mine = {"task": args.task, "teacher": str(Path(args.teacher).resolve()), "points": getattr(args, "points", None),
+def cache_run_kept(keep: Path | None, task: str) -> bool:
+    """Whether a run of the cache grid is kept in ``keep`` (so the cache's build has been counted)."""
+    return keep is not None and any((keep / "cache" / task).glob(f"{ENTRY}-*/metrics.json"))
+
+
+def teacher_name(teacher: str) -> str:
+    """The teacher as grid.json records it: relative to the repository where it lies inside it (the same on
+    another machine with the same checkout), else as given, resolved."""
+    path = Path(teacher).resolve()
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
+
+
+def check_settings(out: Path, args, extra: dict, keep: Path | None = None) -> None:
+    """The grid's settings, written to ``grid.json`` in ``out`` (and ``keep``) by the first call: a later call on
+    the same folder with other settings would add runs of another grid to it (and count another cache's build),
+    so it is refused."""
+    mine = {"task": args.task, "teacher": teacher_name(args.teacher), "points": getattr(args, "points", None),
             "epochs": args.epochs, "student_layers": args.student_layers, "set": extra}
-    path = out / "grid.json"
-    if path.is_file():
-        theirs = json.loads(path.read_text())
-        if theirs != mine:
-            diff = ", ".join(f"{k} {theirs.get(k)!r} there, {v!r} now" for k, v in mine.items() if theirs.get(k) != v)
-            sys.exit(f"grid_cost: {out} holds runs of another grid ({diff}); give another --out")
-    else:
-        path.write_text(json.dumps(mine, indent=2) + "\n")
+    for root in (out, keep):
+        if root is None:
+            continue
+        path = root / "grid.json"
+        if path.is_file():
+            theirs = json.loads(path.read_text())
+            if theirs != mine:
+                diff = ", ".join(f"{k} {theirs.get(k)!r} there, {v!r} now" for k, v in mine.items()
+                                 if theirs.get(k) != v)
+                sys.exit(f"grid_cost: {root} holds runs of another grid ({diff}); give another "
+                         f"{'--out' if root == out else '--keep'}")
+    for root in (out, keep):
+        if root is not None:
+            root.mkdir(parents=True, exist_ok=True)
+            (root / "grid.json").write_text(json.dumps(mine, indent=2) + "\n")
 
 
 def claim(folder: Path):
@@ -166,14 +217,21 @@ def run_by_point(out: Path, args, extra: dict, points: list[dict]) -> int:
     another process is running now (its lock held) is left to it."""
     ran = 0
     shard = getattr(args, "shard", None) or (1, 1)
-    check_settings(out, args, extra)
+    keep = getattr(args, "keep", None)
+    keep = Path(keep).resolve() if keep else None
+    check_settings(out, args, extra, keep)
     if shard[1] > 1 and not cache_run_finished(out, args.task):
         # (the first cache run builds the cache and counts its build: one process, before the shards share it)
         sys.exit(f"grid_cost: --shard {shard[0]}/{shard[1]}: no cache run has finished in {out} yet; run without "
                  f"--shard (e.g. --max-runs 1) until one has")
-    for name, point in schedule(points, shard):
+    todo = [(name, point) for name, point in schedule(points, shard)
+            if finished(out, keep, name, args.task, point) is None]
+    if (todo and args.max_runs != 0 and cache_run_kept(keep, args.task)
+            and not cache_run_finished(out, args.task)):
+        warm_cache(out, args, extra, points[0])
+    for name, point in todo:
         folder = run_folder(out, name, args.task, point)
-        if (folder / "metrics.json").is_file():
+        if finished(out, keep, name, args.task, point) is not None:  # (finished meanwhile by another process)
             continue
         if args.max_runs is not None and ran >= args.max_runs:
             break
@@ -183,19 +241,41 @@ def run_by_point(out: Path, args, extra: dict, points: list[dict]) -> int:
                   file=sys.stderr, flush=True)
             continue
         with lock:
-            _run_point(out, args, extra, name, point, folder, shard)
+            if finished(out, keep, name, args.task, point) is None:  # (not finished between the check and the lock)
+                _run_point(out, args, extra, name, point, folder, shard)
+                if keep is not None:
+                    keep_run(folder, out, keep)
         ran += 1
     return ran
 
 
+def warm_cache(out: Path, args, extra: dict, point: dict) -> None:
+    """Builds the cache grid's cache in ``out`` by a run that counts in neither grid (entry ``warmup``, one
+    optimizer step): for a grid resumed from kept runs on a machine without its cache, whose first kept cache run
+    counted the build already."""
+    lock = claim(out / "cache" / args.task / "warmup")
+    if lock is None:
+        sys.exit(f"grid_cost: another process is building the cache in {out}; run again once it has")
+    with lock:
+        if cache_run_finished(out, args.task):
+            return
+        shutil.rmtree(out / "cache" / "cache", ignore_errors=True)  # (a cache an interrupted warm-up left)
+        path = out / "cache-warmup.yaml"
+        write_suite(path, suite_file(out, "cache", args, {**extra, "train.epochs": 1e-3},
+                                     {k: [v] for k, v in point.items()}, entry="warmup"))
+        print(f"{time.strftime('%H:%M:%S')} cache warm-up (a run kept nowhere: the cache for the runs to come)",
+              file=sys.stderr, flush=True)
+        _suite(path)
+
+
 def _run_point(out: Path, args, extra: dict, name: str, point: dict, folder: Path, shard: tuple[int, int]) -> None:
-    if (folder / "metrics.json").is_file():  # (finished by another process between the check and the lock)
-        return
     # an interrupted run starts again: resumed, its run_seconds would count only its last part; and while no
     # cache run has finished, a cache an interrupted one built goes too (the first cache run counts its build)
     shutil.rmtree(folder.parent / f".{folder.name}.partial", ignore_errors=True)
     shutil.rmtree(folder, ignore_errors=True)
-    if name == "cache" and not cache_run_finished(out, args.task):
+    keep = getattr(args, "keep", None)
+    if name == "cache" and not cache_run_finished(out, args.task) and not cache_run_kept(
+            keep and Path(keep).resolve(), args.task):
         shutil.rmtree(out / "cache" / "cache", ignore_errors=True)
     path = out / f"{name}-point{'' if shard[1] == 1 else f'-{shard[0]}of{shard[1]}'}.yaml"
     one = {k: [v] for k, v in point.items()}
@@ -204,7 +284,31 @@ def _run_point(out: Path, args, extra: dict, name: str, point: dict, folder: Pat
     _suite(path)
     # (how it ran, beside the run: the shard, and the threads the runs were given)
     (folder / "grid_cost.json").write_text(json.dumps({"shard": f"{shard[0]}/{shard[1]}",
-                                                       "omp_num_threads": os.environ.get("OMP_NUM_THREADS")}) + "\n")
+                                                       "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
+                                                       "machine": machine(),
+                                                       "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ",
+                                                                                 time.gmtime())}) + "\n")
+
+
+def machine() -> str:
+    """Which machine ran a run (runs of one grid kept over several machines): the CPU model and a short digest of
+    the host's machine-id, nothing that names this host."""
+    import hashlib
+    import platform
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    try:
+        ident = Path("/etc/machine-id").read_text().strip()
+    except OSError:
+        ident = platform.node()
+    return f"{cpu} #{hashlib.sha256(ident.encode()).hexdigest()[:8]}"
 
 
 def run_whole(out: Path, args, extra: dict, points: list[dict]) -> dict:
@@ -278,6 +382,8 @@ def main() -> None:
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="a recipe override for every run of both grids (YAML value), e.g. student.init=mpnet-12")
     ap.add_argument("--out", help="keep the runs here and resume from them (default: a temporary folder)")
+    ap.add_argument("--keep", help="also copy each finished run's figures here (a committed folder) and count the "
+                    "runs kept here as finished: the grid goes on from them on another machine")
     ap.add_argument("--max-runs", type=int, help="run at most this many new runs, then report what is finished")
     ap.add_argument("--whole", action="store_true", help="each grid as one suite process, timed whole")
     ap.add_argument("--shard", metavar="K/N", help="run only points K, K+N, K+2N, ... (N processes side by side "
@@ -294,6 +400,8 @@ def main() -> None:
         if not sep:
             sys.exit(f"grid_cost: --set {item}: expected KEY=VALUE")
         extra[key] = yaml.safe_load(value)
+    if args.keep and args.whole:
+        sys.exit("grid_cost: --keep: not with --whole (a whole grid is timed from its start in one sitting)")
     if args.max_runs is not None and (args.max_runs < 0 or args.whole):
         sys.exit("grid_cost: --max-runs: a number >= 0, and not with --whole")
     try:
@@ -314,7 +422,7 @@ def main() -> None:
         out.mkdir(parents=True, exist_ok=True)
         walls = run_whole(out, args, extra, points) if args.whole else None
         ran = 0 if args.whole else run_by_point(out, args, extra, points)
-        results = collect(out, args.task, points)
+        results = collect(out, args.task, points, Path(args.keep).resolve() if args.keep else None)
     done = min(r["runs"] for r in results.values())
     print(f"\nPKD-Skip grid on {args.task}: {args.points} points ({done} finished in both grids; {ran} run now), "
           f"{args.epochs:g} epochs, student {args.student_layers}{''.join(f', {k}={v}' for k, v in extra.items())}, "

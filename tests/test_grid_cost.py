@@ -28,8 +28,8 @@ def fake_suite(monkeypatch):
         entry = suite["runs"][0]
         point = {k: v[0] for k, v in entry["grid"].items()}
         name = Path(suite["out"]).name
-        calls.append((name, gc.point_name(point)))
-        folder = gc.run_folder(Path(suite["out"]).parent, name, "mrpc", point)
+        calls.append((name, gc.point_name(point)) if entry["name"] == gc.ENTRY else (name, entry["name"]))
+        folder = gc.run_folder(Path(suite["out"]).parent, name, "mrpc", point, entry["name"])
         folder.mkdir(parents=True)
         dev = 0.8 + 0.01 * point["terms.pt.weight"] / 1000  # the largest beta is best
         (folder / "metrics.json").write_text(json.dumps({
@@ -119,6 +119,7 @@ def test_a_folder_of_another_grid_is_refused(tmp_path, fake_suite):
     (["--shard", "1/2"], "--shard: with --out"),
     (["--shard", "1/2", "--out", "x", "--whole"], "--shard: with --out"),
     (["--shard", "2/1", "--out", "x"], "--shard 2/1: expected K/N"),
+    (["--keep", "k", "--whole"], "--keep: not with --whole"),
 ])
 def test_shard_options_refused(monkeypatch, argv, message):
     monkeypatch.setattr("sys.argv", ["grid_cost.py", "--teacher", "t"] + argv)
@@ -210,3 +211,53 @@ def test_a_run_without_run_seconds_is_refused_in_one_line(tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         gc.collect(tmp_path, "mrpc", points)
     assert "no run_seconds" in str(e.value) and "\n" not in str(e.value)
+
+
+def test_kept_runs_count_as_finished_on_another_machine_after_a_cache_warm_up(tmp_path, fake_suite):
+    """--keep: each finished run's figures are copied there; a new --out (another machine: no runs, no cache) runs
+    only the points not kept, after one uncounted warm-up run that builds the cache (its build was counted by the
+    first kept cache run), and the table counts kept and new runs alike."""
+    points = gc.grid_points(gc.GRIDS[4])
+    keep = tmp_path / "kept"
+    first = types.SimpleNamespace(**{**vars(ARGS), "max_runs": 3, "keep": str(keep)})
+    assert gc.run_by_point(tmp_path / "a", first, {}, points) == 3
+    kept = sorted(p.relative_to(keep).as_posix() for p in keep.rglob("metrics.json"))
+    assert kept == sorted(f"{n}/mrpc/{gc.ENTRY}-{gc.point_name(p)}-s1/metrics.json"
+                          for n, p in [("cache", points[0]), ("live", points[0]), ("live", points[1])])
+    assert json.loads((keep / "grid.json").read_text()) == json.loads((tmp_path / "a" / "grid.json").read_text())
+    how = json.loads((keep / "live" / "mrpc" / f"{gc.ENTRY}-{gc.point_name(points[1])}-s1" / "grid_cost.json")
+                     .read_text())
+    assert how["shard"] == "1/1" and " #" in how["machine"] and how["finished"].endswith("Z")
+    assert "/" not in how["machine"].split(" #")[-1]  # (a digest, not the host's name)
+    del fake_suite[:]
+    again = types.SimpleNamespace(**{**vars(ARGS), "keep": str(keep)})
+    assert gc.run_by_point(tmp_path / "b", again, {}, points) == 5
+    assert fake_suite[0] == ("cache", "warmup")  # the cache first, then point 2's cache run, not point 1's
+    assert fake_suite[1:] == [("cache", gc.point_name(points[1]))] + [
+        (n, gc.point_name(p)) for p in points[2:] for n in (gc.NAMES if p is points[2] else gc.NAMES[::-1])]
+    warm = yaml.safe_load((tmp_path / "b" / "cache-warmup.yaml").read_text())["runs"][0]
+    assert warm["name"] == "warmup" and warm["cache"] is True and warm["set"]["train.epochs"] == 1e-3
+    r = gc.collect(tmp_path / "b", "mrpc", points, keep)
+    assert r["cache"]["runs"] == r["live"]["runs"] == 4 and gc.ratio(r) == 0.6  # (the warm-up counts nowhere)
+    assert len(list(keep.rglob("metrics.json"))) == 8
+    del fake_suite[:]
+    assert gc.run_by_point(tmp_path / "c", again, {}, points) == 0 and fake_suite == []  # all kept: no warm-up
+
+
+def test_a_warm_up_only_where_the_cache_build_was_counted(tmp_path, fake_suite):
+    """Kept live runs alone (no cache run kept): the next cache run builds the cache and counts it, no warm-up;
+    a keep folder of another grid is refused before anything runs."""
+    points = gc.grid_points(gc.GRIDS[4])
+    keep = tmp_path / "kept"
+    live = keep / "live" / "mrpc" / f"{gc.ENTRY}-{gc.point_name(points[0])}-s1"
+    live.mkdir(parents=True)
+    (live / "metrics.json").write_text(json.dumps({"run_seconds": 50.0, "train_seconds": 40.0, "dev": {"f1": 0.8},
+                                                   "main_metric": "f1"}))
+    args = types.SimpleNamespace(**{**vars(ARGS), "max_runs": 1, "keep": str(keep)})
+    assert gc.run_by_point(tmp_path / "a", args, {}, points) == 1
+    assert fake_suite == [("cache", gc.point_name(points[0]))]
+    other = types.SimpleNamespace(**{**vars(ARGS), "epochs": 3, "keep": str(keep)})
+    with pytest.raises(SystemExit, match=r"kept holds runs of another grid \(epochs 1 there, 3 now\); give another "
+                                         r"--keep"):
+        gc.run_by_point(tmp_path / "b", other, {}, points)
+    assert len(fake_suite) == 1 and not (tmp_path / "b" / "grid.json").exists()
