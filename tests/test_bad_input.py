@@ -129,6 +129,14 @@ def test_cache_of_a_teacher_near_chance(tmp_path, tiny_bert, setup, capsys, monk
                  str(data), "--allow-weak-teacher"]) == 0
     check = json.loads((cache / "cache.json").read_text())["teacher_check"]
     assert check["near_chance"] is True and check["metric"] == "accuracy" and 0 <= check["score"] <= 1
+    # `textdistill cache` on the ready cache says the same as a run reusing it (and leaves the cache as it is)
+    before = {f.name: f.stat().st_mtime_ns for f in cache.iterdir()}
+    capsys.readouterr()
+    fails_one_line(["cache", "-r", "recipes/kd.yaml", "-o", str(cache), "--teacher", str(tiny_bert), "--data-dir",
+                    str(data)], capsys, "this teacher cache was built from a teacher near chance, accepted then")
+    assert {f.name: f.stat().st_mtime_ns for f in cache.iterdir()} == before
+    assert main(["cache", "-r", "recipes/kd.yaml", "-o", str(cache), "--teacher", str(tiny_bert), "--data-dir",
+                 str(data), "--allow-weak-teacher"]) == 0
     out = tmp_path / "kd"
     argv = ["distill", "-r", "recipes/kd.yaml", "-o", str(out), "--teacher", str(tiny_bert), "--data-dir", str(data),
             "--set", f"student.init={teacher}", "--set", "student.layers=first:1", "--set", f"teacher_cache.dir={cache}"]

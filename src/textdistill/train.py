@@ -37,8 +37,8 @@ from .models.loading import load_tokenizer
 from .recipe import Recipe, dump_recipe, resolve_references, stage_recipes
 from .schemes import SCHEMES
 from .schemes.base import outputs_needed, task_loss  # noqa: F401 - part of this module's interface
-from .schemes.teachers import (cache_ready, check_teacher, commit_output, load_teacher, open_cache, prepare_output,
-                               resumable_partial, teacher_list)
+from .schemes.teachers import (cache_ready, check_cached_teacher, check_teacher, commit_output, load_teacher,
+                               open_cache, prepare_output, resumable_partial, teacher_list)
 
 log = logging.getLogger("textdistill")
 
@@ -358,6 +358,8 @@ def cache_only(recipe: Recipe, out_dir: str | os.PathLike, overwrite: bool = Fal
                              batch_size=recipe.train.eval_batch_size, tqdm=tqdm, rebuild=overwrite and folder.exists(),
                              runtime=recipe.teacher_cache.runtime, device=dist.local_device(recipe.train.cpu),
                              teacher_check=checked)
+    if checked is None:  # a ready cache: its teacher was scored when it was built (accepted near chance then?)
+        check_cached_teacher(manifest, recipe.teacher, task, folder, recipe.allow_weak_teacher)
     return manifest
 
 
