@@ -388,12 +388,31 @@ def test_generated_set_is_keyed_by_the_teachers_content_not_its_path(tiny_teache
             "--set", "transfer.augment.copies=1"]
     assert main([*base, "--teacher", str(teacher), "-o", str(tmp_path / "g")]) == 0
     key = json.loads((tmp_path / "g" / "provenance.json").read_text())["key"]
-    assert key["version"] == 2 and len(key["teacher_weights"]) == 64 and "teacher" not in key
+    assert key["version"] == 3 and len(key["teacher_weights"]) == len(key["teacher_tokenizer"]) == 64
+    assert "teacher" not in key
     moved = tmp_path / "elsewhere"
     shutil.copytree(teacher, moved)
     real_build = transfer.build
     monkeypatch.setattr(transfer, "build", lambda *a, **k: pytest.fail("the set was generated again"))
     assert main([*base, "--teacher", str(moved), "-o", str(tmp_path / "g")]) == 0  # same weights, other path
+    # the same weights with another tokenizer (a vocabulary entry renamed, the size kept): other words behind the
+    # same embeddings, so another set
+    retok = tmp_path / "retokenized"
+    shutil.copytree(teacher, retok)
+    spec = json.loads((retok / "tokenizer.json").read_text())
+    vocab = spec["model"]["vocab"]
+    word = next(w for w in vocab if w.isalpha() and len(w) > 3 and w.islower())
+    vocab["distillation"] = vocab.pop(word)
+    (retok / "tokenizer.json").write_text(json.dumps(spec))
+    capsys.readouterr()
+    assert main([*base, "--teacher", str(retok), "-o", str(tmp_path / "g")]) == 2
+    assert "generated with other teacher_tokenizer" in capsys.readouterr().err
+    # a set written under version 2 (weights, no tokenizer) is still read with that key
+    prov = json.loads((tmp_path / "g" / "provenance.json").read_text())
+    v2 = {k: v for k, v in prov["key"].items() if k != "teacher_tokenizer"} | {"version": 2}
+    (tmp_path / "g" / "provenance.json").write_text(json.dumps(prov | {"key": v2}))
+    assert main([*base, "--teacher", str(retok), "-o", str(tmp_path / "g")]) == 0
+    (tmp_path / "g" / "provenance.json").write_text(json.dumps(prov))
     weights = load_file(teacher / "model.safetensors")
     weights = {k: v + 0.01 if v.is_floating_point() else v for k, v in weights.items()}
     save_file(weights, str(teacher / "model.safetensors"), metadata={"format": "pt"})  # fine-tuned again, say

@@ -35,12 +35,17 @@ def _teacher(recipe) -> str | None:
     return recipe.teacher or (recipe.teachers[0].model if recipe.teachers else None)
 
 
-def _depends_on_teacher(method: str, teacher: str) -> dict:
+KEY_VERSION = 3  # 1: the teacher by its path (before 12-07); 2: by its weights; 3: by its weights and tokenizer
+
+
+def _depends_on_teacher(method: str, teacher: str, version: int = KEY_VERSION) -> dict:
     """What of the teacher a set's rows depend on: Tang's rules only its mask token; embedding-neighbour replacement
-    (its input embeddings) and data-free synthesis (its predictions) its weights, by content (a teacher fine-tuned
-    again in the same folder makes a new set; the same teacher reached by another path reuses it)."""
+    (its input embeddings over its vocabulary) and data-free synthesis (its predictions, decoded to its tokens) its
+    weights and its tokenizer, by content (a teacher fine-tuned again in the same folder, or given another
+    tokenizer, makes a new set; the same teacher reached by another path reuses it). ``version`` 2: the weights
+    only (sets written on 12-07, still read)."""
     from ...models.loading import load_tokenizer, resolve_model_path
-    from ...schemes.cache import teacher_fingerprint
+    from ...schemes.cache import teacher_fingerprint, tokenizer_fingerprint
 
     if method == "tang":
         tok = load_tokenizer(teacher)
@@ -48,13 +53,17 @@ def _depends_on_teacher(method: str, teacher: str) -> dict:
     path = resolve_model_path(teacher)
     if not Path(path).is_dir():  # a hub id: keyed by its name (the hub's revision is the user's to pin)
         return {"teacher": teacher}
-    return {"teacher_weights": teacher_fingerprint(path)}
+    key = {"teacher_weights": teacher_fingerprint(path)}
+    if version >= 3:
+        key["teacher_tokenizer"] = tokenizer_fingerprint(load_tokenizer(teacher))
+    return key
 
 
-def set_key(recipe, examples, version: int = 2) -> dict:
+def set_key(recipe, examples, version: int = KEY_VERSION) -> dict:
     """What the generated set depends on: the rule and its parameters, the seed, the training texts (not for
     synthetic rows, made from the teacher alone) and what of the teacher the rule reads (:func:`_depends_on_teacher`).
-    ``version=1``: the key of sets written before 12-07, which named the teacher by its path (still read)."""
+    An older ``version`` gives the key sets written under it carry (still read): 1 named the teacher by its path,
+    2 left its tokenizer out."""
     t = recipe.transfer
     teacher = _teacher(recipe)
     if t.synthetic is not None:
@@ -65,7 +74,7 @@ def set_key(recipe, examples, version: int = 2) -> dict:
         keep = ("copies", "seed") + (("p_mask", "p_pos", "p_ng", "ng_max") if method == "tang" else ("p_t", "k"))
         rule = {k: params[k] for k in keep}
         rule.update({"train_texts": _texts_hash(examples), "rows": len(examples)})
-    depends = {"teacher": teacher} if version == 1 else _depends_on_teacher(method, teacher)
+    depends = {"teacher": teacher} if version == 1 else _depends_on_teacher(method, teacher, version)
     return {"version": version, "method": method, **rule, **depends}
 
 
@@ -171,8 +180,9 @@ def open_set(recipe, examples, tqdm=None, rebuild: bool = False) -> tuple[Exampl
         except json.JSONDecodeError as e:
             raise TextDistillError(f"{path}: corrupt ({e.msg} at line {e.lineno})") from None
         stored = provenance.get("key", {})
-        # (version 1: written before the teacher was keyed by content, read with its own key)
-        key = set_key(recipe, examples, version=1 if stored.get("version") == 1 else 2)
+        # (a set written under an older key is read with that key)
+        key = set_key(recipe, examples, version=stored.get("version") if stored.get("version") in (1, 2)
+                      else KEY_VERSION)
         differ = [k for k in key if stored.get(k) != key[k]]
         if differ:
             raise TextDistillError(f"transfer.dir: {folder} was generated with other {', '.join(differ)}; rebuild it "
