@@ -157,3 +157,32 @@ def test_aggregate_schemes_tables_from_a_tree_of_runs(tmp_path):
     assert "On SST-2 only, where the issue asks for the early-exit curve" in text  # (5.2's note is the script's)
     assert "STALE" not in text and text.index("| FT, 3 layers") < text.index("prose") < text.index("### 5.2")
     assert text.endswith("<!-- /aggregate_schemes -->\nend\n") and "### 5.1" not in text
+
+
+def test_compare_teacher_says_whether_a_teacher_fine_tuned_again_is_the_kept_one(tmp_path):
+    """scripts/compare_teacher.py: equal dev scores and losses within 1e-4 (relative): the kept one; another dev
+    score or a loss further off: a WARNING naming both scores; no kept figures: said, not an error."""
+    import importlib.util
+    import json
+
+    spec = importlib.util.spec_from_file_location("compare_teacher", ROOT / "scripts" / "compare_teacher.py")
+    ct = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ct)
+
+    def write(root, dev, losses):
+        d = tmp_path / root / "teachers" / "t"
+        d.mkdir(parents=True, exist_ok=True)
+        history = [{"epoch": i + 1, "step": 10 * (i + 1), "loss": {"task": v}, "dev": {"accuracy": dev}}
+                   for i, v in enumerate(losses)]
+        (d / "metrics.json").write_text(json.dumps({"dev": {"accuracy": dev}, "history": history}))
+
+    assert "no kept figures" in (write("runs", 0.8, [0.5, 0.4]) or ct.main("t", str(tmp_path)))
+    write("results", 0.8, [0.5, 0.400001])
+    assert ct.main("t", str(tmp_path)).startswith("teacher t fine-tuned again: the kept dev scores exactly")
+    write("results", 0.8, [0.5, 0.41])
+    assert ct.main("t", str(tmp_path)).endswith("; its loss history differs): the students kept in results/ were "
+                                                "taught by the kept teacher")
+    write("results", 0.81, [0.5, 0.4])
+    out = ct.main("t", str(tmp_path))
+    assert out.startswith("WARNING") and "{'accuracy': 0.8} vs kept {'accuracy': 0.81}" in out
+    assert "no such teacher run" in ct.main("u", str(tmp_path))
