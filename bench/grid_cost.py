@@ -97,15 +97,21 @@ def finished(out: Path, keep: Path | None, name: str, task: str, point: dict) ->
 KEPT = ("metrics.json", "recipe.yaml", "grid_cost.json")
 
 
+def relative_paths(text: str) -> str:
+    """A run's files name its teacher, data and cache by absolute path: kept in the repository, they name them
+    relative to it (``runs/...``, ``../shared/...``), nothing of this machine's layout."""
+    return text.replace(f"{ROOT}/", "").replace(f"{ROOT.parent}/", "../")
+
+
 def keep_run(folder: Path, out: Path, keep: Path) -> None:
-    """Copies a finished run's figures into ``keep`` at the same place under it (each file whole: a temporary file,
-    then a rename)."""
+    """Copies a finished run's figures into ``keep`` at the same place under it, paths relative to the repository
+    (each file whole: a temporary file, then a rename)."""
     dest = keep / folder.relative_to(out)
     dest.mkdir(parents=True, exist_ok=True)
     for name in KEPT:
         if (folder / name).is_file():
             tmp = dest / f".{name}.tmp"
-            shutil.copyfile(folder / name, tmp)
+            tmp.write_text(relative_paths((folder / name).read_text()))
             tmp.replace(dest / name)
 
 

@@ -229,6 +229,12 @@ def test_kept_runs_count_as_finished_on_another_machine_after_a_cache_warm_up(tm
                      .read_text())
     assert how["shard"] == "1/1" and " #" in how["machine"] and how["finished"].endswith("Z")
     assert "/" not in how["machine"].split(" #")[-1]  # (a digest, not the host's name)
+    # paths under the repository (and beside it) are kept relative to it
+    run = gc.run_folder(tmp_path / "a", "live", "mrpc", points[1])
+    (run / "recipe.yaml").write_text(f"teacher: {gc.ROOT}/runs/t\ndata:\n  dir: {gc.ROOT.parent}/shared/glue\n")
+    gc.keep_run(run, tmp_path / "a", keep)
+    assert (keep / run.relative_to(tmp_path / "a") / "recipe.yaml").read_text() == (
+        "teacher: runs/t\ndata:\n  dir: ../shared/glue\n")
     del fake_suite[:]
     again = types.SimpleNamespace(**{**vars(ARGS), "keep": str(keep)})
     assert gc.run_by_point(tmp_path / "b", again, {}, points) == 5
