@@ -7,6 +7,8 @@
 #   scripts/keep_results.sh [GRID ...]      (default: teachers schemes transfer and the suites' folders)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+mkdir -p results
+exec 9> results/.keep.lock && flock 9  # (two result scripts side by side: one copies at a time)
 for grid in "${@:-teachers schemes transfer suite-mpnet12 suite-qqp-paws}"; do
   for g in $grid; do
     [ -d "runs/$g" ] || continue

@@ -13,6 +13,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 from textdistill import TextDistillError  # noqa: E402
 from textdistill.data.readers import load_examples, resolve_file  # noqa: E402
 from textdistill.data.tasks import get_task  # noqa: E402
+from textdistill.files import write_text_atomic  # noqa: E402
 
 TASKS = {"CoLA": "cola", "SST-2": "sst2", "MRPC": "mrpc", "STS-B": "stsb", "QQP": "qqp", "MNLI": "mnli",
          "QNLI": "qnli", "RTE": "rte", "WNLI": "wnli"}
@@ -44,6 +45,6 @@ lines = list(seen)
 random.Random(args.seed).shuffle(lines)
 out = Path(args.output)
 out.parent.mkdir(parents=True, exist_ok=True)
-out.write_text("\n".join(lines) + "\n")
+write_text_atomic(out, "\n".join(lines) + "\n")  # (whole or not at all: scripts test whether it exists)
 print(f"{out}: {len(lines):,} lines, {sum(len(x.split()) for x in lines):,} words ("
       + ", ".join(f"{k} {v:,}" for k, v in counts.items()) + ")")
