@@ -49,6 +49,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
+from textdistill.files import write_text_atomic  # noqa: E402
 from textdistill.report import markdown_table, write_json  # noqa: E402
 from textdistill.suite import grid_points, point_name  # noqa: E402
 
@@ -58,6 +59,12 @@ GRIDS = {36: {"terms.ds.args.temperature": [5, 10, 20],
          4: {"terms.ds.args.temperature": [5, 20], "terms.pt.weight": [10, 1000]}}
 ENTRY = "pkd-skip"
 NAMES = ("cache", "live")
+
+
+def refuse(message: str):
+    """Bad input or a folder that cannot be used: one line on stderr, exit code 2."""
+    print(f"grid_cost: {message}", file=sys.stderr)
+    sys.exit(2)
 
 
 def schedule(points: list[dict], shard: tuple[int, int] = (1, 1)) -> list[tuple[str, dict]]:
@@ -99,20 +106,28 @@ KEPT = ("metrics.json", "recipe.yaml", "grid_cost.json")
 
 def relative_paths(text: str) -> str:
     """A run's files name its teacher, data and cache by absolute path: kept in the repository, they name them
-    relative to it (``runs/...``, ``../shared/...``), nothing of this machine's layout."""
+    relative to it (``runs/...``, ``../shared/...``), no absolute path of this machine."""
     return text.replace(f"{ROOT}/", "").replace(f"{ROOT.parent}/", "../")
 
 
 def keep_run(folder: Path, out: Path, keep: Path) -> None:
     """Copies a finished run's figures into ``keep`` at the same place under it, paths relative to the repository
-    (each file whole: a temporary file, then a rename)."""
+    (each file whole or not at all), metrics.json last: a kept run counts as finished once its metrics are there."""
     dest = keep / folder.relative_to(out)
     dest.mkdir(parents=True, exist_ok=True)
-    for name in KEPT:
+    for name in KEPT[1:] + KEPT[:1]:
         if (folder / name).is_file():
-            tmp = dest / f".{name}.tmp"
-            tmp.write_text(relative_paths((folder / name).read_text()))
-            tmp.replace(dest / name)
+            write_text_atomic(dest / name, relative_paths((folder / name).read_text()))
+
+
+def keep_unkept(out: Path, keep: Path, task: str) -> None:
+    """Copies the finished runs in ``out`` that ``keep`` lacks (a process ended between a run and its copy, or
+    --keep given part-way through a grid)."""
+    for name in NAMES:
+        for metrics in sorted((out / name / task).glob(f"{ENTRY}-*/metrics.json")):
+            folder = metrics.parent
+            if not (keep / folder.relative_to(out) / "metrics.json").is_file():
+                keep_run(folder, out, keep)
 
 
 def suite_file(out: Path, name: str, args, extra: dict, grid: dict, entry: str = ENTRY) -> dict:
@@ -141,8 +156,8 @@ def collect(out: Path, task: str, points: list[dict], keep: Path | None = None) 
                 continue
             m = json.loads(path.read_text())
             if "run_seconds" not in m:
-                sys.exit(f"grid_cost: {path}: no run_seconds (a run of textdistill before it recorded them); "
-                         f"move the folder away to run that point again")
+                refuse(f"{path}: no run_seconds (a run of textdistill before it recorded them); move the folder "
+                       f"away to run that point again")
             how = path.parent / "grid_cost.json"
             how = json.loads(how.read_text()) if how.is_file() else {}
             done.append({"point": point_name(point), "run_seconds": m["run_seconds"],
@@ -163,27 +178,41 @@ def _suite(path: Path) -> None:
         sys.exit(f"grid_cost: textdistill suite {path} failed (exit {res.returncode}; its last lines above)")
 
 
-def cache_run_finished(out: Path, task: str) -> bool:
-    """Whether a run of the cache grid (or its warm-up) has finished in ``out`` (so the cache exists there)."""
-    return any((out / "cache" / task).glob("*/metrics.json"))
+def cache_ready(out: Path) -> bool:
+    """Whether the cache grid's teacher cache is built in ``out`` (its manifest is written last)."""
+    from textdistill.schemes.cache import MANIFEST
+
+    return any((out / "cache" / "cache").glob(f"*/{MANIFEST}"))
 
 
-def cache_run_kept(keep: Path | None, task: str) -> bool:
-    """Whether a run of the cache grid is kept in ``keep`` (so the cache's build has been counted)."""
-    return keep is not None and any((keep / "cache" / task).glob(f"{ENTRY}-*/metrics.json"))
+def build_counted(out: Path, keep: Path | None, task: str) -> bool:
+    """Whether a finished cache run (in ``out`` or kept in ``keep``) built the cache and so counted its build
+    (its grid_cost.json says ``built_cache``; a run in ``out`` from before that record: the old rule, any finished
+    cache run there counted it)."""
+    for root in (out, keep):
+        if root is None:
+            continue
+        for metrics in (root / "cache" / task).glob(f"{ENTRY}-*/metrics.json"):
+            how = metrics.parent / "grid_cost.json"
+            how = json.loads(how.read_text()) if how.is_file() else {}
+            if how.get("built_cache") or (root == out and "built_cache" not in how):
+                return True
+    return False
 
 
 def teacher_name(teacher: str) -> str:
     """The teacher as grid.json records it: relative to the repository where it lies inside it (the same on
-    another machine with the same checkout), else as given, resolved."""
-    path = Path(teacher).resolve()
+    another machine with the same checkout), else resolved. A relative name is read from the repository."""
+    path = Path(teacher) if Path(teacher).is_absolute() else ROOT / teacher
+    path = path.resolve()
     return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
 
 
 def check_settings(out: Path, args, extra: dict, keep: Path | None = None) -> None:
-    """The grid's settings, written to ``grid.json`` in ``out`` (and ``keep``) by the first call: a later call on
-    the same folder with other settings would add runs of another grid to it (and count another cache's build),
-    so it is refused."""
+    """The grid's settings, written to ``grid.json`` in ``out`` (and ``keep``) by the first call (whole or not at
+    all): a later call on the same folder with other settings would add runs of another grid to it (and count
+    another cache's build), so it is refused. (A grid.json of before 12-07, the teacher by absolute path, is read
+    as the same teacher.)"""
     mine = {"task": args.task, "teacher": teacher_name(args.teacher), "points": getattr(args, "points", None),
             "epochs": args.epochs, "student_layers": args.student_layers, "set": extra}
     for root in (out, keep):
@@ -192,15 +221,17 @@ def check_settings(out: Path, args, extra: dict, keep: Path | None = None) -> No
         path = root / "grid.json"
         if path.is_file():
             theirs = json.loads(path.read_text())
+            if theirs.get("teacher"):
+                theirs["teacher"] = teacher_name(theirs["teacher"])
             if theirs != mine:
                 diff = ", ".join(f"{k} {theirs.get(k)!r} there, {v!r} now" for k, v in mine.items()
                                  if theirs.get(k) != v)
-                sys.exit(f"grid_cost: {root} holds runs of another grid ({diff}); give another "
-                         f"{'--out' if root == out else '--keep'}")
+                refuse(f"{root} holds runs of another grid ({diff}); give another "
+                       f"{'--out' if root == out else '--keep'}")
     for root in (out, keep):
-        if root is not None:
+        if root is not None and not (root / "grid.json").is_file():
             root.mkdir(parents=True, exist_ok=True)
-            (root / "grid.json").write_text(json.dumps(mine, indent=2) + "\n")
+            write_text_atomic(root / "grid.json", json.dumps(mine, indent=2) + "\n")
 
 
 def claim(folder: Path):
@@ -223,17 +254,19 @@ def run_by_point(out: Path, args, extra: dict, points: list[dict]) -> int:
     another process is running now (its lock held) is left to it."""
     ran = 0
     shard = getattr(args, "shard", None) or (1, 1)
-    keep = getattr(args, "keep", None)
-    keep = Path(keep).resolve() if keep else None
+    keep = kept_folder(args)
+    if shard[1] > 1 and not (build_counted(out, keep, args.task) and cache_ready(out)):
+        # (the first cache run builds the cache and counts its build, or a warm-up builds it where a kept run
+        # counted it: one process, before the shards share the cache)
+        refuse(f"--shard {shard[0]}/{shard[1]}: the cache is not built in {out} yet; run without --shard (e.g. "
+               f"--max-runs 1) first")
     check_settings(out, args, extra, keep)
-    if shard[1] > 1 and not cache_run_finished(out, args.task):
-        # (the first cache run builds the cache and counts its build: one process, before the shards share it)
-        sys.exit(f"grid_cost: --shard {shard[0]}/{shard[1]}: no cache run has finished in {out} yet; run without "
-                 f"--shard (e.g. --max-runs 1) until one has")
+    if keep is not None:
+        keep_unkept(out, keep, args.task)
     todo = [(name, point) for name, point in schedule(points, shard)
             if finished(out, keep, name, args.task, point) is None]
-    if (todo and args.max_runs != 0 and cache_run_kept(keep, args.task)
-            and not cache_run_finished(out, args.task)):
+    if (any(name == "cache" for name, _ in todo) and args.max_runs != 0 and build_counted(out, keep, args.task)
+            and not cache_ready(out)):
         warm_cache(out, args, extra, points[0])
     for name, point in todo:
         folder = run_folder(out, name, args.task, point)
@@ -248,22 +281,27 @@ def run_by_point(out: Path, args, extra: dict, points: list[dict]) -> int:
             continue
         with lock:
             if finished(out, keep, name, args.task, point) is None:  # (not finished between the check and the lock)
-                _run_point(out, args, extra, name, point, folder, shard)
+                _run_point(out, args, extra, name, point, folder, shard, keep)
                 if keep is not None:
                     keep_run(folder, out, keep)
         ran += 1
     return ran
 
 
+def kept_folder(args) -> Path | None:
+    keep = getattr(args, "keep", None)
+    return Path(keep).resolve() if keep else None
+
+
 def warm_cache(out: Path, args, extra: dict, point: dict) -> None:
-    """Builds the cache grid's cache in ``out`` by a run that counts in neither grid (entry ``warmup``, one
-    optimizer step): for a grid resumed from kept runs on a machine without its cache, whose first kept cache run
-    counted the build already."""
+    """Builds the cache grid's cache in ``out`` by a run that counts in neither grid (entry ``warmup``, a sliver of
+    an epoch: one optimizer step where an epoch has up to 1,000): for a grid resumed from kept runs on a machine
+    without its cache, whose kept first cache run counted the build already."""
     lock = claim(out / "cache" / args.task / "warmup")
     if lock is None:
-        sys.exit(f"grid_cost: another process is building the cache in {out}; run again once it has")
+        refuse(f"another process is building the cache in {out}; run again once it has")
     with lock:
-        if cache_run_finished(out, args.task):
+        if cache_ready(out):
             return
         shutil.rmtree(out / "cache" / "cache", ignore_errors=True)  # (a cache an interrupted warm-up left)
         path = out / "cache-warmup.yaml"
@@ -274,15 +312,16 @@ def warm_cache(out: Path, args, extra: dict, point: dict) -> None:
         _suite(path)
 
 
-def _run_point(out: Path, args, extra: dict, name: str, point: dict, folder: Path, shard: tuple[int, int]) -> None:
-    # an interrupted run starts again: resumed, its run_seconds would count only its last part; and while no
-    # cache run has finished, a cache an interrupted one built goes too (the first cache run counts its build)
+def _run_point(out: Path, args, extra: dict, name: str, point: dict, folder: Path, shard: tuple[int, int],
+               keep: Path | None = None) -> None:
+    # an interrupted run starts again: resumed, its run_seconds would count only its last part; and until a
+    # finished cache run has counted the build, a cache left by an interrupted run (or a warm-up) goes, so that the
+    # cache run that builds it counts it (and says so: built_cache)
     shutil.rmtree(folder.parent / f".{folder.name}.partial", ignore_errors=True)
     shutil.rmtree(folder, ignore_errors=True)
-    keep = getattr(args, "keep", None)
-    if name == "cache" and not cache_run_finished(out, args.task) and not cache_run_kept(
-            keep and Path(keep).resolve(), args.task):
+    if name == "cache" and not build_counted(out, keep, args.task):
         shutil.rmtree(out / "cache" / "cache", ignore_errors=True)
+    built = name == "cache" and not cache_ready(out)
     path = out / f"{name}-point{'' if shard[1] == 1 else f'-{shard[0]}of{shard[1]}'}.yaml"
     one = {k: [v] for k, v in point.items()}
     write_suite(path, suite_file(out, name, args, extra, one))
@@ -291,7 +330,7 @@ def _run_point(out: Path, args, extra: dict, name: str, point: dict, folder: Pat
     # (how it ran, beside the run: the shard, and the threads the runs were given)
     (folder / "grid_cost.json").write_text(json.dumps({"shard": f"{shard[0]}/{shard[1]}",
                                                        "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
-                                                       "machine": machine(),
+                                                       "machine": machine(), "built_cache": built,
                                                        "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ",
                                                                                  time.gmtime())}) + "\n")
 
@@ -314,7 +353,29 @@ def machine() -> str:
         ident = Path("/etc/machine-id").read_text().strip()
     except OSError:
         ident = platform.node()
+    # (machines cloned from one image may share a machine-id; with the same CPU model, as such clones have, their
+    # runs are alike for this measurement)
     return f"{cpu} #{hashlib.sha256(ident.encode()).hexdigest()[:8]}"
+
+
+def by_machine(results: dict) -> tuple[dict, int]:
+    """Per machine: the points whose cache and live runs both ran on it, and the cache/live ratio over them
+    (runs kept without a machine: ``None``); and how many points' two runs ran on two machines."""
+    where = {n: {r["point"]: r for r in results[n]["runs_detail"]} for n in NAMES}
+    out: dict = {}
+    split = 0
+    for point, c in where["cache"].items():
+        v = where["live"].get(point)
+        if v is not None and v.get("machine") != c.get("machine"):
+            split += 1
+        elif v is not None:
+            m = out.setdefault(c.get("machine"), {"points": 0, "cache": 0.0, "live": 0.0})
+            m["points"] += 1
+            m["cache"] += c["run_seconds"]
+            m["live"] += v["run_seconds"]
+    for m in out.values():
+        m["ratio"] = round(m["cache"] / m["live"], 3) if m["live"] else None
+    return out, split
 
 
 def run_whole(out: Path, args, extra: dict, points: list[dict]) -> dict:
@@ -404,31 +465,31 @@ def main() -> None:
     for item in args.set:
         key, sep, value = item.partition("=")
         if not sep:
-            sys.exit(f"grid_cost: --set {item}: expected KEY=VALUE")
+            refuse(f"--set {item}: expected KEY=VALUE")
         extra[key] = yaml.safe_load(value)
     if args.keep and args.whole:
-        sys.exit("grid_cost: --keep: not with --whole (a whole grid is timed from its start in one sitting)")
+        refuse("--keep: not with --whole (a whole grid is timed from its start in one sitting)")
     if args.max_runs is not None and (args.max_runs < 0 or args.whole):
-        sys.exit("grid_cost: --max-runs: a number >= 0, and not with --whole")
+        refuse("--max-runs: a number >= 0, and not with --whole")
     try:
         args.shard = parse_shard(args.shard)
     except ValueError as e:
-        sys.exit(f"grid_cost: {e}")
+        refuse(str(e))
     if args.shard != (1, 1) and (args.whole or not args.out):
-        sys.exit("grid_cost: --shard: with --out (the shards share it), and not with --whole")
+        refuse("--shard: with --out (the shards share it), and not with --whole")
     if args.shard != (1, 1) and os.environ.get("OMP_NUM_THREADS") is None:
         print("grid_cost: --shard without OMP_NUM_THREADS: each shard's runs take every core and the shards "
               "contend; set OMP_NUM_THREADS=1 for runs comparable with the grid's other runs", file=sys.stderr)
     if args.whole and args.out and (any(Path(args.out).glob("*/*/*/metrics.json"))
                                     or (Path(args.out) / "cache" / "cache").exists()):
-        sys.exit(f"grid_cost: --whole times each grid from its start: {args.out} already holds runs or a cache")
+        refuse(f"--whole times each grid from its start: {args.out} already holds runs or a cache")
     points = grid_points(GRIDS[args.points])
     with tempfile.TemporaryDirectory(prefix="td-grid-") as tmp:
         out = Path(args.out or tmp).resolve()
         out.mkdir(parents=True, exist_ok=True)
         walls = run_whole(out, args, extra, points) if args.whole else None
         ran = 0 if args.whole else run_by_point(out, args, extra, points)
-        results = collect(out, args.task, points, Path(args.keep).resolve() if args.keep else None)
+        results = collect(out, args.task, points, kept_folder(args))
     done = min(r["runs"] for r in results.values())
     print(f"\nPKD-Skip grid on {args.task}: {args.points} points ({done} finished in both grids; {ran} run now), "
           f"{args.epochs:g} epochs, student {args.student_layers}{''.join(f', {k}={v}' for k, v in extra.items())}, "
@@ -436,6 +497,12 @@ def main() -> None:
           f"{'each grid one process' if args.whole else 'point by point, alternating'}"
           f"{f', shard {args.shard[0]}/{args.shard[1]}' if args.shard != (1, 1) else ''}\n")
     print(table(results, walls))
+    machines, split = by_machine(results)
+    if len(machines) > 1 or split:
+        print("\nruns on more than one machine -- cache / live by machine, over the points whose two runs ran on it: "
+              + "; ".join(f"{name or 'not recorded'}: {m['points']} points, {m['ratio']:.2f}"
+                          for name, m in machines.items())
+              + (f"; {split} points whose two runs ran on two machines" if split else ""))
     c, v = results["cache"], results["live"]
     if c["runs"] == v["runs"] == len(points):
         print(f"\ncache grid / live grid: {ratio(results):.2f}"
@@ -461,7 +528,8 @@ def main() -> None:
               f"--shard writes it)")
     elif args.json:
         write_json(args.json, {"args": vars(args), "threads": os.environ.get("OMP_NUM_THREADS"), "results": results,
-                               "ratio": ratio(results), "wall_seconds": walls, "searches": searches}, ROOT)
+                               "ratio": ratio(results), "by_machine": machines, "wall_seconds": walls,
+                               "searches": searches}, ROOT)
 
 
 if __name__ == "__main__":

@@ -2,7 +2,8 @@
 """A teacher fine-tuned again (its model lost with a machine, its figures kept in results/): does it match the
 kept one? Compares the dev scores and each epoch's loss and dev scores of runs/teachers/NAME/metrics.json with
 results/teachers/NAME/metrics.json and prints one line; the students kept in results/ were taught by the kept
-teacher, so a difference is said loudly (exit 0 either way: the script informs, the runs go on).
+teacher, so a difference is said loudly (exit 0 either way: the script informs, the runs go on). No such teacher
+run, or a metrics file that is not JSON: one line on stderr, exit 2 (the scripts that call it go on).
 
     .venv/bin/python scripts/compare_teacher.py NAME [REPO]
 """
@@ -11,8 +12,15 @@ import sys
 from pathlib import Path
 
 
+class Refused(Exception):
+    pass
+
+
 def figures(path: Path) -> dict:
-    m = json.loads(path.read_text())
+    try:
+        m = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise Refused(f"{path}: not a metrics file ({e})") from None
     return {"dev": m.get("dev"), "epochs": [(h.get("step"), h.get("dev")) for h in m.get("history", [])],
             "loss": [v for h in m.get("history", []) for v in sorted((h.get("loss") or {}).items())]}
 
@@ -22,7 +30,7 @@ def main(name: str, repo: str = ".", rel: float = 1e-4) -> str:
     moves between CPUs and thread counts)."""
     new, kept = (Path(repo) / root / "teachers" / name / "metrics.json" for root in ("runs", "results"))
     if not new.is_file():
-        return f"compare_teacher: {new}: no such teacher run"
+        raise Refused(f"{new}: no such teacher run")
     if not kept.is_file():
         return f"teacher {name}: no kept figures to compare with (a first run)"
     a, b = figures(new), figures(kept)
@@ -39,4 +47,11 @@ def main(name: str, repo: str = ".", rel: float = 1e-4) -> str:
 
 
 if __name__ == "__main__":
-    print(main(*sys.argv[1:3]))
+    if len(sys.argv) not in (2, 3):
+        print("usage: compare_teacher.py NAME [REPO]", file=sys.stderr)
+        sys.exit(2)
+    try:
+        print(main(*sys.argv[1:3]))
+    except Refused as e:
+        print(f"compare_teacher: {e}", file=sys.stderr)
+        sys.exit(2)

@@ -25,7 +25,7 @@ for grid in "${@:-teachers schemes transfer suite-mpnet12 suite-qqp-paws}"; do
           gzip -9 -n -c "$f" > "$dest.gz.tmp" && mv "$dest.gz.tmp" "$dest.gz"
         fi
       else
-        cp "$f" "$dest"
+        cp "$f" "$dest.tmp" && mv "$dest.tmp" "$dest"  # (whole: a reader never sees half a file)
       fi
     done
   done

@@ -185,4 +185,10 @@ def test_compare_teacher_says_whether_a_teacher_fine_tuned_again_is_the_kept_one
     write("results", 0.81, [0.5, 0.4])
     out = ct.main("t", str(tmp_path))
     assert out.startswith("WARNING") and "{'accuracy': 0.8} vs kept {'accuracy': 0.81}" in out
-    assert "no such teacher run" in ct.main("u", str(tmp_path))
+    with pytest.raises(ct.Refused, match="no such teacher run"):
+        ct.main("u", str(tmp_path))
+    (tmp_path / "results" / "teachers" / "t" / "metrics.json").write_text("{not json")
+    for argv, needle in (([str(ROOT / "scripts" / "compare_teacher.py"), "t", str(tmp_path)], "not a metrics file"),
+                         ([str(ROOT / "scripts" / "compare_teacher.py")], "usage: compare_teacher.py NAME")):
+        r = subprocess.run(["python3", *argv], capture_output=True, text=True, timeout=60)
+        assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and needle in r.stderr, r.stderr
