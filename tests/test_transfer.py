@@ -167,6 +167,23 @@ def test_augmented_set_is_generated_once_reused_and_keyed(tiny_teacher_run, tiny
     monkeypatch.setattr(transfer, "build", lambda *a, **k: pytest.fail("the set was generated again"))
     assert _distill(d, tiny_bert, tmp_path / "b", "--set", f"transfer.dir={aug}",
                     "--set", f"teacher_cache.dir={tmp_path / 'c'}") == 0
+    # the rows by content: a row changed after generation (the count kept) is found; a set whose provenance
+    # predates the record (no texts_sha256) is read as before
+    import hashlib
+
+    texts = (aug / "texts.jsonl").read_bytes()
+    assert prov["texts_sha256"] == hashlib.sha256(texts).hexdigest()
+    first = texts.split(b"\n", 1)
+    (aug / "texts.jsonl").write_bytes(first[0].replace(b'"text_a": "', b'"text_a": "not ', 1) + b"\n" + first[1])
+    capsys.readouterr()
+    assert _distill(d, tiny_bert, tmp_path / "z", "--set", f"transfer.dir={aug}") == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "texts.jsonl: not the rows its provenance.json records" in err, err
+    (aug / "provenance.json").write_text(json.dumps({k: v for k, v in prov.items() if k != "texts_sha256"}))
+    assert _distill(d, tiny_bert, tmp_path / "z2", "--set", f"transfer.dir={aug}",
+                    "--set", f"teacher_cache.dir={tmp_path / 'c2'}") == 0
+    (aug / "texts.jsonl").write_bytes(texts)
+    (aug / "provenance.json").write_text(json.dumps(prov))
     # another rule parameter: the set is refused, naming it; the teacher cache key follows the texts
     assert _distill(d, tiny_bert, tmp_path / "x", "--set", f"transfer.dir={aug}",
                     "--set", "transfer.augment.p_mask=0.2") == 2

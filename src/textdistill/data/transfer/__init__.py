@@ -27,6 +27,16 @@ log = logging.getLogger("textdistill")
 TEXTS, PROVENANCE = "texts.jsonl", "provenance.json"
 
 
+def _file_sha256(path: Path) -> str:
+    """The generated rows' file by content: a set made again (another machine, the same key) can be compared
+    with a kept provenance, and a file changed after it was written is found."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
 def _texts_hash(examples) -> str:
     return hashlib.sha256(json.dumps([examples.text_a, examples.text_b]).encode()).hexdigest()
 
@@ -134,7 +144,7 @@ def build(recipe, examples, folder: Path, tqdm=None) -> dict:
                                     origin: rows[i]}) + "\n")
         provenance = {"key": set_key(recipe, examples), "source": examples.source, "source_rows": len(examples),
                       "generated": len(text_a), "per_row": round(len(text_a) / max(1, len(examples)), 2),
-                      "seconds": round(seconds, 1), "teacher": teacher}
+                      "seconds": round(seconds, 1), "teacher": teacher, "texts_sha256": _file_sha256(tmp / TEXTS)}
         if aug is not None and aug.method == "tang":
             provenance["mask_token"] = augmenter.mask
         if stats:
@@ -187,6 +197,9 @@ def open_set(recipe, examples, tqdm=None, rebuild: bool = False) -> tuple[Exampl
         if differ:
             raise TextDistillError(f"transfer.dir: {folder} was generated with other {', '.join(differ)}; rebuild it "
                                    f"(textdistill augment ... --overwrite) or point transfer.dir elsewhere")
+    if provenance.get("texts_sha256") and _file_sha256(folder / TEXTS) != provenance["texts_sha256"]:
+        raise TextDistillError(f"{folder / TEXTS}: not the rows its {PROVENANCE} records (changed after it was "
+                               f"generated); rebuild it (textdistill augment ... --overwrite)")
     text_a, text_b, lines = [], [] if examples.text_b is not None else None, []
     with open(folder / TEXTS) as f:
         for n, line in enumerate(f, 1):
