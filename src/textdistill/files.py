@@ -1,6 +1,7 @@
-"""Files written whole or not at all."""
+"""Files written whole or not at all, and files by content."""
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 
@@ -16,3 +17,12 @@ def write_text_atomic(path, text: str, encoding: str = "utf-8") -> None:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def sha256_file(path, h=None):
+    """``path``'s bytes fed to ``h`` (a new SHA-256 if None), read in blocks; returns ``h``."""
+    h = h or hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h

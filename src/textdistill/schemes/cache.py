@@ -29,20 +29,13 @@ from types import SimpleNamespace
 import torch
 
 from .. import TextDistillError
+from ..files import sha256_file
 from ..knowledge.terms import VECTOR_TAPS, teacher_layers_read, term_where
 
 log = logging.getLogger("textdistill")
 VERSION = 1
 FILE = "outputs.safetensors"
 MANIFEST = "cache.json"
-
-
-def _sha256_file(path: Path, h=None):
-    h = h or hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h
 
 
 def teacher_fingerprint(folder: str) -> str:
@@ -56,7 +49,7 @@ def teacher_fingerprint(folder: str) -> str:
     h = hashlib.sha256()
     for p in files:
         h.update(p.name.encode())
-        _sha256_file(p, h)
+        sha256_file(p, h)
     return h.hexdigest()
 
 
@@ -250,7 +243,7 @@ def build_cache(folder: Path, *, teacher_model, key: dict, data, tokenizer, batc
     folder.mkdir(parents=True, exist_ok=True)
     save_file({k: v.contiguous() for k, v in store.items()}, str(folder / FILE))
     c = teacher_model.config
-    manifest = {"key": key, "file_sha256": _sha256_file(folder / FILE).hexdigest(),
+    manifest = {"key": key, "file_sha256": sha256_file(folder / FILE).hexdigest(),
                 "teacher_config": {"num_hidden_layers": c.num_hidden_layers, "hidden_size": c.hidden_size,
                                    "num_attention_heads": getattr(c, "num_attention_heads", None),
                                    "num_labels": c.num_labels, "model_type": c.model_type},
@@ -292,7 +285,7 @@ class CachedTeacher:
         path = folder / FILE
         if not path.is_file():
             raise TextDistillError(f"{path}: missing (the cache is incomplete)")
-        if _sha256_file(path).hexdigest() != manifest.get("file_sha256"):
+        if sha256_file(path).hexdigest() != manifest.get("file_sha256"):
             raise TextDistillError(f"{path}: corrupt or truncated (its SHA-256 differs from {MANIFEST}); rebuild it")
         try:
             tensors = load_file(str(path))

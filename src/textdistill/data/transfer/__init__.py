@@ -12,7 +12,6 @@ the teacher cache is keyed by the training texts, a cache built with a transfer 
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import shutil
@@ -20,25 +19,12 @@ import time
 from pathlib import Path
 
 from ... import TextDistillError
+from ...files import sha256_file
 from ..readers import Examples
 from .augment import EmbeddingAugmenter, TangAugmenter, augment_examples, check_probabilities
 
 log = logging.getLogger("textdistill")
 TEXTS, PROVENANCE = "texts.jsonl", "provenance.json"
-
-
-def _file_sha256(path: Path) -> str:
-    """The generated rows' file by content: a set made again (another machine, the same key) can be compared
-    with a kept provenance, and a file changed after it was written is found."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def _texts_hash(examples) -> str:
-    return hashlib.sha256(json.dumps([examples.text_a, examples.text_b]).encode()).hexdigest()
 
 
 def _teacher(recipe) -> str | None:
@@ -74,6 +60,8 @@ def set_key(recipe, examples, version: int = KEY_VERSION) -> dict:
     synthetic rows, made from the teacher alone) and what of the teacher the rule reads (:func:`_depends_on_teacher`).
     An older ``version`` gives the key sets written under it carry (still read): 1 named the teacher by its path,
     2 left its tokenizer out."""
+    from ...schemes.cache import examples_fingerprint
+
     t = recipe.transfer
     teacher = _teacher(recipe)
     if t.synthetic is not None:
@@ -83,7 +71,7 @@ def set_key(recipe, examples, version: int = KEY_VERSION) -> dict:
         method = params.pop("method")
         keep = ("copies", "seed") + (("p_mask", "p_pos", "p_ng", "ng_max") if method == "tang" else ("p_t", "k"))
         rule = {k: params[k] for k in keep}
-        rule.update({"train_texts": _texts_hash(examples), "rows": len(examples)})
+        rule.update({"train_texts": examples_fingerprint(examples), "rows": len(examples)})
     depends = {"teacher": teacher} if version == 1 else _depends_on_teacher(method, teacher, version)
     return {"version": version, "method": method, **rule, **depends}
 
@@ -144,7 +132,7 @@ def build(recipe, examples, folder: Path, tqdm=None) -> dict:
                                     origin: rows[i]}) + "\n")
         provenance = {"key": set_key(recipe, examples), "source": examples.source, "source_rows": len(examples),
                       "generated": len(text_a), "per_row": round(len(text_a) / max(1, len(examples)), 2),
-                      "seconds": round(seconds, 1), "teacher": teacher, "texts_sha256": _file_sha256(tmp / TEXTS)}
+                      "seconds": round(seconds, 1), "teacher": teacher, "texts_sha256": sha256_file(tmp / TEXTS).hexdigest()}
         if aug is not None and aug.method == "tang":
             provenance["mask_token"] = augmenter.mask
         if stats:
@@ -197,7 +185,7 @@ def open_set(recipe, examples, tqdm=None, rebuild: bool = False) -> tuple[Exampl
         if differ:
             raise TextDistillError(f"transfer.dir: {folder} was generated with other {', '.join(differ)}; rebuild it "
                                    f"(textdistill augment ... --overwrite) or point transfer.dir elsewhere")
-    if provenance.get("texts_sha256") and _file_sha256(folder / TEXTS) != provenance["texts_sha256"]:
+    if provenance.get("texts_sha256") and sha256_file(folder / TEXTS).hexdigest() != provenance["texts_sha256"]:
         raise TextDistillError(f"{folder / TEXTS}: not the rows its {PROVENANCE} records (changed after it was "
                                f"generated); rebuild it (textdistill augment ... --overwrite)")
     text_a, text_b, lines = [], [] if examples.text_b is not None else None, []
