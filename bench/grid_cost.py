@@ -502,7 +502,7 @@ def main() -> None:
         print("\nruns on more than one machine -- cache / live by machine, over the points whose two runs ran on it: "
               + "; ".join(f"{name or 'not recorded'}: {m['points']} points, {m['ratio']:.2f}"
                           for name, m in machines.items())
-              + (f"; {split} points whose two runs ran on two machines" if split else ""))
+              + (f"; {split} point{'' if split == 1 else 's'} whose two runs ran on two machines" if split else ""))
     c, v = results["cache"], results["live"]
     if c["runs"] == v["runs"] == len(points):
         print(f"\ncache grid / live grid: {ratio(results):.2f}"

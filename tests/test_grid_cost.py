@@ -356,4 +356,4 @@ def test_the_table_says_when_runs_came_from_several_machines(tmp_path, fake_suit
     monkeypatch.setattr("sys.argv", ["grid_cost.py", "--teacher", "t", "--points", "4", "--out", str(tmp_path),
                                      "--max-runs", "0", "--epochs", "1"])
     gc.main()
-    assert "1 points whose two runs ran on two machines" in capsys.readouterr().out
+    assert "1 point whose two runs ran on two machines" in capsys.readouterr().out
