@@ -341,14 +341,19 @@ def test_runs_share_a_cache_when_it_would_hold_the_same_outputs(tiny_bert, tmp_p
               folder("kd", ("train.max_length", 64)), folder("kd", ("data.train_rows", 50)),
               folder("kd", ("teacher_cache.runtime", "torch-bf16"))}
     assert len(others) == 5 and kd2 not in others
-    # a teacher given as a folder: its cache is one folder under <out>/cache, named by the path's parts
+    # a teacher given as a folder: its cache is one folder under <out>/cache, named by the path's last three parts
+    # (an absolute path's parts above them, this machine's folders, are not in the name)
     r = load_recipe("recipes/kd.yaml", [("teacher", str(tiny_bert)), ("student.init", str(tiny_bert))])
-    by_path = Path(cache_folder(suite, {"task": "sst2", "teacher": "/runs/teachers/mrpc x/model"}, r))
+    by_path = Path(cache_folder(suite, {"task": "sst2", "teacher": "/home/ann/work/runs/teachers/mrpc x/model"}, r))
     assert by_path.parent == tmp_path / "out" / "cache"
-    assert by_path.name.startswith("sst2-runs_teachers_mrpc_x_model-")
-    # two folders whose names read alike once made safe are two caches
-    alike = Path(cache_folder(suite, {"task": "sst2", "teacher": "/runs/teachers/mrpc_x/model"}, r))
-    assert alike.name.startswith("sst2-runs_teachers_mrpc_x_model-") and alike != by_path
+    assert by_path.name.startswith("sst2-teachers_mrpc_x_model-") and "ann" not in by_path.name
+    # two folders whose names read alike once made safe are two caches; so are two with the same last three parts
+    alike = Path(cache_folder(suite, {"task": "sst2", "teacher": "/home/ann/work/runs/teachers/mrpc_x/model"}, r))
+    assert alike.name.startswith("sst2-teachers_mrpc_x_model-") and alike != by_path
+    elsewhere = Path(cache_folder(suite, {"task": "sst2", "teacher": "/home/bob/runs/teachers/mrpc x/model"}, r))
+    assert elsewhere.name.startswith("sst2-teachers_mrpc_x_model-") and elsewhere != by_path
+    relative = Path(cache_folder(suite, {"task": "sst2", "teacher": "runs/teachers/mrpc-x/model"}, r))
+    assert relative.name.startswith("sst2-teachers_mrpc-x_model-")
 
 
 def test_a_reference_puts_the_papers_share_of_its_teacher_beside_the_runs(tmp_path):

@@ -362,9 +362,10 @@ def cache_folder(suite: Suite, run: dict, recipe) -> str:
              "dtype": recipe.teacher_cache.dtype}
     holds.update(precision_key(recipe.teacher_cache.runtime))  # (outputs of another precision: another cache)
     digest = hashlib.sha256(json.dumps(holds, sort_keys=True, default=str).encode()).hexdigest()[:10]
-    # a teacher given as a folder (runs/teachers/x/model) names its cache by the path's parts, in one folder name,
-    # and a hash of the path keeps two folders apart that read alike so
-    teacher = re.sub(r"[^A-Za-z0-9_.+-]+", "_", run["teacher"]).strip("_.")[-60:]
+    # a teacher given as a folder (runs/teachers/x/model) names its cache by its last three parts, in one folder
+    # name (not the parts above them: an absolute path would put this machine's folders into every kept recipe),
+    # and a hash of the whole path keeps two folders apart that read alike so
+    teacher = re.sub(r"[^A-Za-z0-9_.+-]+", "_", "/".join(Path(run["teacher"]).parts[-3:])).strip("_.")[-60:]
     if teacher != run["teacher"]:
         teacher += "-" + hashlib.sha256(str(Path(run["teacher"]).resolve()).encode()).hexdigest()[:6]
     return str(Path(suite.out) / "cache" / f"{run['task']}-{teacher}-{digest}")
