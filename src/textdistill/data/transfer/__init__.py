@@ -132,7 +132,8 @@ def build(recipe, examples, folder: Path, tqdm=None) -> dict:
                                     origin: rows[i]}) + "\n")
         provenance = {"key": set_key(recipe, examples), "source": examples.source, "source_rows": len(examples),
                       "generated": len(text_a), "per_row": round(len(text_a) / max(1, len(examples)), 2),
-                      "seconds": round(seconds, 1), "teacher": teacher, "texts_sha256": sha256_file(tmp / TEXTS).hexdigest()}
+                      "seconds": round(seconds, 1), "teacher": teacher,
+                      "texts_sha256": sha256_file(tmp / TEXTS).hexdigest()}
         if aug is not None and aug.method == "tang":
             provenance["mask_token"] = augmenter.mask
         if stats:
