@@ -333,3 +333,31 @@ def test_cache_and_distill_send_the_teacher_passes_to_the_process_device(setup, 
                  "--set", f"student.init={setup / 'teacher' / 'model'}", "--set", "student.layers=first:2",
                  "--set", "train.epochs=1", "--set", f"teacher_cache.dir={tmp_path / 'c2'}"]) == 0
     assert seen == ["the-device", "the-device"]
+
+
+def test_two_processes_naming_one_cache_build_it_once(setup, tmp_path, caplog, monkeypatch, capsys):
+    """The teacher cache, like a generated set: a second run reaching it while the first builds it waits and
+    reuses it (built once)."""
+    import logging
+    import threading
+
+    import textdistill.schemes.cache as cache
+
+    real_build, builds, codes = cache.build_cache, [], []
+    other = threading.Thread(target=lambda: codes.append(_cache(setup, tmp_path / "c")))
+
+    def slow_build(*a, **k):
+        builds.append(1)
+        other.start()
+        for _ in range(100):
+            if any("another process is building it" in r.getMessage() for r in caplog.records):
+                break
+            threading.Event().wait(0.05)
+        return real_build(*a, **k)
+
+    monkeypatch.setattr(cache, "build_cache", slow_build)
+    with caplog.at_level(logging.INFO, logger="textdistill"):
+        assert _cache(setup, tmp_path / "c") == 0
+        other.join(timeout=60)
+    assert codes == [0] and builds == [1]
+    assert any("teacher cache" in r.getMessage() and "waiting for it" in r.getMessage() for r in caplog.records)

@@ -139,3 +139,17 @@ def test_unnamed_terms_are_named_by_their_place():
     with pytest.raises(TextDistillError, match=re.escape("terms[1] (term0).name: duplicate term name 'term0'")):
         build_terms([TermCfg(loss="kd_kl"), TermCfg(name="term0", loss="kd_kl")], teacher_config=config,
                     student_config=config, regression=False)
+
+
+def test_a_shared_folder_under_a_file_is_one_line(tiny_teacher_run, tiny_bert, tmp_path, capsys):
+    """A generated set or a teacher cache whose parent is a file: one line naming it (the build lock beside the
+    folder cannot be made), not a traceback and not a wait."""
+    d = tiny_teacher_run
+    out, afile = tmp_path / "a", tmp_path / "file"
+    afile.write_text("x")
+    base = ["distill", "-r", "recipes/kd-tang.yaml", "-o", str(out), "--data-dir", str(d / "sst2"),
+            "--teacher", str(d / "teacher" / "model"), "--set", f"student.init={tiny_bert}"]
+    fails_one_line([*base, "--set", f"transfer.dir={afile / 'aug'}"], capsys, f"{afile / 'aug'}: {afile} is not a "
+                   f"folder", out)
+    fails_one_line([*base, "--set", f"transfer.dir={tmp_path / 'aug'}", "--set", f"teacher_cache.dir={afile / 'c'}"],
+                   capsys, f"{afile / 'c'}: {afile} is not a folder", out)

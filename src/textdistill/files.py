@@ -2,8 +2,12 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
+from contextlib import contextmanager
 from pathlib import Path
+
+log = logging.getLogger(__name__)
 
 
 def write_text_atomic(path, text: str, encoding: str = "utf-8") -> None:
@@ -26,3 +30,34 @@ def sha256_file(path, h=None):
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h
+
+
+@contextmanager
+def build_lock(folder, what: str):
+    """Held while ``folder`` -- a generated transfer set or a teacher cache, built once and reused by every run
+    that names it -- is checked and built: a second process (two grids side by side) waits, then finds it
+    built and reuses it instead of building it again over the first one's work. An OS lock on the hidden
+    ``.<folder>.lock`` beside it (``filelock``), released by the OS if its process dies."""
+    from filelock import FileLock, Timeout
+
+    from . import TextDistillError
+
+    folder = Path(folder)
+    path = folder.parent / f".{folder.name}.lock"
+    if folder.parent.exists() and not folder.parent.is_dir():
+        raise TextDistillError(f"{folder}: {folder.parent} is not a folder")
+    try:  # (first by hand: a folder where no lock file can be made is one line, not a wait for ever)
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        path.touch()
+    except OSError as e:
+        raise TextDistillError(f"{folder}: cannot create {path.name} beside it ({e.strerror or e})") from None
+    lock = FileLock(path)
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        log.info("%s %s: another process is building it; waiting for it", what, folder)
+        lock.acquire()
+    try:
+        yield
+    finally:
+        lock.release()

@@ -27,6 +27,7 @@ from .. import TextDistillError
 from ..dist import local_device
 from ..data.batching import Collator, encode
 from ..evaluate import model_inputs
+from ..files import build_lock
 from ..models.checks import check_finite_parameters
 from ..models.loading import count_parameters, load_model, load_tokenizer, resolve_model_path
 
@@ -208,24 +209,26 @@ def open_cache(*, teacher: str, task, folder: Path, train_ex, tokenizer, term_cf
     key = cache_key(teacher=teacher_path, tokenizer=tokenizer, examples=train_ex, max_length=max_length,
                     plan=plan, dtype=dtype, runtime=runtime)
     if rebuild or not cache_ready(folder):
-        if model is None:
-            model = load_teacher(teacher, task)
-        if folder.is_dir() and any(folder.iterdir()) and not rebuild:
-            raise TextDistillError(f"{folder}: not a teacher cache (no cache.json) and not empty; "
-                                   f"point teacher_cache.dir at a new folder")
-        out, tmp = prepare_output(folder, overwrite=True)
-        try:
-            log.info("building the teacher cache %s: logits%s", folder,
-                     "".join(f", {tap} of layers {layers}" for tap, layers in plan.items()))
-            data = encode(tokenizer, train_ex, max_length, task.is_regression)
-            with on_device(model, device):
-                build_cache(tmp, teacher_model=model, key=key, data=data, tokenizer=tokenizer, batch_size=batch_size,
-                            params_teacher=count_parameters(model), tqdm=tqdm, runtime=runtime,
-                            teacher_check=teacher_check)
-            commit_output(tmp, out)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
+        with build_lock(folder, "teacher cache"):
+            if rebuild or not cache_ready(folder):  # (not built by another process while this one waited)
+                if model is None:
+                    model = load_teacher(teacher, task)
+                if folder.is_dir() and any(folder.iterdir()) and not rebuild:
+                    raise TextDistillError(f"{folder}: not a teacher cache (no cache.json) and not empty; "
+                                           f"point teacher_cache.dir at a new folder")
+                out, tmp = prepare_output(folder, overwrite=True)
+                try:
+                    log.info("building the teacher cache %s: logits%s", folder,
+                             "".join(f", {tap} of layers {layers}" for tap, layers in plan.items()))
+                    data = encode(tokenizer, train_ex, max_length, task.is_regression)
+                    with on_device(model, device):
+                        build_cache(tmp, teacher_model=model, key=key, data=data, tokenizer=tokenizer,
+                                    batch_size=batch_size, params_teacher=count_parameters(model), tqdm=tqdm,
+                                    runtime=runtime, teacher_check=teacher_check)
+                    commit_output(tmp, out)
+                except BaseException:
+                    shutil.rmtree(tmp, ignore_errors=True)
+                    raise
     manifest = read_manifest(folder)
     check_key(folder, manifest, key)
     return CachedTeacher(folder, manifest), manifest

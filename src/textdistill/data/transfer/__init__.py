@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 from ... import TextDistillError
-from ...files import sha256_file
+from ...files import build_lock, sha256_file
 from ..readers import Examples
 from .augment import EmbeddingAugmenter, TangAugmenter, augment_examples, check_probabilities
 
@@ -169,11 +169,15 @@ def open_set(recipe, examples, tqdm=None, rebuild: bool = False) -> tuple[Exampl
     """The generated rows of the recipe's transfer set (built first if absent) and its provenance."""
     folder = Path(recipe.transfer.dir)
     path = folder / PROVENANCE
+    provenance = None
     if rebuild or not path.is_file():
-        if folder.is_dir() and any(folder.iterdir()) and not rebuild:
-            raise TextDistillError(f"transfer.dir: {folder} is not a generated set (no {PROVENANCE}) and not empty")
-        provenance = build(recipe, examples, folder, tqdm)
-    else:
+        with build_lock(folder, "transfer set"):
+            if rebuild or not path.is_file():  # (not built by another process while this one waited)
+                if folder.is_dir() and any(folder.iterdir()) and not rebuild:
+                    raise TextDistillError(f"transfer.dir: {folder} is not a generated set (no {PROVENANCE}) and "
+                                           f"not empty")
+                provenance = build(recipe, examples, folder, tqdm)
+    if provenance is None:
         try:
             provenance = json.loads(path.read_text())
         except json.JSONDecodeError as e:
