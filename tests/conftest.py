@@ -115,3 +115,32 @@ def same_as_evaluate(run_folder: Path, data_dir: Path, tmp: Path, task: str = "s
                {k: b[k] for k in ("row", "line", "label", "prediction")}
         assert a["probabilities"] == pytest.approx(b["probabilities"], abs=1e-4)
     return mine
+
+
+def built_once_by_two_runs(module, name: str, run, caplog) -> list:
+    """``run()`` twice at once, the second started from inside the first's ``module.name`` (a builder of a shared
+    folder), which goes on once the second reports waiting for the lock; returns ``[builds, codes]`` (how many
+    times the builder ran, the second run's exit codes) -- a shared folder is built once: ``[[1], [0]]``."""
+    import logging
+    import threading
+
+    real, builds, codes = getattr(module, name), [], []
+    other = threading.Thread(target=lambda: codes.append(run()))
+
+    def slow(*a, **k):
+        builds.append(1)
+        other.start()
+        for _ in range(100):
+            if any("another process is building it" in r.getMessage() for r in caplog.records):
+                break
+            threading.Event().wait(0.05)
+        return real(*a, **k)
+
+    setattr(module, name, slow)
+    try:
+        with caplog.at_level(logging.INFO, logger="textdistill"):
+            assert run() == 0
+            other.join(timeout=60)
+    finally:
+        setattr(module, name, real)
+    return [builds, codes]

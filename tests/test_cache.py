@@ -6,6 +6,7 @@ import shutil
 import pytest
 import torch
 
+from conftest import built_once_by_two_runs
 from textdistill import TextDistillError
 from textdistill.cli import main
 from textdistill.data.batching import encode, train_loader
@@ -335,29 +336,10 @@ def test_cache_and_distill_send_the_teacher_passes_to_the_process_device(setup, 
     assert seen == ["the-device", "the-device"]
 
 
-def test_two_processes_naming_one_cache_build_it_once(setup, tmp_path, caplog, monkeypatch, capsys):
+def test_two_processes_naming_one_cache_build_it_once(setup, tmp_path, caplog):
     """The teacher cache, like a generated set: a second run reaching it while the first builds it waits and
     reuses it (built once)."""
-    import logging
-    import threading
-
     import textdistill.schemes.cache as cache
 
-    real_build, builds, codes = cache.build_cache, [], []
-    other = threading.Thread(target=lambda: codes.append(_cache(setup, tmp_path / "c")))
-
-    def slow_build(*a, **k):
-        builds.append(1)
-        other.start()
-        for _ in range(100):
-            if any("another process is building it" in r.getMessage() for r in caplog.records):
-                break
-            threading.Event().wait(0.05)
-        return real_build(*a, **k)
-
-    monkeypatch.setattr(cache, "build_cache", slow_build)
-    with caplog.at_level(logging.INFO, logger="textdistill"):
-        assert _cache(setup, tmp_path / "c") == 0
-        other.join(timeout=60)
-    assert codes == [0] and builds == [1]
+    assert built_once_by_two_runs(cache, "build_cache", lambda: _cache(setup, tmp_path / "c"), caplog) == [[1], [0]]
     assert any("teacher cache" in r.getMessage() and "waiting for it" in r.getMessage() for r in caplog.records)

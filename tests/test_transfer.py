@@ -8,6 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from conftest import built_once_by_two_runs
 from textdistill import TextDistillError
 from textdistill.cli import main
 from textdistill.data.readers import Examples
@@ -458,37 +459,14 @@ def test_a_hub_teachers_set_is_keyed_by_its_name():
         "teacher": "textattack/bert-base-uncased-SST-2"}
 
 
-def test_two_processes_naming_one_set_build_it_once(tiny_teacher_run, tmp_path, caplog, monkeypatch):
+def test_two_processes_naming_one_set_build_it_once(tiny_teacher_run, tmp_path, caplog):
     """Two grids side by side reach the same generated set: the second waits for the first's build (the lock
     beside the set) and then reuses it, instead of generating it again over the first one's work."""
-    import logging
-    import threading
-
     import textdistill.data.transfer as transfer
 
     d = tiny_teacher_run
     cmd = ["augment", "-r", "recipes/kd-tang.yaml", "--teacher", str(d / "teacher" / "model"), "--data-dir",
            str(d / "sst2"), "--set", "transfer.augment.copies=1", "-o", str(tmp_path / "set")]
-    real_build, builds, codes = transfer.build, [], []
-
-    def second():
-        codes.append(main(cmd))
-
-    other = threading.Thread(target=second)
-
-    def slow_build(*a, **k):  # the second run starts while the first builds, and must wait for it
-        builds.append(1)
-        other.start()
-        for _ in range(100):
-            if any("another process is building it" in r.getMessage() for r in caplog.records):
-                break
-            threading.Event().wait(0.05)
-        return real_build(*a, **k)
-
-    monkeypatch.setattr(transfer, "build", slow_build)
-    with caplog.at_level(logging.INFO, logger="textdistill"):
-        assert main(cmd) == 0
-        other.join(timeout=60)
-    assert codes == [0] and builds == [1]
+    assert built_once_by_two_runs(transfer, "build", lambda: main(cmd), caplog) == [[1], [0]]
     assert any("transfer set" in r.getMessage() and "waiting for it" in r.getMessage() for r in caplog.records)
     assert json.loads((tmp_path / "set" / "provenance.json").read_text())["generated"] > 0
