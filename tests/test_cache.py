@@ -343,3 +343,4 @@ def test_two_processes_naming_one_cache_build_it_once(setup, tmp_path, caplog):
 
     assert built_once_by_two_runs(cache, "build_cache", lambda: _cache(setup, tmp_path / "c"), caplog) == [[1], [0]]
     assert any("teacher cache" in r.getMessage() and "waiting for it" in r.getMessage() for r in caplog.records)
+    assert not list(tmp_path.glob(".*.lock"))  # (the lock file goes once the folder is built)

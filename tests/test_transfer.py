@@ -470,3 +470,4 @@ def test_two_processes_naming_one_set_build_it_once(tiny_teacher_run, tmp_path, 
     assert built_once_by_two_runs(transfer, "build", lambda: main(cmd), caplog) == [[1], [0]]
     assert any("transfer set" in r.getMessage() and "waiting for it" in r.getMessage() for r in caplog.records)
     assert json.loads((tmp_path / "set" / "provenance.json").read_text())["generated"] > 0
+    assert not list(tmp_path.glob(".*.lock"))  # (the lock file goes once the folder is built)

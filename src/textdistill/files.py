@@ -37,7 +37,8 @@ def build_lock(folder, what: str):
     """Held while ``folder`` -- a generated transfer set or a teacher cache, built once and reused by every run
     that names it -- is checked and built: a second process (two grids side by side) waits, then finds it
     built and reuses it instead of building it again over the first one's work. An OS lock on the hidden
-    ``.<folder>.lock`` beside it (``filelock``), released by the OS if its process dies."""
+    ``.<folder>.lock`` beside it (``filelock``), released by the OS if its process dies, the file removed once the
+    folder is built."""
     from filelock import FileLock, Timeout
 
     from . import TextDistillError
@@ -59,5 +60,9 @@ def build_lock(folder, what: str):
         lock.acquire()
     try:
         yield
+        # built (or found built): any run from now on finds it ready before it looks for the lock, and one
+        # waiting on this lock file finds it ready once it has it -- the file can go. (After a failed build it
+        # stays: a waiter builds under it, and a new file beside would let a third run build at the same time.)
+        path.unlink(missing_ok=True)
     finally:
         lock.release()
