@@ -11,7 +11,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import ROOT
+from conftest import ROOT, fails_one_line
 from textdistill.cli import main
 from textdistill.schemes.offline import Offline
 
@@ -306,3 +306,35 @@ def test_a_checkpoint_carries_the_fp16_gradient_scaler(tmp_path):
     checkpoint.restore(state, tensors, modules={"m": m2}, optimizer=opt2, scheduler=sched2, scaler=fresh)
     assert fresh.get_scale() == 96.0 and fresh.state_dict()["_growth_tracker"] == 7
     torch.testing.assert_close(m2.weight, m.weight, rtol=0, atol=0)
+
+
+def test_a_second_run_on_the_same_output_is_refused_while_the_first_runs(tiny_teacher_run, tiny_bert, tmp_path,
+                                                                          capsys):
+    """Two runs naming one output (two terminals, two grids): the second is refused in one line, and the first
+    one's .partial -- here with a checkpoint the second, with --overwrite, would have emptied -- is untouched.
+    Once the first ends, its lock file is gone and the output can be written."""
+    import shutil
+
+    from filelock import FileLock
+
+    out = tmp_path / "kd"
+    partial = tmp_path / ".kd.partial"
+    (partial / "checkpoint").mkdir(parents=True)
+    (partial / "checkpoint" / "state.json").write_text("{}")
+    held = FileLock(tmp_path / ".kd.lock")  # (the first run's lock: another descriptor, so flock refuses ours)
+    held.acquire()
+    try:
+        for mode in (["--overwrite"], ["--resume"]):
+            assert main([*_args(tiny_teacher_run, tiny_bert, out), *mode]) == 2
+            err = capsys.readouterr().err.strip()
+            assert len(err.splitlines()) == 1 and f"{out}: another run is writing it now" in err, err
+            assert (partial / "checkpoint" / "state.json").read_text() == "{}" and not out.exists()
+    finally:
+        held.release()
+    shutil.rmtree(partial)
+    assert main([*_args(tiny_teacher_run, tiny_bert, out), "--set", "train.epochs=1"]) == 0
+    assert (out / "metrics.json").is_file() and not (tmp_path / ".kd.lock").exists()
+    # a path where no lock file can be made: the run's own check says why, as before
+    (tmp_path / "file").write_text("x")
+    fails_one_line(_args(tiny_teacher_run, tiny_bert, tmp_path / "file" / "kd"), capsys,
+                   f"{tmp_path / 'file'} is a file, not a folder", tmp_path / "file" / "kd")

@@ -66,3 +66,50 @@ def build_lock(folder, what: str):
         path.unlink(missing_ok=True)
     finally:
         lock.release()
+
+
+@contextmanager
+def output_lock(out_dir):
+    """Held by the run writing ``out_dir`` from its first check to its last write (by rank 0 where a launcher
+    started several processes): a second run naming the same output meanwhile is refused in one line, instead
+    of emptying the first one's ``.partial`` (``--overwrite``, a resume) under it. The hidden ``.<out>.lock``
+    beside the output, removed at the end (a run that starts in the instant between the removal and the release
+    could still pass: the lock guards against runs minutes apart, not microseconds). Where no lock file can be
+    made (the parent is a file, a read-only folder) there is none: the run's own check of the path says why."""
+    from filelock import FileLock, Timeout
+
+    from . import TextDistillError
+
+    if os.environ.get("RANK", "0") != "0":
+        yield
+        return
+    out = Path(out_dir)
+    path = out.parent / f".{out.name}.lock"
+    made = [p for p in [out.parent, *out.parent.parents] if not p.exists()]  # (removed again if still empty)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        path.touch()
+    except OSError:
+        _remove_empty(made)
+        yield
+        return
+    lock = FileLock(path)
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        raise TextDistillError(f"{out}: another run is writing it now (it holds {path}); wait for it to end or "
+                               f"choose another output") from None
+    try:
+        yield
+    finally:
+        path.unlink(missing_ok=True)
+        lock.release()
+        _remove_empty(made)
+
+
+def _remove_empty(folders) -> None:
+    for p in folders:  # (deepest first)
+        try:
+            p.rmdir()
+        except OSError:
+            pass

@@ -30,6 +30,7 @@ from . import TextDistillError, __version__, checkpoint, dist, hardware
 from .data import transfer
 from .hardware import bf16_native  # noqa: F401 - part of this module's interface
 from .data.batching import train_loader
+from .files import output_lock
 from .data.splits import data_file, load_split, resolve_task  # noqa: F401 - part of this module's interface
 from .knowledge.terms import check_term, term_where
 from .models.checks import check_finite_parameters, nonfinite_parameters
@@ -90,7 +91,14 @@ def run(recipe: Recipe, out_dir: str | os.PathLike, overwrite: bool = False, dis
         resume: bool = False, any_version: bool = False) -> dict:
     """Train (distil, or fine-tune when the recipe has no teacher); returns metrics. With
     ``generations: N`` the run is repeated N times, each generation taught by the one before
-    (``<out>/gen-1`` ... ``<out>/gen-N``, and a ``metrics.json`` over them)."""
+    (``<out>/gen-1`` ... ``<out>/gen-N``, and a ``metrics.json`` over them). A second run naming the same
+    output while this one runs is refused (``files.output_lock``)."""
+    with output_lock(out_dir):
+        return _run(recipe, out_dir, overwrite, distill, resume, any_version)
+
+
+def _run(recipe: Recipe, out_dir, overwrite: bool, distill: bool | None, resume: bool, any_version: bool) -> dict:
+    """:func:`run` under its lock (the links of a chain run through here: the chain's lock covers them)."""
     if recipe.stages or recipe.generations > 1:
         dist.single_process("stages / generations")
     chain = {"resume": resume, "any_version": any_version}
@@ -203,7 +211,7 @@ def _chain(out_dir, overwrite: bool, names: list[str], make, finish=None, resume
                 m = _finished_link(link, r, tmp, out, any_version)
                 codes.add(m.get("code"))
             else:
-                m = run(r, link, overwrite=True, resume=resume and resumable(link), any_version=any_version)
+                m = _run(r, link, True, None, resume and resumable(link), any_version)
             done[name] = str(link / "model")
             results.append((name, m))
         for stale in set(p.name for p in tmp.iterdir()) - set(names) - {"metrics.json"}:  # links of a longer chain
