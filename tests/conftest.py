@@ -125,22 +125,27 @@ def built_once_by_two_runs(module, name: str, run, caplog) -> list:
     import threading
 
     real, builds, codes = getattr(module, name), [], []
-    other = threading.Thread(target=lambda: codes.append(run()))
+    other = threading.Thread(target=lambda: codes.append(run()), daemon=True)  # (a lock never released: no hang)
+
+    def waiting():
+        return any("another process is building it" in r.getMessage() for r in caplog.records)
 
     def slow(*a, **k):
         builds.append(1)
         other.start()
-        for _ in range(100):
-            if any("another process is building it" in r.getMessage() for r in caplog.records):
+        for _ in range(1200):
+            if waiting():
                 break
             threading.Event().wait(0.05)
+        assert waiting(), "the second run never waited for the lock"
         return real(*a, **k)
 
     setattr(module, name, slow)
     try:
         with caplog.at_level(logging.INFO, logger="textdistill"):
             assert run() == 0
-            other.join(timeout=60)
+            other.join(timeout=120)
+        assert not other.is_alive(), "the second run still waits: the lock was not released"
     finally:
         setattr(module, name, real)
     return [builds, codes]

@@ -308,6 +308,15 @@ def test_a_checkpoint_carries_the_fp16_gradient_scaler(tmp_path):
     torch.testing.assert_close(m2.weight, m.weight, rtol=0, atol=0)
 
 
+def test_the_launchers_rank_decides_who_locks_the_output():
+    from textdistill.dist import launched_rank
+
+    assert launched_rank({}) == 0 and launched_rank({"RANK": "3"}) == 0  # (one process: a stray RANK is ignored)
+    assert launched_rank({"WORLD_SIZE": "2", "RANK": "1"}) == 1
+    assert launched_rank({"OMPI_COMM_WORLD_SIZE": "4", "OMPI_COMM_WORLD_RANK": "2"}) == 2
+    assert launched_rank({"PMI_SIZE": "2", "PMI_RANK": "0"}) == 0
+
+
 def test_a_second_run_on_the_same_output_is_refused_while_the_first_runs(tiny_teacher_run, tiny_bert, tmp_path,
                                                                           capsys):
     """Two runs naming one output (two terminals, two grids): the second is refused in one line, and the first
@@ -332,7 +341,21 @@ def test_a_second_run_on_the_same_output_is_refused_while_the_first_runs(tiny_te
     finally:
         held.release()
     shutil.rmtree(partial)
-    assert main([*_args(tiny_teacher_run, tiny_bert, out), "--set", "train.epochs=1"]) == 0
+    # held from the first check to the last write: a second run started from inside the first's training loop
+    # is refused too, and the first ends as if alone
+    real, inner = Offline.loss_parts, []
+
+    def loss_parts(self, batch):
+        if len(inner) < 2:
+            inner.append(main([*_args(tiny_teacher_run, tiny_bert, out), "--overwrite"]))
+        return real(self, batch)
+
+    Offline.loss_parts = loss_parts
+    try:
+        assert main([*_args(tiny_teacher_run, tiny_bert, out), "--set", "train.epochs=1"]) == 0
+    finally:
+        Offline.loss_parts = real
+    assert inner == [2, 2] and "another run is writing it now" in capsys.readouterr().err
     assert (out / "metrics.json").is_file() and not (tmp_path / ".kd.lock").exists()
     # a path where no lock file can be made: the run's own check says why, as before
     (tmp_path / "file").write_text("x")

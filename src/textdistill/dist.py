@@ -45,6 +45,21 @@ def launched_world_size(env=os.environ) -> int:
     return 1
 
 
+RANK_KEYS = ("RANK", "PMI_RANK", "OMPI_COMM_WORLD_RANK", "MV2_COMM_WORLD_RANK")
+
+
+def launched_rank(env=os.environ) -> int:
+    """This process's rank as the launcher set it (0 without a launcher, or with one process)."""
+    if launched_world_size(env) == 1:
+        return 0
+    for key in RANK_KEYS:
+        try:
+            return int(env[key])
+        except (KeyError, ValueError):
+            continue
+    return 0
+
+
 def requested_processes(cmdline: list[str]) -> int | None:
     """``--num_processes N`` / ``--num-processes=N`` of an ``accelerate launch`` command line, else None."""
     if not any(Path(a).name == "accelerate" or a.endswith("accelerate_cli.py") for a in cmdline[:3]) or \

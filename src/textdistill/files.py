@@ -7,6 +7,8 @@ import os
 from contextlib import contextmanager
 from pathlib import Path
 
+from . import TextDistillError
+
 log = logging.getLogger(__name__)
 
 
@@ -32,73 +34,89 @@ def sha256_file(path, h=None):
     return h
 
 
+class OutputBusy(TextDistillError):
+    """Another run holds the output folder (:func:`output_lock`)."""
+
+
+def _lockable(folder: Path) -> bool:
+    """Whether a lock file can be made beside ``folder``: its parent created if need be (parents made here and
+    left empty are removed by the caller's :func:`_remove_empty`) and a file written there (a temporary one: an
+    empty file at the lock's path would read as a lock held by an old filelock where ``flock`` is missing)."""
+    import tempfile
+
+    for _ in range(2):  # (once more if another run removed a parent it had made between the two steps)
+        try:
+            folder.parent.mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryFile(dir=folder.parent):
+                return True
+        except FileNotFoundError:
+            continue
+        except OSError:
+            return False
+    return False
+
+
 @contextmanager
 def build_lock(folder, what: str):
     """Held while ``folder`` -- a generated transfer set or a teacher cache, built once and reused by every run
     that names it -- is checked and built: a second process (two grids side by side) waits, then finds it
-    built and reuses it instead of building it again over the first one's work. An OS lock on the hidden
-    ``.<folder>.lock`` beside it (``filelock``), released by the OS if its process dies, the file removed once the
-    folder is built."""
+    built and reuses it instead of building it again over the first one's work. An OS lock (``filelock``) on
+    the hidden ``.<folder>.lock`` beside it, released by the OS if its process dies; the file is removed before
+    the lock is released (filelock >= 4.3 makes a waiter that then holds the removed file lock the path again)."""
     from filelock import FileLock, Timeout
 
-    from . import TextDistillError
-
     folder = Path(folder)
-    path = folder.parent / f".{folder.name}.lock"
     if folder.parent.exists() and not folder.parent.is_dir():
         raise TextDistillError(f"{folder}: {folder.parent} is not a folder")
-    try:  # (first by hand: a folder where no lock file can be made is one line, not a wait for ever)
-        folder.parent.mkdir(parents=True, exist_ok=True)
-        path.touch()
-    except OSError as e:
-        raise TextDistillError(f"{folder}: cannot create {path.name} beside it ({e.strerror or e})") from None
+    if not _lockable(folder):
+        raise TextDistillError(f"{folder}: cannot write in {folder.parent} (read-only, or not a folder)")
+    path = folder.parent / f".{folder.name}.lock"
     lock = FileLock(path)
     try:
-        lock.acquire(timeout=0)
-    except Timeout:
-        log.info("%s %s: another process is building it; waiting for it", what, folder)
-        lock.acquire()
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:  # (a warning: INFO is not shown before a run's log is set up, and this may take hours)
+            log.warning("%s %s: another process is building it; waiting for it", what, folder)
+            lock.acquire()
+    except OSError as e:
+        raise TextDistillError(f"{folder}: cannot lock {path.name} beside it ({e.strerror or e})") from None
     try:
         yield
-        # built (or found built): any run from now on finds it ready before it looks for the lock, and one
-        # waiting on this lock file finds it ready once it has it -- the file can go. (After a failed build it
-        # stays: a waiter builds under it, and a new file beside would let a third run build at the same time.)
-        path.unlink(missing_ok=True)
     finally:
+        path.unlink(missing_ok=True)
         lock.release()
 
 
 @contextmanager
 def output_lock(out_dir):
     """Held by the run writing ``out_dir`` from its first check to its last write (by rank 0 where a launcher
-    started several processes): a second run naming the same output meanwhile is refused in one line, instead
-    of emptying the first one's ``.partial`` (``--overwrite``, a resume) under it. The hidden ``.<out>.lock``
-    beside the output, removed at the end (a run that starts in the instant between the removal and the release
-    could still pass: the lock guards against runs minutes apart, not microseconds). Where no lock file can be
-    made (the parent is a file, a read-only folder) there is none: the run's own check of the path says why."""
+    started several processes): a second run naming the same output meanwhile is refused in one line
+    (:class:`OutputBusy`), instead of emptying the first one's ``.partial`` (``--overwrite``, a resume) under it.
+    The hidden ``.<out>.lock`` beside the output, removed at the end. Where no lock file can be made (the parent
+    is a file, a read-only folder) there is none: the run's own check of the path says why."""
     from filelock import FileLock, Timeout
 
-    from . import TextDistillError
+    from .dist import launched_rank
 
-    if os.environ.get("RANK", "0") != "0":
+    if launched_rank() != 0:
         yield
         return
     out = Path(out_dir)
-    path = out.parent / f".{out.name}.lock"
     made = [p for p in [out.parent, *out.parent.parents] if not p.exists()]  # (removed again if still empty)
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        path.touch()
-    except OSError:
+    if not _lockable(out):
         _remove_empty(made)
         yield
         return
+    path = out.parent / f".{out.name}.lock"
     lock = FileLock(path)
     try:
         lock.acquire(timeout=0)
-    except Timeout:
-        raise TextDistillError(f"{out}: another run is writing it now (it holds {path}); wait for it to end or "
-                               f"choose another output") from None
+    except (Timeout, OSError) as e:
+        _remove_empty(made)
+        if isinstance(e, Timeout):
+            raise OutputBusy(f"{out}: another run is writing it now (it holds {path}); wait for it to end or "
+                             f"choose another output") from None
+        raise TextDistillError(f"{out}: cannot lock {path.name} beside it ({e.strerror or e})") from None
     try:
         yield
     finally:

@@ -81,6 +81,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from . import TextDistillError
+from .files import OutputBusy
 from .recipe import read_yaml, validation_error
 from .report import markdown_table, mean_std, precision_mix
 
@@ -557,6 +558,8 @@ def _search(suite: Suite, group: list[tuple[dict, Any]], execute) -> None:
             for r, recipe in group:
                 if point_name(r["point"]) == name:
                     execute(r, recipe)
+        except OutputBusy:  # (another suite writes the point's run now: not this point's failure; this suite stops)
+            raise
         except TextDistillError as e:
             log.error("search %s on %s: point %s failed (%s); the search goes on without it", entry.name,
                       runs[0]["task"], name, e)
