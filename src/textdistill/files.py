@@ -61,30 +61,17 @@ def build_lock(folder, what: str):
     """Held while ``folder`` -- a generated transfer set or a teacher cache, built once and reused by every run
     that names it -- is checked and built: a second process (two grids side by side) waits, then finds it
     built and reuses it instead of building it again over the first one's work. An OS lock (``filelock``) on
-    the hidden ``.<folder>.lock`` beside it, released by the OS if its process dies; the file is removed before
-    the lock is released (filelock >= 4.3 makes a waiter that then holds the removed file lock the path again)."""
-    from filelock import FileLock, Timeout
-
+    the hidden ``.<folder>.lock`` beside it (:func:`_holding`), released by the OS if its process dies."""
     folder = Path(folder)
     if folder.parent.exists() and not folder.parent.is_dir():
         raise TextDistillError(f"{folder}: {folder.parent} is not a folder")
     if not _lockable(folder):
         raise TextDistillError(f"{folder}: cannot write in {folder.parent} (read-only, or not a folder)")
-    path = folder.parent / f".{folder.name}.lock"
-    lock = FileLock(path)
-    try:
-        try:
-            lock.acquire(timeout=0)
-        except Timeout:  # (a warning: INFO is not shown before a run's log is set up, and this may take hours)
-            log.warning("%s %s: another process is building it; waiting for it", what, folder)
-            lock.acquire()
-    except OSError as e:
-        raise TextDistillError(f"{folder}: cannot lock {path.name} beside it ({e.strerror or e})") from None
-    try:
+    def wait():  # (a warning: INFO is not shown before a run's log is set up, and this may take hours)
+        log.warning("%s %s: another process is building it; waiting for it", what, folder)
+
+    with _holding(folder, wait):
         yield
-    finally:
-        path.unlink(missing_ok=True)
-        lock.release()
 
 
 @contextmanager
@@ -94,8 +81,6 @@ def output_lock(out_dir):
     (:class:`OutputBusy`), instead of emptying the first one's ``.partial`` (``--overwrite``, a resume) under it.
     The hidden ``.<out>.lock`` beside the output, removed at the end. Where no lock file can be made (the parent
     is a file, a read-only folder) there is none: the run's own check of the path says why."""
-    from filelock import FileLock, Timeout
-
     from .dist import launched_rank
 
     if launched_rank() != 0:
@@ -107,22 +92,39 @@ def output_lock(out_dir):
         _remove_empty(made)
         yield
         return
-    path = out.parent / f".{out.name}.lock"
+    def refuse():
+        raise OutputBusy(f"{out}: another run is writing it now (it holds {out.parent / f'.{out.name}.lock'}); "
+                         f"wait for it to end or choose another output")
+
+    try:
+        with _holding(out, refuse):
+            yield
+    finally:
+        _remove_empty(made)
+
+
+@contextmanager
+def _holding(folder: Path, busy):
+    """The OS lock on the hidden ``.<folder>.lock`` beside ``folder``, held; where another process holds it,
+    ``busy()`` first (it says so, or raises), then wait for it. The file is removed before the lock is released
+    (filelock >= 4.3 makes a waiter that then holds the removed file lock the path again)."""
+    from filelock import FileLock, Timeout
+
+    path = folder.parent / f".{folder.name}.lock"
     lock = FileLock(path)
     try:
-        lock.acquire(timeout=0)
-    except (Timeout, OSError) as e:
-        _remove_empty(made)
-        if isinstance(e, Timeout):
-            raise OutputBusy(f"{out}: another run is writing it now (it holds {path}); wait for it to end or "
-                             f"choose another output") from None
-        raise TextDistillError(f"{out}: cannot lock {path.name} beside it ({e.strerror or e})") from None
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            busy()
+            lock.acquire()
+    except OSError as e:
+        raise TextDistillError(f"{folder}: cannot lock {path.name} beside it ({e.strerror or e})") from None
     try:
         yield
     finally:
         path.unlink(missing_ok=True)
         lock.release()
-        _remove_empty(made)
 
 
 def _remove_empty(folders) -> None:
