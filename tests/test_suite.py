@@ -90,7 +90,7 @@ def test_a_suite_runs_skips_and_summarises(tiny_teacher_run, tiny_bert, tmp_path
     # a second call runs nothing
     import textdistill.train as train
 
-    monkeypatch.setattr(train, "run", lambda *a, **k: pytest.fail("a finished run ran again"))
+    monkeypatch.setattr(train, "_run", lambda *a, **k: pytest.fail("a finished run ran again"))
     assert main(["suite", str(path)]) == 0
     # one entry's call keeps the other entries' rows and best recipe in the summary
     (out / "summary.md").unlink()
@@ -189,8 +189,8 @@ def test_runs_kept_from_an_earlier_machine_count_as_finished(tiny_teacher_run, t
     assert main(["suite", str(path), "--dry-run", "--only", "ft"]) == 0
     assert capsys.readouterr().out.splitlines()[:2] == [
         f"done {out / 'sst2' / 'ft-s1'} (kept: {kept / 'sst2' / 'ft-s1'})", f"todo {out / 'sst2' / 'ft-s2'}"]
-    real, ran = train.run, []
-    monkeypatch.setattr(train, "run", lambda recipe, folder, **k: (ran.append(Path(folder).name),
+    real, ran = train._run, []  # (what a suite calls under the run's lock)
+    monkeypatch.setattr(train, "_run", lambda recipe, folder, **k: (ran.append(Path(folder).name),
                                                                  real(recipe, folder, **k))[1])
     assert main(["suite", str(path), "--only", "ft"]) == 0
     assert ran == ["ft-s2"] and not (out / "teachers").exists()  # FT needs no teacher: none fine-tuned again
@@ -559,3 +559,81 @@ def test_a_search_goes_on_past_a_point_that_fails(tiny_teacher_run, tiny_bert, t
     assert main(["suite", str(path), "--dry-run"]) == 0
     printed = capsys.readouterr().out
     assert "(2 finished, 1 failed)" in printed and "todo teacher" not in printed
+
+
+def test_a_suite_decides_under_the_lock_of_the_run(tiny_teacher_run, tiny_bert, tmp_path, capsys, caplog,
+                                                   monkeypatch):
+    """Two suites sharing runs (two terminals, two grids that overlap): whether a run is started, resumed or
+    skipped is decided while holding the lock its run holds, so a suite that waited for a run another one held
+    does not train it again over the other's figures. A run held by another process stops the suite in one line
+    (a search records no failed point for it)."""
+    import shutil
+    from contextlib import contextmanager
+
+    from filelock import FileLock, Timeout
+
+    import textdistill.files as files
+    import textdistill.train as train
+
+    d, out = tiny_teacher_run, tmp_path / "out" / "sst2"
+    path = _suite(tmp_path, d, tiny_bert, seeds=[1])
+    out.mkdir(parents=True)
+    held = FileLock(out / ".ft-s1.lock")  # (another process's run: another descriptor, so flock refuses ours)
+    held.acquire()
+    try:
+        assert main(["suite", str(path), "--only", "ft"]) == 2
+    finally:
+        held.release()
+    err = capsys.readouterr().err.strip()
+    assert err.splitlines()[-1].endswith(f"{out / 'ft-s1'}: another run is writing it now (it holds "
+                                         f"{out / '.ft-s1.lock'}); wait for it to end or choose another output"), err
+    assert sorted(p.name for p in out.iterdir()) == [".ft-s1.lock"]  # (the other one's; nothing of ours)
+    (out / ".ft-s1.lock").unlink()
+    # the suite's own question (resume the .partial?) is asked under the run's lock
+    real_resumable, asked = train.resumable, []
+
+    def resumable(folder):
+        probe = FileLock(Path(folder).parent / f".{Path(folder).name}.lock")
+        try:
+            probe.acquire(timeout=0)
+            probe.release()
+            asked.append((Path(folder).name, False))
+        except Timeout:
+            asked.append((Path(folder).name, True))
+        return real_resumable(folder)
+
+    monkeypatch.setattr(train, "resumable", resumable)
+    assert main(["suite", str(path), "--only", "ft"]) == 0
+    assert asked and set(asked) == {("ft-s1", True)} and (out / "ft-s1" / "metrics.json").is_file()
+    # seed 2 finished by another suite while this one waited for its lock: not trained again
+    s = yaml.safe_load(path.read_text())
+    s["seeds"] = [1, 2]
+    path.write_text(yaml.safe_dump(s))
+    real_lock = files.output_lock
+
+    @contextmanager
+    def finished_while_waiting(folder):
+        if Path(folder).name == "ft-s2":
+            shutil.copytree(out / "ft-s1", out / "ft-s2")  # (the other suite's run, done as this one gets the lock)
+        with real_lock(folder):
+            yield
+
+    monkeypatch.setattr(files, "output_lock", finished_while_waiting)
+    with caplog.at_level("INFO", logger="textdistill"):
+        assert main(["suite", str(path), "--only", "ft"]) == 0
+    assert f"suite: {out / 'ft-s2'}" not in caplog.text
+    assert (out / "ft-s2" / "metrics.json").read_text() == (out / "ft-s1" / "metrics.json").read_text()
+    assert not any(p.name.endswith(".lock") for p in out.iterdir())
+    # a search point held by another suite: this suite stops, and the point is not recorded as failed
+    caplog.clear()
+
+    @contextmanager
+    def busy(folder):
+        raise files.OutputBusy(f"{folder}: another run is writing it now")
+        yield
+
+    monkeypatch.setattr(files, "output_lock", busy)
+    search = _search_suite(tmp_path, d, tiny_bert, trials=2)
+    assert main(["suite", str(search)]) == 2
+    assert "another run is writing it now" in capsys.readouterr().err
+    assert not (out / ".search-kd-failed.json").exists() and set(_points(tmp_path / "out")) == {"ft"}

@@ -35,7 +35,9 @@ A suite file::
 
 A run whose ``metrics.json`` exists (under ``out`` or ``kept``) is skipped; an interrupted one (a ``.partial``
 with a checkpoint, or a chain's finished links) is resumed (from a checkpoint of other textdistill code only with
-``--resume-any-version``). The summary is rewritten after each run (``--summary``: written from the finished
+``--resume-any-version``). Which of the two happens (or neither: finished meanwhile) is decided while holding the
+run's own lock (``files.output_lock``): two suites that share runs do not train one twice, and a run another process
+holds stops the suite in one line. The summary is rewritten after each run (``--summary``: written from the finished
 runs, computing missing out-of-domain figures, without training). The summary (``<out>/summary.md``,
 ``summary.csv``) holds, per task, its teachers (dev and out-of-domain figures) and, per entry (and grid point),
 the main dev metric as mean ± sd over seeds, % of the teacher (for a run without one, FT: of the suite's teacher
@@ -375,7 +377,8 @@ def cache_folder(suite: Suite, run: dict, recipe) -> str:
 def run_suite(path: str, only: str | None = None, dry_run: bool = False, tasks: list[str] | None = None,
               seeds: list[int] | None = None, any_version: bool = False, summary_only: bool = False) -> dict:
     from .recipe import load_recipe
-    from .train import Interrupted, resumable, run
+    from .files import output_lock
+    from .train import Interrupted, _run, resumable
 
     suite = load_suite(path)
     everything = plan(suite)
@@ -437,33 +440,41 @@ def run_suite(path: str, only: str | None = None, dry_run: bool = False, tasks: 
     for name in sorted(needed):
         t = suite.teachers[name]
         folder = Path(suite.out) / "teachers" / name
-        if not (folder / "metrics.json").is_file():
-            sets = [("task", t.task)] + ([("data.dir", suite.data_dir)] if suite.data_dir else []) + list(t.set.items())
-            log.info("suite: fine-tuning teacher %s", name)
-            run(load_recipe(t.recipe, sets), folder, overwrite=True, resume=resumable(folder),
-                any_version=any_version)
-            _compare_with_kept(suite, name, folder)
+        if (folder / "metrics.json").is_file():
+            continue
+        with output_lock(folder):  # (whether to run or resume is decided under the run's own lock)
+            if not (folder / "metrics.json").is_file():  # (another suite may have finished it meanwhile)
+                sets = ([("task", t.task)] + ([("data.dir", suite.data_dir)] if suite.data_dir else [])
+                        + list(t.set.items()))
+                log.info("suite: fine-tuning teacher %s", name)
+                _run(load_recipe(t.recipe, sets), folder, overwrite=True, distill=None, resume=resumable(folder),
+                     any_version=any_version)
+                _compare_with_kept(suite, name, folder)
+
     def execute(r: dict, recipe) -> None:
         if finished(suite, r["out"]):
             return
-        log.info("suite: %s", r["out"])
-        if r["entry"].cache and recipe.teacher:
-            recipe.teacher_cache.dir = cache_folder(suite, r, recipe)
-        always = SCHEMES.get_or_fail(recipe.scheme, "scheme").always_distills
-        distill = bool(recipe.teacher or recipe.teachers or always)
-        try:
-            run(recipe, r["out"], overwrite=True, distill=distill, resume=resumable(r["out"]),
-                any_version=any_version)
-        except Interrupted:
-            raise Interrupted(f"interrupted; {r['out']} keeps its last checkpoint: run the suite again to continue "
-                              f"it") from None
-        except KeyboardInterrupt:  # (before the run's first checkpoint: the runs finished before it stay)
-            raise Interrupted(f"interrupted before {r['out']} wrote a checkpoint (the suite's finished runs are kept): "
-                              f"run the suite again to continue") from None
-        if r["teacher"] in suite.teachers:  # the figures of the teacher that taught it, kept with its own
-            t = json.loads((Path(suite.out) / "teachers" / r["teacher"] / "metrics.json").read_text())
-            (r["out"] / "teacher.json").write_text(json.dumps(
-                {"name": r["teacher"], "dev": t["dev"], "main_metric": t.get("main_metric")}, indent=2) + "\n")
+        with output_lock(r["out"]):  # (whether to run, resume or skip is decided under the run's own lock)
+            if finished(suite, r["out"]):  # (another suite finished it meanwhile)
+                return
+            log.info("suite: %s", r["out"])
+            if r["entry"].cache and recipe.teacher:
+                recipe.teacher_cache.dir = cache_folder(suite, r, recipe)
+            always = SCHEMES.get_or_fail(recipe.scheme, "scheme").always_distills
+            distill = bool(recipe.teacher or recipe.teachers or always)
+            try:
+                _run(recipe, r["out"], overwrite=True, distill=distill, resume=resumable(r["out"]),
+                     any_version=any_version)
+            except Interrupted:
+                raise Interrupted(f"interrupted; {r['out']} keeps its last checkpoint: run the suite again to "
+                                  f"continue it") from None
+            except KeyboardInterrupt:  # (before the run's first checkpoint: the runs finished before it stay)
+                raise Interrupted(f"interrupted before {r['out']} wrote a checkpoint (the suite's finished runs are "
+                                  f"kept): run the suite again to continue") from None
+            if r["teacher"] in suite.teachers:  # the figures of the teacher that taught it, kept with its own
+                t = json.loads((Path(suite.out) / "teachers" / r["teacher"] / "metrics.json").read_text())
+                (r["out"] / "teacher.json").write_text(json.dumps(
+                    {"name": r["teacher"], "dev": t["dev"], "main_metric": t.get("main_metric")}, indent=2) + "\n")
         try:  # kept current: a long suite's table grows run by run (and a summary problem stops no training)
             _summary_and_best(suite, everything)
         except TextDistillError as e:
