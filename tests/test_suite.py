@@ -612,10 +612,10 @@ def test_a_suite_decides_under_the_lock_of_the_run(tiny_teacher_run, tiny_bert, 
     real_lock = files.output_lock
 
     @contextmanager
-    def finished_while_waiting(folder):
+    def finished_while_waiting(folder, wait=None):
         if Path(folder).name == "ft-s2":
             shutil.copytree(out / "ft-s1", out / "ft-s2")  # (the other suite's run, done as this one gets the lock)
-        with real_lock(folder):
+        with real_lock(folder, wait=wait):
             yield
 
     monkeypatch.setattr(files, "output_lock", finished_while_waiting)
@@ -628,12 +628,62 @@ def test_a_suite_decides_under_the_lock_of_the_run(tiny_teacher_run, tiny_bert, 
     caplog.clear()
 
     @contextmanager
-    def busy(folder):
-        raise files.OutputBusy(f"{folder}: another run is writing it now")
-        yield
+    def busy(folder, wait=None):  # (every run is another suite's; the teacher, waited for, is not)
+        if wait is None:
+            raise files.OutputBusy(f"{folder}: another run is writing it now")
+        with real_lock(folder, wait=wait):
+            yield
 
     monkeypatch.setattr(files, "output_lock", busy)
     search = _search_suite(tmp_path, d, tiny_bert, trials=2)
     assert main(["suite", str(search)]) == 2
     assert "another run is writing it now" in capsys.readouterr().err
     assert not (out / ".search-kd-failed.json").exists() and set(_points(tmp_path / "out")) == {"ft"}
+
+
+@pytest.mark.parametrize("other_finishes", [True, False])
+def test_a_teacher_another_suite_is_fine_tuning_is_waited_for(tiny_teacher_run, tiny_bert, tmp_path, caplog,
+                                                              monkeypatch, other_finishes):
+    """Two suites on two cores share a teacher: the second one waits for the first one's fine-tuning (a
+    warning says so), then uses the teacher it wrote; if that one ended without a teacher (killed), it
+    fine-tunes the teacher itself."""
+    import shutil
+    import threading
+    import time
+
+    from filelock import FileLock
+
+    import textdistill.train as train
+
+    d = tiny_teacher_run
+    path = _suite(tmp_path, d, tiny_bert, seeds=[1])
+    teachers = tmp_path / "out" / "teachers"
+    teachers.mkdir(parents=True)
+    held = threading.Event()
+
+    def other_suite():  # (another process's lock: another descriptor, so flock refuses ours until it ends)
+        with FileLock(teachers / ".tiny.lock"):
+            held.set()
+            time.sleep(1.5)
+            if other_finishes:
+                shutil.copytree(d / "teacher", teachers / "tiny")  # (its teacher, written as it ends)
+
+    other = threading.Thread(target=other_suite)
+    other.start()
+    held.wait()
+    real, ran = train._run, []
+    monkeypatch.setattr(train, "_run", lambda recipe, folder, **k: (ran.append(Path(folder).name),
+                                                                 real(recipe, folder, **k))[1])
+    try:
+        with caplog.at_level("WARNING", logger="textdistill"):
+            assert main(["suite", str(path), "--only", "kd"]) == 0
+    finally:
+        other.join()
+    assert f"suite: teacher tiny {teachers / 'tiny'}: another run is writing it now; waiting for it" in caplog.text
+    assert ran == (["kd-kd.temperature=2-s1", "kd-kd.temperature=5-s1"] if other_finishes else
+                   ["tiny", "kd-kd.temperature=2-s1", "kd-kd.temperature=5-s1"])
+    taught = json.loads((tmp_path / "out" / "sst2" / "kd-kd.temperature=2-s1" / "teacher.json").read_text())
+    wrote = json.loads((teachers / "tiny" / "metrics.json").read_text())
+    assert taught["dev"] == wrote["dev"] and not (teachers / ".tiny.lock").exists()
+    if other_finishes:
+        assert wrote == json.loads((d / "teacher" / "metrics.json").read_text())

@@ -75,10 +75,12 @@ def build_lock(folder, what: str):
 
 
 @contextmanager
-def output_lock(out_dir):
+def output_lock(out_dir, wait: str | None = None):
     """Held by the run writing ``out_dir`` from its first check to its last write (by rank 0 where a launcher
     started several processes): a second run naming the same output meanwhile is refused in one line
-    (:class:`OutputBusy`), instead of emptying the first one's ``.partial`` (``--overwrite``, a resume) under it.
+    (:class:`OutputBusy`), instead of emptying the first one's ``.partial`` (``--overwrite``, a resume) under it;
+    with ``wait`` (what the output is, e.g. "teacher": one that several suites share) it says so and waits
+    instead, and the caller checks again what is there once it holds the lock.
     The hidden ``.<out>.lock`` beside the output, removed at the end. Where no lock file can be made (the parent
     is a file, a read-only folder) there is none: the run's own check of the path says why."""
     from .dist import launched_rank
@@ -93,6 +95,9 @@ def output_lock(out_dir):
         yield
         return
     def refuse():
+        if wait:  # (a warning: this may take hours)
+            log.warning("%s %s: another run is writing it now; waiting for it", wait, out)
+            return
         raise OutputBusy(f"{out}: another run is writing it now (it holds {out.parent / f'.{out.name}.lock'}); "
                          f"wait for it to end or choose another output")
 

@@ -36,8 +36,8 @@ A suite file::
 A run whose ``metrics.json`` exists (under ``out`` or ``kept``) is skipped; an interrupted one (a ``.partial``
 with a checkpoint, or a chain's finished links) is resumed (from a checkpoint of other textdistill code only with
 ``--resume-any-version``). Which of the two happens (or neither: finished meanwhile) is decided while holding the
-run's own lock (``files.output_lock``): two suites that share runs do not train one twice, and a run another process
-holds stops the suite in one line. The summary is rewritten after each run (``--summary``: written from the finished
+run's own lock (``files.output_lock``): two suites that share runs do not train one twice; a run another process
+holds stops the suite in one line, a teacher another suite is fine-tuning is waited for and then used. The summary is rewritten after each run (``--summary``: written from the finished
 runs, computing missing out-of-domain figures, without training). The summary (``<out>/summary.md``,
 ``summary.csv``) holds, per task, its teachers (dev and out-of-domain figures) and, per entry (and grid point),
 the main dev metric as mean ± sd over seeds, % of the teacher (for a run without one, FT: of the suite's teacher
@@ -442,7 +442,9 @@ def run_suite(path: str, only: str | None = None, dry_run: bool = False, tasks: 
         folder = Path(suite.out) / "teachers" / name
         if (folder / "metrics.json").is_file():
             continue
-        with output_lock(folder):  # (whether to run or resume is decided under the run's own lock)
+        # (whether to run or resume is decided under the run's own lock; a teacher another suite is fine-tuning
+        # now is waited for, then used)
+        with output_lock(folder, wait=f"suite: teacher {name}"):
             if not (folder / "metrics.json").is_file():  # (another suite may have finished it meanwhile)
                 sets = ([("task", t.task)] + ([("data.dir", suite.data_dir)] if suite.data_dir else [])
                         + list(t.set.items()))
