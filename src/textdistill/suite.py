@@ -37,8 +37,9 @@ A run whose ``metrics.json`` exists (under ``out`` or ``kept``) is skipped; an i
 with a checkpoint, or a chain's finished links) is resumed (from a checkpoint of other textdistill code only with
 ``--resume-any-version``). Which of the two happens (or neither: finished meanwhile) is decided while holding the
 run's own lock (``files.output_lock``): two suites that share runs do not train one twice; a run another process
-holds stops the suite in one line, a teacher another suite is fine-tuning is waited for and then used. The summary is rewritten after each run (``--summary``: written from the finished
-runs, computing missing out-of-domain figures, without training). The summary (``<out>/summary.md``,
+holds stops the suite in one line, a teacher another suite is fine-tuning is waited for and then used. The
+summary is rewritten after each run (``--summary``: written from the finished runs, computing missing
+out-of-domain figures, without training). The summary (``<out>/summary.md``,
 ``summary.csv``) holds, per task, its teachers (dev and out-of-domain figures) and, per entry (and grid point),
 the main dev metric as mean ± sd over seeds, % of the teacher (for a run without one, FT: of the suite's teacher
 of that task, if it has exactly one), parameters, seconds and the out-of-domain metrics; with a grid, the points
