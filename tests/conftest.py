@@ -6,6 +6,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_GLUE = ROOT.parent / "shared" / "data" / "glue"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.chdir(ROOT)  # the tests name recipes/, suites/ and data/ relative to the repository root, as the README does
 # the tiny random teachers of these tests score at chance: accepted (with a warning) except where a test
 # checks the refusal (tests/test_bad_input.py)
 os.environ["TEXTDISTILL_ALLOW_WEAK_TEACHER"] = "1"
@@ -77,6 +78,8 @@ def tiny_teacher_run(tmp_path_factory, tiny_bert):
 
 def shared_glue():
     if not SHARED_GLUE.is_dir():
+        if os.environ.get("TEXTDISTILL_REQUIRE_SHARED"):  # set by .ci/run: CI has ../shared beside the clone
+            pytest.fail(f"{SHARED_GLUE} is absent and TEXTDISTILL_REQUIRE_SHARED is set")
         pytest.skip(f"{SHARED_GLUE} is absent (the real GLUE data lives beside the repo in ../shared)")
     return SHARED_GLUE
 

@@ -7,8 +7,6 @@ import torch
 
 from textdistill.cli import main
 
-pytest.importorskip("onnxruntime")
-
 TEXTS = ["a gripping , funny film .", "dull", "the plot is nothing but boilerplate clichés from start to finish , "
          "and the cast can not save it .", "warm , funny , engaging"]
 

@@ -193,7 +193,6 @@ def test_one_point_suite_runs_where_the_grid_puts_that_point(tmp_path, tiny_bert
 
 
 def test_replayed_search_reads_the_grid_and_ranks_what_it_found():
-    pytest.importorskip("optuna")
     points = gc.grid_points(gc.GRIDS[36])
     done = [{"point": gc.point_name(p), "dev": 0.5 + 0.01 * i} for i, p in enumerate(points)]  # the last is best
     whole = gc.replay_search(gc.GRIDS[36], done, 36, [0])[0]

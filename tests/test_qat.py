@@ -12,8 +12,6 @@ from conftest import fails_one_line, same_as_evaluate
 from textdistill.cli import main
 from textdistill.models.qat import FakeQuantLinear, quantize_activation, quantize_weight
 
-pytest.importorskip("onnxruntime")
-
 
 def _on_grid(w: np.ndarray, bits: int, per_channel: bool) -> bool:
     qmax = 2 ** (bits - 1) - 1

@@ -1,15 +1,22 @@
 """The result grids' shell options (scripts/*_results.sh): a task or row name the script does not know is one
 line naming it and exit code 2, before anything runs (the check needs no data and no model)."""
 import os
+import shutil
 import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from conftest import ROOT
 
 
-def run(script: str, **env) -> subprocess.CompletedProcess:
-    return subprocess.run(["bash", str(ROOT / "scripts" / script), "no-glue-dir", "1"], capture_output=True,
-                          text=True, env={**os.environ, **env}, cwd=ROOT, timeout=120)
+def run(script: str, where: Path, **env) -> subprocess.CompletedProcess:
+    """The script run from a copy of scripts/ in ``where`` whose setup.sh does nothing: the check must come without
+    a .venv (grid.sh sets one up first, which in a clean clone would install torch inside the test)."""
+    shutil.copytree(ROOT / "scripts", where / "scripts")
+    (where / "scripts" / "setup.sh").write_text("#!/usr/bin/env bash\n")
+    return subprocess.run(["bash", str(where / "scripts" / script), "no-glue-dir", "1"], capture_output=True,
+                          text=True, env={**os.environ, **env}, cwd=where, timeout=120)
 
 
 @pytest.mark.parametrize("script,env,needle", [
@@ -18,8 +25,8 @@ def run(script: str, **env) -> subprocess.CompletedProcess:
     ("scheme_results.sh", {"TASKS": "sst2", "PARTS": "multi dmll"},
      "PARTS: unknown 'dmll' (this script knows: ft kd dml born-again kd-bf16 self multi mpnet)"),
 ])
-def test_unknown_names_fail_in_one_line(script, env, needle):
-    r = run(script, **env)
+def test_unknown_names_fail_in_one_line(script, env, needle, tmp_path):
+    r = run(script, tmp_path, **env)
     assert r.returncode == 2 and r.stderr.strip() == needle, (r.returncode, r.stderr)
 
 
@@ -190,5 +197,5 @@ def test_compare_teacher_says_whether_a_teacher_fine_tuned_again_is_the_kept_one
     (tmp_path / "results" / "teachers" / "t" / "metrics.json").write_text("{not json")
     for argv, needle in (([str(ROOT / "scripts" / "compare_teacher.py"), "t", str(tmp_path)], "not a metrics file"),
                          ([str(ROOT / "scripts" / "compare_teacher.py")], "usage: compare_teacher.py NAME")):
-        r = subprocess.run(["python3", *argv], capture_output=True, text=True, timeout=60)
+        r = subprocess.run([sys.executable, *argv], capture_output=True, text=True, timeout=60)
         assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and needle in r.stderr, r.stderr
