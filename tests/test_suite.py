@@ -254,12 +254,11 @@ def test_bad_suite_files(tiny_teacher_run, tiny_bert, tmp_path, capsys):
         fails_one_line(["suite", str(path)], capsys, needle, tmp_path / "out")
 
 
-def test_the_shipped_suite_files_are_valid(capsys, monkeypatch):
+def test_the_shipped_suite_files_are_valid(capsys):
     """Every suite in suites/ loads, gives each run its own folder, and passes --dry-run's checks (every run's
     recipe with its overrides, tasks, teachers, ood sets), listing each run once."""
     from textdistill.suite import load_suite, plan
 
-    monkeypatch.chdir(ROOT)
     files = sorted((ROOT / "suites").glob("*.yaml"))
     assert files
     for path in files:
@@ -301,10 +300,9 @@ def test_an_entry_may_have_its_own_seeds(tiny_teacher_run, tiny_bert, tmp_path):
         load_suite(str(path))
 
 
-def test_task_filter(capsys, monkeypatch):
+def test_task_filter(capsys):
     """--task runs one task's part of a suite and --seed one seed's (the shipped 12-layer suite, listed with
     --dry-run); an unknown task or seed, or filters that leave no run, are one line."""
-    monkeypatch.chdir(ROOT)
     assert main(["suite", "suites/mpnet12.yaml", "--dry-run", "--task", "rte", "--task", "mrpc"]) == 0
     lines = capsys.readouterr().out.splitlines()
     teachers = [line for line in lines if line.startswith("todo teacher ")]  # (where this checkout lacks them)
